@@ -1,0 +1,93 @@
+"""Backends by name, loaded lazily, each implementing the Backend protocol.
+
+A backend module (``trtopt.backends.onnxruntime``, ``trtopt.backends.tensorrt``, ...) exposes a
+module-level ``BACKEND`` object satisfying :class:`Backend`. The engine repository and the build
+pipeline talk only to this protocol, so adding a backend touches no pipeline code.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from trtopt.backends.base import Runner
+from trtopt.errors import UsageError
+
+# name -> module that defines BACKEND
+BACKEND_MODULES: dict[str, str] = {
+    "onnxruntime": "trtopt.backends.onnxruntime",
+    "tensorrt": "trtopt.backends.tensorrt",
+}
+
+
+@dataclass
+class ShapeProfile:
+    """min/opt/max shape per input name (trtexec's --min-shapes/--opt-shapes/--max-shapes)."""
+
+    min: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    opt: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    max: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: {n: list(s) for n, s in getattr(self, k).items()} for k in ("min", "opt", "max")}
+
+
+@dataclass
+class BuildOptions:
+    """Every option a build takes, in one place (recorded in the manifest and in the cache key)."""
+
+    precision: str = "fp32"  # fp32 | fp16 | int8 (the ONNX handed to the backend already encodes it)
+    profile: ShapeProfile = field(default_factory=ShapeProfile)
+    workspace_bytes: int | None = None
+    opt_level: int | None = None
+    tf32: bool = True
+    version_compatible: bool = False
+    hardware_compat: str = "none"  # none | ampere+ | same-compute-capability
+    timing_cache: Path | None = None
+    threads: int | None = None  # CPU backends: intra-op threads (None = library default)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "profile": self.profile.to_json(),
+            "workspace_bytes": self.workspace_bytes,
+            "opt_level": self.opt_level,
+            "tf32": self.tf32,
+            "version_compatible": self.version_compatible,
+            "hardware_compat": self.hardware_compat,
+            "threads": self.threads,
+            "extra": self.extra,
+        }
+
+
+@dataclass
+class BuiltEngine:
+    """What a backend's build() leaves in the staging folder."""
+
+    engine_file: str  # file name inside the engine folder
+    manifest_fields: dict[str, Any] = field(default_factory=dict)  # backend-specific manifest entries
+
+
+class Backend(Protocol):
+    name: str
+
+    def availability(self) -> tuple[bool, str]:
+        """(usable here?, one-line reason naming what is missing when not)."""
+
+    def version(self) -> str: ...
+
+    def device(self) -> dict[str, Any]:
+        """Where engines run: {"kind": "cpu"|"cuda", "name": ..., "compute_capability": ...}."""
+
+    def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine: ...
+
+    def load(self, engine_dir: Path, manifest: dict[str, Any]) -> Runner: ...
+
+
+def get_backend(name: str) -> Backend:
+    module_name = BACKEND_MODULES.get(name)
+    if module_name is None:
+        raise UsageError(f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)} or auto")
+    return importlib.import_module(module_name).BACKEND

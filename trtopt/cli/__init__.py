@@ -1,0 +1,73 @@
+"""Command line entry point: `python -m trtopt VERB ...`.
+
+Each verb lives in its own module in this package and exposes
+``register(subparsers: argparse._SubParsersAction) -> None``, which adds a subparser whose
+``func`` default is ``run(args) -> int``. Verbs are discovered from the package, so the help lists
+exactly the verbs that exist. Verb modules import heavy libraries (torch, onnxruntime) inside
+``run`` only, keeping ``--help`` fast.
+
+Exit statuses: 0 ok, 1 failure, 2 usage error, 3 benchmark regression, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+import traceback
+from collections.abc import Sequence
+
+from trtopt import __version__
+from trtopt.errors import TrtoptError
+from trtopt.progress import set_quiet
+
+log = logging.getLogger("trtopt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trtopt",
+        description="Train, export, calibrate and build fast, verified inference engines.",
+        epilog="Exit status: 0 ok, 1 failure, 2 usage error, 3 benchmark regression.",
+    )
+    parser.add_argument("--version", action="version", version=f"trtopt {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    subparsers.required = True
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("trtopt").setLevel(logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    set_quiet(args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except TrtoptError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"trtopt {args.verb}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"trtopt {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"trtopt {args.verb}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,129 @@
+"""Atomic artefact writes and content hashes.
+
+Every artefact (checkpoint, scale table, cache, engine, manifest) goes through these helpers: the
+bytes land in a temporary file in the destination folder, are fsync'ed, then renamed over the
+target. An interrupted run therefore leaves either the old file or no file, never a truncated one
+that looks valid.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from trtopt.errors import UsageError
+
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Create `path` if needed and prove it is writable, raising UsageError (exit 2) otherwise."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {what} {folder}: {exc.strerror or exc}") from exc
+    if not folder.is_dir():
+        raise UsageError(f"{what} {folder} exists and is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {folder} is not writable")
+    return folder
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call `write(handle)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    target = Path(path)
+    folder = ensure_writable_dir(target.parent if str(target.parent) else ".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(folder)
+    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data), "wb")
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write(path, lambda handle: handle.write(text), "w")
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a staging folder beside `path`; on success it replaces `path` in one rename.
+
+    Used for engine folders: everything (engine, manifest, timing cache) is written into the
+    staging folder, and only a complete folder ever appears under the final name. On any
+    exception the staging folder is removed and `path` keeps its old content.
+    """
+    target = Path(path)
+    parent = ensure_writable_dir(target.parent, "engines folder")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=parent))
+    try:
+        yield staging
+        for child in staging.rglob("*"):
+            if child.is_file():
+                with open(child, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+            os.replace(target, retired / "old")
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """Read JSON with errors that name the file (UsageError: the user gave a bad path or file)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{what} not found: {file}")
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} {file} is not valid JSON: {exc}") from exc
