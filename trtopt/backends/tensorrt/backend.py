@@ -1,0 +1,54 @@
+"""The TensorRT ``Backend`` object the registry hands to the build pipeline and the repository."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.backends.base import Runner
+from trtopt.errors import TrtoptError
+
+
+class TensorRTBackend:
+    """Builds with TensorRT's builder and runs with TensorRT's runtime through cuda-python."""
+
+    name = "tensorrt"
+
+    def availability(self) -> tuple[bool, str]:
+        from trtopt.backends.select import tensorrt_availability
+
+        return tensorrt_availability()
+
+    def _require(self) -> None:
+        usable, why = self.availability()
+        if not usable:
+            raise TrtoptError(f"the tensorrt backend cannot run here: {why}")
+
+    def version(self) -> str:
+        from trtopt.backends.select import tensorrt_status
+
+        version, why = tensorrt_status()
+        if version is None:
+            raise TrtoptError(f"the tensorrt backend cannot run here: {why}")
+        return version
+
+    def device(self) -> dict[str, Any]:
+        from trtopt.cuda.device import device_info
+
+        self._require()
+        return device_info(0).to_json()
+
+    def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
+        self._require()
+        builder = importlib.import_module("trtopt.backends.tensorrt.builder")
+        return builder.build_engine(Path(onnx_path), Path(staging_dir), options, self.device())
+
+    def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner:
+        """Open the engine in `engine_dir`; `runner_options` go to TensorRTRunner (contexts, cuda_graph)."""
+        self._require()
+        runner = importlib.import_module("trtopt.backends.tensorrt.runner")
+        return runner.TensorRTRunner.from_engine_dir(Path(engine_dir), manifest, self.device(), **runner_options)
+
+
+BACKEND = TensorRTBackend()
