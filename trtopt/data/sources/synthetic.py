@@ -1,0 +1,87 @@
+"""Random data, only when the user names it: scales calibrated on it say nothing about accuracy.
+
+Every sample is drawn from its own generator seeded by ``(seed, sample index)``, so the data is the
+same for every batch size and every pass. Float inputs get standard normal values, integer inputs
+integers in [0, 10), booleans fair coin flips. Dynamic dims other than the batch take their size
+from ``shapes`` ({input: full shape}, trtexec's ``--shapes``) or, when the input has profile bounds,
+a seeded draw within them per batch; otherwise the error asks for ``--shapes``.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from trtopt.backends.base import TensorInfo
+from trtopt.data.sources.base import Chunk, DataSource
+from trtopt.errors import UsageError
+
+log = logging.getLogger("trtopt.data")
+
+DEFAULT_SAMPLES = 64
+
+
+class RandomSource(DataSource):
+    kind = "random"
+
+    def __init__(self, inputs: Sequence[TensorInfo], *, seed: int = 0,
+                 shapes: Mapping[str, Sequence[int]] | None = None, **kwargs: object) -> None:
+        super().__init__(inputs, **kwargs)  # type: ignore[arg-type]
+        self.seed = seed
+        self.shapes = {name: tuple(int(d) for d in shape) for name, shape in (shapes or {}).items()}
+        unknown = sorted(set(self.shapes) - {info.name for info in self.inputs})
+        if unknown:
+            raise UsageError(f"--shapes names unknown input(s) {unknown}; the model has {[i.name for i in self.inputs]}")
+        self.count = self.max_samples or DEFAULT_SAMPLES
+        log.warning("calibrating on random data: the scales are meaningless for accuracy "
+                    "(use real samples with --calib-data for a deployable engine)")
+
+    def _what(self) -> str:
+        return f"random data (seed {self.seed})"
+
+    def _applies_split(self) -> bool:
+        return False  # both parts are fresh draws; heldout uses its own seed stream
+
+    def _total(self) -> int:
+        return self.count
+
+    def _sample_shape(self, info: TensorInfo, chunk: int) -> tuple[int, ...]:
+        if info.name in self.shapes:
+            return self.shapes[info.name][1:]
+        dims = []
+        rng = np.random.default_rng([self.seed, 1 << 20, chunk])
+        for axis, dim in enumerate(info.shape[1:], start=1):
+            if isinstance(dim, int) and dim >= 0:
+                dims.append(dim)
+                continue
+            bound = info.bounds[axis] if info.bounds else None
+            if bound is None:
+                raise UsageError(f"input {info.name!r} dimension {axis} is dynamic ({info.describe()}); "
+                                 f"give its size with --shapes {info.name}:<dims> for random data")
+            dims.append(int(rng.integers(bound[0], bound[1] + 1)))
+        return tuple(dims)
+
+    def _chunks(self) -> Iterator[Chunk]:
+        stream = {"all": 0, "calibration": 0, "heldout": 1}[self.part]
+        for start in range(0, self.count, self.batch_size):
+            chunk = start // self.batch_size
+            shapes = {info.name: self._sample_shape(info, chunk) for info in self.inputs}
+            rows = min(self.batch_size, self.count - start)
+            feed = {}
+            for info in self.inputs:
+                samples = [self._draw(info, shapes[info.name], np.random.default_rng([self.seed, stream, start + i]))
+                           for i in range(rows)]
+                feed[info.name] = np.stack(samples)
+            yield Chunk(feed, None, f"random batch {chunk}")
+
+    @staticmethod
+    def _draw(info: TensorInfo, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        dtype = np.dtype(info.dtype)
+        if dtype.kind == "f":
+            return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        if dtype.kind in "iu":
+            return rng.integers(0, 10, shape).astype(dtype)
+        if dtype.kind == "b":
+            return rng.integers(0, 2, shape).astype(bool)
+        raise UsageError(f"random data for input {info.describe()} is not supported")
