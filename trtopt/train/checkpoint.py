@@ -1,0 +1,56 @@
+"""Checkpoint files: a plain dict saved with torch.save, loadable with `weights_only=True`.
+
+Only tensors, numbers, strings, lists and dicts go in, so loading never unpickles arbitrary
+objects. Keys: model_name, model_config, input_spec, dataset, state_dict, optimizer, epoch
+(completed epochs), metrics (per-epoch history), best_val_accuracy, train_config, rng_state,
+trtopt_version.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from trtopt.errors import UsageError
+from trtopt.fileio import atomic_write
+
+REQUIRED_KEYS = ("model_name", "model_config", "state_dict")
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Write atomically: a killed run leaves the previous checkpoint, never a truncated one."""
+    import torch
+
+    return atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load on CPU with `weights_only=True`; UsageError (exit 2) for a missing or corrupt file."""
+    import torch
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"checkpoint not found: {file}")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{file} is not a readable trtopt checkpoint: {reason}") from exc
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+        raise UsageError(f"{file} is not a trtopt checkpoint: expected a dict with keys {', '.join(REQUIRED_KEYS)}")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> Any:
+    """The checkpoint's model with its weights, in eval mode; UsageError if they do not fit."""
+    from trtopt.models import create_model
+
+    model = create_model(checkpoint["model_name"], **checkpoint["model_config"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UsageError(f"{source}: weights do not fit model {checkpoint['model_name']!r}: "
+                         f"{' '.join(line.strip() for line in first[:2])}") from exc
+    return model.eval()

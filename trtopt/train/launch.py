@@ -1,0 +1,139 @@
+"""Start a training run: in this process, under torchrun, or as N local worker processes.
+
+The local launcher starts `python -m trtopt.train.worker` once per rank with the same environment
+torchrun would set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so one code path serves
+both. It watches the children: when one exits non-zero the others are terminated at once (they
+would otherwise block in a collective until the timeout), and the error names the failed rank.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from trtopt.errors import TrtoptError, UsageError
+from trtopt.fileio import read_json
+from trtopt.train.config import TrainConfig, TrainResult
+from trtopt.train.plan import plan_run
+
+log = logging.getLogger("trtopt.train")
+
+CONFIG_ENV = "TRTOPT_TRAIN_CONFIG"
+ERROR_FILE_ENV = "TRTOPT_TRAIN_ERROR_FILE"
+_POLL_S = 0.1
+_TERMINATE_GRACE_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every live child, then SIGKILL whatever is still alive after a grace period."""
+    for proc in processes:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _TERMINATE_GRACE_S
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _failure_reason(error_file: Path, code: int) -> str:
+    with contextlib.suppress(OSError):
+        text = error_file.read_text().strip()
+        if text:
+            return text
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+def _spawn(config: TrainConfig) -> TrainResult:
+    started = time.perf_counter()
+    world = config.nproc
+    base_env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(world),
+                    LOCAL_WORLD_SIZE=str(world), **{CONFIG_ENV: config.dumps()})
+    if not config.threads:
+        base_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))
+    with tempfile.TemporaryDirectory(prefix="trtopt-train-") as scratch:
+        errors = [Path(scratch) / f"rank{rank}.err" for rank in range(world)]
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            for rank in range(world):
+                env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank), **{ERROR_FILE_ENV: str(errors[rank])})
+                processes.append(subprocess.Popen([sys.executable, "-m", "trtopt.train.worker"], env=env))
+            while True:
+                codes = [proc.poll() for proc in processes]
+                failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+                if failed:
+                    rank, code = failed[0]
+                    survivors = sum(code is None for code in codes)
+                    _stop(processes)
+                    reason = _failure_reason(errors[rank], code)
+                    cls = UsageError if code == UsageError.exit_code else TrtoptError
+                    raise cls(f"training rank {rank} of {world} failed: {reason}"
+                              + (f" (stopped the {survivors} other running rank(s))" if survivors else ""))
+                if all(code == 0 for code in codes):
+                    break
+                time.sleep(_POLL_S)
+        except BaseException:
+            _stop(processes)
+            raise
+    summary = read_json(Path(config.out) / "summary.json", "training summary")
+    result = TrainResult.from_json(summary)
+    result.wall_time_s = time.perf_counter() - started
+    return result
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train `config.model` on `config.dataset`; checkpoints and metrics land in `config.out`.
+
+    Under torchrun (RANK/WORLD_SIZE set) this process is one rank and `nproc` is ignored; otherwise
+    `nproc == 1` trains in this process and `nproc > 1` starts that many local workers.
+    """
+    plan = plan_run(config)
+    from trtopt.train.loop import rank_from_env, run_rank
+
+    ranks = rank_from_env()
+    if ranks is not None:
+        rank, world, local_rank = ranks
+        return run_rank(config, plan, rank, world, local_rank)
+    if config.nproc == 1:
+        return run_rank(config, plan, 0, 1, 0)
+    log.info("starting %d training processes", config.nproc)
+    return _spawn(config)
+
+
+def worker_main() -> int:
+    """Entry of one spawned rank: report failures as one line in the launcher's error file."""
+    error_file = os.environ.get(ERROR_FILE_ENV)
+    try:
+        config = TrainConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
+        from trtopt.train.loop import rank_from_env, run_rank
+
+        rank, world, local_rank = rank_from_env() or (0, 1, 0)
+        run_rank(config, plan_run(config), rank, world, local_rank)
+        return 0
+    except Exception as exc:
+        message = f"{exc}" if isinstance(exc, TrtoptError) else f"{type(exc).__name__}: {exc}"
+        if error_file:
+            with contextlib.suppress(OSError):
+                Path(error_file).write_text(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+        print(f"trtopt train rank {os.environ.get('RANK', '?')}: error: {message}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, TrtoptError) else 1
