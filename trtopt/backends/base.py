@@ -62,18 +62,25 @@ def validate_feed(feed: Mapping[str, Any], inputs: Sequence[TensorInfo]) -> dict
     arrays: dict[str, np.ndarray] = {}
     for name, info in expected.items():
         array = np.asarray(feed[name])
-        if array.dtype != info.dtype:
-            raise UsageError(f"input {name!r}: dtype {array.dtype} given, expected {np.dtype(info.dtype).name}")
-        if array.ndim != len(info.shape):
-            raise UsageError(f"input {name!r}: rank {array.ndim} (shape {list(array.shape)}) given, expected rank {len(info.shape)} ({info.describe()})")
-        for axis, (got, want) in enumerate(zip(array.shape, info.shape)):
-            if isinstance(want, int) and want >= 0 and got != want:
-                raise UsageError(f"input {name!r}: dimension {axis} is {got}, expected {want} ({info.describe()})")
-            bound = info.bounds[axis] if info.bounds else None
-            if bound is not None and not bound[0] <= got <= bound[1]:
-                raise UsageError(f"input {name!r}: dimension {axis} is {got}, outside the built profile [{bound[0]}, {bound[1]}]; rebuild with wider --min-shapes/--max-shapes")
+        check_tensor(info, array.dtype, array.shape)
         arrays[name] = np.ascontiguousarray(array)
     return arrays
+
+
+def check_tensor(info: TensorInfo, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Check one input's dtype, rank, fixed dims and profile bounds (also used for device arrays,
+    which must not be turned into numpy arrays just to be validated)."""
+    name = info.name
+    if dtype != info.dtype:
+        raise UsageError(f"input {name!r}: dtype {dtype} given, expected {np.dtype(info.dtype).name}")
+    if len(shape) != len(info.shape):
+        raise UsageError(f"input {name!r}: rank {len(shape)} (shape {list(shape)}) given, expected rank {len(info.shape)} ({info.describe()})")
+    for axis, (got, want) in enumerate(zip(shape, info.shape)):
+        if isinstance(want, int) and want >= 0 and got != want:
+            raise UsageError(f"input {name!r}: dimension {axis} is {got}, expected {want} ({info.describe()})")
+        bound = info.bounds[axis] if info.bounds else None
+        if bound is not None and not bound[0] <= got <= bound[1]:
+            raise UsageError(f"input {name!r}: dimension {axis} is {got}, outside the built profile [{bound[0]}, {bound[1]}]; rebuild with wider --min-shapes/--max-shapes")
 
 
 class Runner(abc.ABC):
