@@ -1,0 +1,30 @@
+"""`trtopt demo`: the main job end to end on the bundled model and data."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("demo", help="train lenet on digits with 2 processes, export it, and summarize",
+                              description="The main job: DDP training of the bundled CNN on the bundled digits, "
+                                          "verified ONNX export, summary (also written to OUT/demo.json).")
+    p.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: enough for >= 97%%)")
+    p.add_argument("--nproc", type=int, default=2, help="training processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trtopt.demo import DEMO_EPOCHS, format_summary, run_demo
+
+    def announce(step: str) -> None:
+        if not args.quiet and not args.json:
+            print(f"== {step}", file=sys.stderr, flush=True)
+
+    result = run_demo(args.out, epochs=args.epochs or DEMO_EPOCHS, nproc=args.nproc, seed=args.seed, on_step=announce)
+    print(json.dumps(result.to_json(), indent=2) if args.json else format_summary(result))
+    return 0
