@@ -1,0 +1,115 @@
+"""From an |x| histogram to an amax: entropy (KL), percentile, MSE and max.
+
+Entropy follows the procedure of TensorRT's legacy EntropyCalibrator2 as NVIDIA presented it
+(2048 bins, 128 quantized levels, outliers folded into the last kept bin, minimum KL divergence over
+the candidate clip points). The details that description leaves open are decided as follows:
+
+* **Candidates**: ``i = 128 .. 2048`` kept bins; the clip point (amax) is the **right edge** of the
+  last kept bin, ``i * width``, so the full-range candidate reproduces max |x| exactly.
+* **Exact zeros are left out** of the histogram (see :mod:`trtopt.quantization.histogram`): they
+  are represented exactly at any scale, so they carry no information about the clip point.
+* **Groups**: the ``i`` kept bins are merged into 128 groups of ``i // 128`` consecutive bins;
+  the last group also takes the remainder (``i % 128`` bins).
+* **Q**: built from the kept bins *without* the folded outliers; each non-empty bin (in the
+  histogram) of a group gets ``group sum / non-empty bins in group``; empty bins stay 0.
+* **No smoothing**: a candidate whose P has mass where Q has none (only possible in the last kept
+  bin, when it is empty but outliers were folded into it) has KL = +inf and is never chosen. The
+  full-range candidate always has a finite KL, so a choice always exists. This avoids the
+  epsilon-smoothing constant of other tools, whose value changes the result.
+* **Ties**: the **largest** candidate within ``1e-10`` of the minimum KL wins (clip less when
+  clipping buys nothing; e.g. a tensor with a single occupied bin keeps its full range).
+
+The search is vectorized: with ``N`` the total count, ``C_i`` the kept mass and ``T_i`` the folded
+tail, ``KL_i = (sum_k P_k log P_k - sum_k P_k log Q_k) / N - log N + log C_i``; the first sum is a
+cumulative sum plus the last bin's term, the second a sum over 128 groups whose masses and non-empty
+counts are differences of cumulative sums at the group edges: O(candidates x 128) numpy work per
+tensor, no Python loop over candidates.
+
+Percentile: the right edge of the first bin where the cumulative count (zeros included) reaches
+p% of all values. MSE: the right edge ``c`` minimizing ``sum_inside H_k (c/127)^2 / 12 +
+sum_outside H_k (x_k - c)^2`` with bin centres ``x_k`` (uniform rounding noise inside, clipping
+error outside; zeros excluded); ties go to the largest ``c``. Max: max |x| seen.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from trtopt.errors import UsageError
+
+NUM_LEVELS = 128
+TIE_TOLERANCE = 1e-10
+METHODS = ("entropy", "percentile", "max", "mse")
+
+
+def _xlogx(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, values * np.log(np.where(values > 0, values, 1.0)), 0.0)
+
+
+def _last_minimum(divergence: np.ndarray) -> int:
+    """Index of the largest candidate whose value is within TIE_TOLERANCE of the minimum."""
+    best = np.min(divergence)
+    return int(np.flatnonzero(divergence <= best + TIE_TOLERANCE)[-1])
+
+
+def entropy_divergences(hist: np.ndarray, levels: int = NUM_LEVELS) -> np.ndarray:
+    """KL(P || Q) for every candidate ``i = levels .. len(hist)`` (``+inf`` where undefined)."""
+    hist = np.asarray(hist, dtype=np.int64)
+    bins = hist.size
+    if bins < levels:
+        raise ValueError(f"histogram has {bins} bins, fewer than {levels} levels")
+    total = int(hist.sum())
+    if total <= 0:
+        raise ValueError("empty histogram")
+    cum = np.concatenate(([0], np.cumsum(hist)))
+    cum_nonempty = np.concatenate(([0], np.cumsum(hist > 0)))
+    cum_xlogx = np.concatenate(([0.0], np.cumsum(_xlogx(hist))))
+    kept = np.arange(levels, bins + 1)  # candidate i: bins [0, i) kept
+    tail = total - cum[kept]
+    last = hist[kept - 1]
+    # sum_k P_k log P_k: the kept bins, with the tail folded into the last one
+    p_log_p = cum_xlogx[kept - 1] + _xlogx(last + tail)
+    # group edges per candidate: j * (i // levels) for j < levels, and i itself
+    edges = (kept // levels)[:, None] * np.arange(levels + 1)[None, :]
+    edges[:, -1] = kept
+    mass = np.diff(cum[edges], axis=1).astype(np.float64)
+    nonempty = np.diff(cum_nonempty[edges], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_bin = np.where(mass > 0, mass / np.maximum(nonempty, 1), 1.0)
+        p_log_q = np.sum(np.where(mass > 0, mass * np.log(per_bin), 0.0), axis=1)
+        p_log_q += np.where(tail > 0, tail * np.log(per_bin[:, -1]), 0.0)
+        divergence = (p_log_p - p_log_q) / total - np.log(total) + np.log(cum[kept].astype(np.float64))
+    undefined = (tail > 0) & (last == 0)
+    return np.where(undefined | ~np.isfinite(divergence), np.inf, divergence)
+
+
+def entropy_bins(hist: np.ndarray, levels: int = NUM_LEVELS) -> int:
+    """Number of kept bins chosen by the entropy search (amax = that many bin widths)."""
+    return levels + _last_minimum(entropy_divergences(hist, levels))
+
+
+def percentile_bins(hist: np.ndarray, percentile: float) -> int:
+    """Kept bins so that at least ``percentile``% of the counted values are inside."""
+    if not 0 < percentile <= 100:
+        raise UsageError(f"--percentile must be in (0, 100], got {percentile}")
+    cum = np.cumsum(np.asarray(hist, dtype=np.int64))
+    target = cum[-1] * (percentile / 100.0)
+    return int(np.searchsorted(cum, target, side="left")) + 1
+
+
+def mse_bins(hist: np.ndarray) -> int:
+    """Kept bins minimizing the expected squared INT8 error (see the module docstring)."""
+    hist = np.asarray(hist, dtype=np.float64)
+    bins = hist.size
+    centres = np.arange(bins) + 0.5  # in units of the bin width
+    clip = np.arange(1, bins + 1, dtype=np.float64)  # candidate i keeps bins [0, i)
+    inside = np.cumsum(hist)
+    # suffix sums over bins k >= i of H, H x, H x^2
+    def suffix(values: np.ndarray) -> np.ndarray:
+        return np.concatenate((np.cumsum(values[::-1])[::-1][1:], [0.0]))
+    out_n, out_x, out_xx = suffix(hist), suffix(hist * centres), suffix(hist * centres**2)
+    rounding = inside * (clip / 127.0) ** 2 / 12.0
+    clipping = out_xx - 2 * clip * out_x + clip**2 * out_n
+    error = (rounding + clipping) / max(hist.sum(), 1.0)
+    return _last_minimum(error) + 1
