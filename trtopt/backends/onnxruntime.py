@@ -1,7 +1,15 @@
-"""ONNX Runtime backend: the embedded default on machines without a GPU, and the FP32 reference."""
+"""ONNX Runtime backend: the embedded default on machines without a GPU, and the FP32 reference.
+
+Its "engine" is ONNX Runtime's own optimized model (Q/DQ already fused into QLinearConv/QGemm,
+constants folded), serialized at the ``extended`` level so the file holds no layout-specific
+(NCHWc) kernels, plus the session options that produced it; loading reopens it with those
+options, so the build's accuracy check and later serving run the same graph.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
+import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +18,9 @@ import numpy as np
 import onnxruntime as ort
 
 from trtopt.backends.base import Runner, TensorInfo, validate_feed
-from trtopt.errors import UsageError
+from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile
+from trtopt.errors import TrtoptError, UsageError
+from trtopt.fileio import atomic_write_json, read_json
 
 _ORT_TYPE_TO_NUMPY = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -58,7 +68,8 @@ class OnnxRuntimeRunner(Runner):
     thread_safe = True
 
     def __init__(self, model_path: str | os.PathLike[str], threads: int | None = None,
-                 providers: Sequence[str] | None = None, session_options: ort.SessionOptions | None = None) -> None:
+                 providers: Sequence[str] | None = None, session_options: ort.SessionOptions | None = None,
+                 profile: ShapeProfile | None = None) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise UsageError(f"ONNX model not found: {path}")
@@ -69,6 +80,10 @@ class OnnxRuntimeRunner(Runner):
             raise UsageError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self.model_path = path
         self._inputs = [_tensor_info(arg) for arg in self._session.get_inputs()]
+        if profile is not None:  # an engine built for a shape profile rejects shapes outside it, like TensorRT
+            from trtopt.shapes import profile_bounds
+
+            self._inputs = [dataclasses.replace(info, bounds=profile_bounds(info, profile)) for info in self._inputs]
         self._outputs = [_tensor_info(arg) for arg in self._session.get_outputs()]
         self._output_names = [info.name for info in self._outputs]
 
@@ -91,3 +106,75 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
+
+
+ENGINE_FILE = "model.ort.onnx"
+SESSION_FILE = "session.json"
+SAVED_OPTIMIZATION = "extended"  # portable across CPUs of one ISA; "all" is applied again at load
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_int8", "f16c", "fma",
+              "asimd", "asimddp", "i8mm", "sve")
+
+
+def _cpu_model_and_flags() -> tuple[str, list[str]]:
+    """CPU model name and the ISA extensions ONNX Runtime's kernels dispatch on (they decide speed)."""
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not name:
+                    name = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return name or platform.processor() or platform.machine(), sorted(f for f in _ISA_FLAGS if f in flags)
+
+
+class OnnxRuntimeBackend:
+    """Backend protocol (trtopt.backends.registry.Backend) for ONNX Runtime on the CPU."""
+
+    name = "onnxruntime"
+
+    def availability(self) -> tuple[bool, str]:
+        return True, f"onnxruntime {ort.__version__} on the CPU"
+
+    def version(self) -> str:
+        return str(ort.__version__)
+
+    def device(self) -> dict[str, Any]:
+        model, flags = _cpu_model_and_flags()
+        return {"kind": "cpu", "name": model, "machine": platform.machine(), "isa": flags}
+
+    def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
+        """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
+        session = {"graph_optimization": "all", "saved_optimization": SAVED_OPTIMIZATION,
+                   "intra_op_num_threads": options.threads, "providers": ["CPUExecutionProvider"]}
+        build_options = make_session_options(options.threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION)
+        try:
+            ort.InferenceSession(os.fspath(onnx_path), build_options, providers=session["providers"])
+        except Exception as exc:  # ORT's own exception types: report the model and the first line
+            raise TrtoptError(f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+        if not (Path(staging_dir) / ENGINE_FILE).is_file():
+            raise TrtoptError(f"ONNX Runtime did not write its optimized model for {onnx_path}")
+        atomic_write_json(Path(staging_dir) / SESSION_FILE, session)
+        return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"onnxruntime": {"session_file": SESSION_FILE, **session}})
+
+    def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner:
+        """Reopen the optimized model with the recorded session options (threads may be overridden)."""
+        from trtopt.shapes import profile_from_json
+
+        folder = Path(engine_dir)
+        session = read_json(folder / SESSION_FILE, "ONNX Runtime session options")
+        threads = runner_options.pop("threads", None) or session.get("intra_op_num_threads")
+        if runner_options:
+            raise UsageError(f"the onnxruntime backend takes only threads=, not {sorted(runner_options)}")
+        options = make_session_options(threads, graph_optimization=str(session.get("graph_optimization", "all")))
+        profile = profile_from_json((manifest.get("io") or {}).get("profile"))
+        engine_file = (manifest.get("engine") or {}).get("file", ENGINE_FILE)
+        return OnnxRuntimeRunner(folder / str(engine_file), session_options=options,
+                                 providers=session.get("providers"), profile=profile)
+
+
+BACKEND = OnnxRuntimeBackend()

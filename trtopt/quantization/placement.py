@@ -140,8 +140,14 @@ def _validate_exclusions(graph: ir.Graph, exclude_nodes: Iterable[str], exclude_
 
 
 def plan_placement(model: ir.Model, amax: Mapping[str, float], encoding: Encoding, *, per_channel: bool = True,
-                   exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = ()) -> Placement:
-    """Apply the module's rules to `model` (read only) and return the Q/DQ plan."""
+                   exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (),
+                   observed_non_negative: Iterable[str] = ()) -> Placement:
+    """Apply the module's rules to `model` (read only) and return the Q/DQ plan.
+
+    A tensor counts as non-negative (unsigned range for uint8 encodings) when the graph proves it
+    (Relu, Clip(min >= 0), pools of those) or when calibration never saw a negative value in it
+    (`observed_non_negative`, e.g. an image input in [0, 1]).
+    """
     graph = model.graph
     excluded_names, excluded_ops = _validate_exclusions(graph, exclude_nodes, exclude_op_types)
 
@@ -199,7 +205,7 @@ def plan_placement(model: ir.Model, amax: Mapping[str, float], encoding: Encodin
             src, dst = node.inputs[0].name, node.outputs[0].name
             if src in placement.amax and dst in placement.amax:
                 placement.amax[dst] = placement.amax[src]
-    known_non_negative: set[str] = set()
+    known_non_negative: set[str] = set(observed_non_negative)
     for node in graph:
         for value in node.outputs:
             if _is_non_negative(value, known_non_negative):

@@ -120,8 +120,10 @@ def insert_qdq(model: ir.Model, scales: ScaleSource | Mapping[str, float], encod
     """Insert Q/DQ into `model` in place. Returns the placement and the names of quantized weights."""
     enc = get_encoding(encoding)
     amax = amax_mapping(scales)
+    stats = getattr(scales, "tensors", None)
+    observed = [n for n, t in stats.items() if getattr(t, "non_negative", None)] if isinstance(stats, Mapping) else []
     placement = plan_placement(model, amax, enc, per_channel=per_channel, exclude_nodes=exclude_nodes,
-                               exclude_op_types=exclude_op_types)
+                               exclude_op_types=exclude_op_types, observed_non_negative=observed)
     graph = model.graph
     inserter = _Inserter(graph)
     by_name = {v.name: v for n in graph for v in n.outputs} | {v.name: v for v in graph.inputs}

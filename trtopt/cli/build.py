@@ -1,0 +1,112 @@
+"""`trtopt build`: ONNX -> engines/NAME (FP32, FP16 or INT8), with accuracy vs FP32 measured at build."""
+from __future__ import annotations
+
+import argparse
+import json
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """trtexec-style sizes: 4G, 512M, 1048576."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].upper()
+    if unit not in _UNITS or not unit:
+        number, unit = text.strip(), ""
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4G, 512M or a byte count, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return int(value)
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_quantization_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `build` and `quantize` (how Q/DQ is written)."""
+    p.add_argument("--encoding", choices=["tensorrt", "onnxruntime-cpu"],
+                   help="Q/DQ encoding (default: tensorrt for the TensorRT backend, onnxruntime-cpu otherwise)")
+    p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor instead of per output channel")
+    p.add_argument("--exclude-nodes", type=_names, default=[], metavar="N1,N2", help="node names kept in float")
+    p.add_argument("--exclude-op-types", type=_names, default=[], metavar="OP1,OP2", help="op types kept in float")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "build", help="build an engine (FP32, --fp16 or --int8) into engines/NAME and check it against FP32",
+        description="Build engines/NAME from an FP32 ONNX: calibrate and insert Q/DQ (--int8) or convert to mixed "
+                    "FP16 (--fp16), build with the chosen backend, then compare the engine with the FP32 ONNX on "
+                    "held-out samples. Identical inputs reuse the existing engine (--force rebuilds).")
+    p.add_argument("onnx", help="FP32 ONNX model")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--int8", action="store_true", help="explicit INT8 (Q/DQ) from calibration")
+    precision.add_argument("--fp16", action="store_true", help="mixed precision FP16 (I/O stay FP32)")
+    p.add_argument("--calib-data", metavar="SRC", help="calibration data: .npz/.npy, folder, image folder, file.py:fn, digits")
+    p.add_argument("--calib-method", default="entropy", choices=["entropy", "percentile", "max", "mse"])
+    p.add_argument("--calib-table", metavar="JSON", help="scale table from `trtopt calibrate` (instead of --calib-data)")
+    p.add_argument("--calib-samples", type=int, default=512, help="most calibration samples to use (default 512)")
+    p.add_argument("--val-data", metavar="SRC", help="accuracy data (default: held-out part of --calib-data)")
+    p.add_argument("--accuracy-samples", type=int, default=512, help="most samples for the accuracy check")
+    p.add_argument("--accuracy-budget", metavar="K=V,...",
+                   help="fail (keeping nothing) when worse: top1-drop=POINTS, agreement=FRACTION, cosine=, snr=DB, max-abs-error=")
+    p.add_argument("--backend", default="auto", help="auto | onnxruntime | tensorrt (auto says what it picked and why)")
+    p.add_argument("--name", help="engine name (default: MODEL-PRECISION)")
+    p.add_argument("--engines-dir", default="engines", help="engine repository folder (default: engines)")
+    p.add_argument("--shapes", help="input shapes, e.g. input:8x3x224x224 (min=opt=max)")
+    p.add_argument("--min-shapes", help="profile minimum shapes")
+    p.add_argument("--opt-shapes", help="profile optimum shapes")
+    p.add_argument("--max-shapes", help="profile maximum shapes")
+    add_quantization_arguments(p)
+    p.add_argument("--fp16-io", dest="keep_io_types", action="store_false", help="FP16 inputs/outputs (with --fp16)")
+    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (build, accuracy check and the engine)")
+    p.add_argument("--workspace", type=_size, help="TensorRT workspace, e.g. 4G")
+    p.add_argument("--builder-optimization-level", dest="opt_level", type=int, choices=range(6), metavar="0-5",
+                   help="TensorRT builder optimization level")
+    p.add_argument("--timing-cache", metavar="PATH", help="TensorRT timing cache file (read and updated)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for calibration and the accuracy check")
+    p.add_argument("--force", action="store_true", help="rebuild even when an identical engine exists")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=run, keep_io_types=True)
+
+
+def format_accuracy(accuracy: dict | None) -> str:
+    if not accuracy:
+        return "accuracy: not measured"
+    parts = [f"top-1 agreement {100 * accuracy['top1_agreement']:.2f}%"]
+    if accuracy.get("candidate_accuracy") is not None:
+        parts.append(f"accuracy {100 * accuracy['candidate_accuracy']:.2f}% vs FP32 {100 * accuracy['reference_accuracy']:.2f}% "
+                     f"(drop {accuracy['accuracy_drop_points']:+.2f} pts)")
+    snr = accuracy.get("snr_db")
+    parts.append(f"max abs err {accuracy['max_abs_error']:.3g}, cosine {accuracy['cosine_similarity']:.5f}, "
+                 f"SNR {'inf' if snr is None else f'{snr:.1f}'} dB")
+    return f"accuracy vs FP32 on {accuracy['samples']} samples of {accuracy.get('data')}: " + "; ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trtopt.build import build
+
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    result = build(
+        args.onnx, precision=precision, calib_data=args.calib_data, calib_method=args.calib_method,
+        calib_table=args.calib_table, calib_samples=args.calib_samples, val_data=args.val_data,
+        accuracy_samples=args.accuracy_samples, accuracy_budget=args.accuracy_budget, backend=args.backend,
+        name=args.name, engines_dir=args.engines_dir, shapes=args.shapes, min_shapes=args.min_shapes,
+        opt_shapes=args.opt_shapes, max_shapes=args.max_shapes, encoding=args.encoding, per_channel=not args.per_tensor,
+        exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types, keep_io_types=args.keep_io_types,
+        threads=args.threads, workspace_bytes=args.workspace, opt_level=args.opt_level, timing_cache=args.timing_cache,
+        batch_size=args.batch_size, force=args.force)
+    if args.json:
+        print(json.dumps({"cache_hit": result.cache_hit, "engine_dir": str(result.engine_dir), "manifest": result.manifest}, indent=2))
+        return 0
+    m = result.manifest
+    print(f"backend: {result.backend_reason}")
+    verb = "cache hit (identical inputs; --force rebuilds)" if result.cache_hit else f"built in {m.get('build_seconds', 0):.1f} s"
+    print(f"{result.engine_dir}: {m['precision']} {m['backend']['name']} {m['backend']['version']} engine, "
+          f"{result.engine_bytes / 1e6:.2f} MB, {verb}")
+    if m.get("calibration"):
+        print(f"calibration: {m['calibration']['method']} on {m['calibration']['samples']} samples, table {m['calibration']['table_id'][:12]}")
+    print(format_accuracy(m.get("accuracy")))
+    return 0

@@ -1,0 +1,87 @@
+"""FP16 conversion: a mixed-precision ONNX with FP16 initializers and compute, FP32 where it matters.
+
+TensorRT 11 builds the precision the ONNX states (strong typing), so "--fp16" means converting the
+ONNX itself. The node decisions are ours (fp16_rules.py, with calibration ranges when a scale table
+is given); onnxconverter-common's float16 converter does the mechanical part (casting initializers,
+inserting Cast nodes at FP16/FP32 boundaries). Inputs and outputs stay float32 by default so
+callers feed and read the same arrays as for the FP32 model.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from trtopt.errors import UsageError
+from trtopt.fileio import atomic_write_bytes
+from trtopt.quantization.fp16_rules import DEFAULT_RULES, FP16_MAX, GraphFacts, Rule, classify
+from trtopt.quantization.modelio import load_onnx
+from trtopt.quantization.qdq import ScaleSource, amax_mapping
+
+
+@dataclass
+class Fp16Result:
+    path: Path | None
+    kept_fp32: dict[str, str] = field(default_factory=dict)  # node name -> reason
+    converted_nodes: int = 0
+    keep_io_types: bool = True
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    """Give unnamed nodes stable names: the converter's block list and our reasons refer to names."""
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+
+
+def convert_model_fp16(model: onnx.ModelProto, *, scales: ScaleSource | Mapping[str, float] | None = None,
+                       keep_io_types: bool = True, exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (),
+                       rules: Iterable[Rule] = DEFAULT_RULES) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """Convert an in-memory model; returns (mixed-precision model, {node kept FP32: reason})."""
+    from onnxconverter_common import float16
+
+    _name_nodes(model)
+    facts = GraphFacts.from_model(model, amax_mapping(scales) if scales is not None else None)
+    kept = classify(model, facts, rules)
+    names = {n.name for n in model.graph.node}
+    unknown = sorted(set(exclude_nodes) - names)
+    if unknown:
+        raise UsageError(f"--exclude-nodes: no node named {unknown} in the model")
+    op_types = set(exclude_op_types)
+    for node in model.graph.node:
+        if node.name in set(exclude_nodes) or node.op_type in op_types:
+            kept.setdefault(node.name, "excluded by the user")
+    try:
+        with warnings.catch_warnings():
+            # the converter warns per clamped tiny value; InitializerRangeRule already judged those constants
+            warnings.simplefilter("ignore", UserWarning)
+            converted = float16.convert_float_to_float16(
+                model, keep_io_types=keep_io_types, node_block_list=sorted(kept), max_finite_val=FP16_MAX,
+                min_positive_val=float(2.0 ** -24), disable_shape_infer=False)
+    except Exception as exc:  # the converter raises assorted errors for models it cannot type
+        raise UsageError(f"FP16 conversion failed: {type(exc).__name__}: {exc}") from exc
+    return converted, kept
+
+
+def convert_fp16(model_path: str | os.PathLike[str], output_path: str | os.PathLike[str] | None = None, *,
+                 scales: ScaleSource | Mapping[str, float] | None = None, keep_io_types: bool = True,
+                 exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (),
+                 rules: Iterable[Rule] = DEFAULT_RULES) -> Fp16Result:
+    """Write an FP16 mixed-precision copy of `model_path` (atomically) and say which nodes kept FP32."""
+    model = load_onnx(model_path)
+    if scales is not None and hasattr(scales, "ensure_matches"):
+        scales.ensure_matches(model_path)  # type: ignore[union-attr]
+    converted, kept = convert_model_fp16(model, scales=scales, keep_io_types=keep_io_types, exclude_nodes=exclude_nodes,
+                                         exclude_op_types=exclude_op_types, rules=rules)
+    converted.metadata_props.add(key="trtopt.precision", value="fp16")
+    result = Fp16Result(path=None, kept_fp32=kept, keep_io_types=keep_io_types,
+                        converted_nodes=sum(1 for n in model.graph.node if n.name not in kept))
+    if output_path is not None:
+        result.path = atomic_write_bytes(output_path, converted.SerializeToString())
+    return result
