@@ -191,7 +191,8 @@ class _Run:
                 elif self.reference_outputs is not None:
                     entry["accuracy"] = _accuracy(self.reference_outputs, outputs, library.labels, target.name)
                 runners.extend(target.open() for _ in range(callers - 1))
-                entry["scenarios"], entry["notes"] = self._scenarios(target, runners, library)
+                entry["scenarios"], notes = self._scenarios(target, runners, library)
+                entry["notes"] = [*getattr(runners[0], "notes", []), *notes]
                 device_bytes = getattr(runners[0], "device_memory_bytes", None)
             finally:
                 for runner in runners:

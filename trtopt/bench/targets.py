@@ -60,23 +60,27 @@ def _onnx_target(name: str, path: Path, threads: int | None) -> Target:
                   lambda: OnnxRuntimeRunner(path, threads=threads), {"threads": threads})
 
 
-def _engine_target(name: str, path: Path) -> Target:
+def _engine_target(name: str, path: Path, threads: int | None) -> Target:
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise UsageError(f"target {path} is a folder without manifest.json; expected {_EXPECTED}")
     manifest = read_json(manifest_path, "engine manifest")
+    backend_info = manifest.get("backend")
+    backend = str(backend_info.get("name") if isinstance(backend_info, dict) else backend_info or "unknown")
     engine = manifest.get("engine") or {}
-    size = engine.get("size_bytes")
+    size = engine.get("bytes", engine.get("size_bytes"))
     if size is None and engine.get("file") and (path / engine["file"]).is_file():
         size = (path / engine["file"]).stat().st_size
+    # only CPU backends take a thread count; TensorRT engines ignore it
+    options = {"threads": threads} if threads and backend == "onnxruntime" else {}
 
     def open_engine() -> Runner:
         from trtopt.repository import load
 
-        return load(path)
+        return load(path, **options)
 
-    return Target(name, path, "engine", str(manifest.get("backend", "unknown")), str(manifest.get("precision", "unknown")),
-                  size, open_engine, {"manifest_schema_version": manifest.get("schema_version")})
+    return Target(name, path, "engine", backend, str(manifest.get("precision", "unknown")), size, open_engine,
+                  {"threads": options.get("threads")})
 
 
 def _checkpoint_target(name: str, path: Path, threads: int | None, compile_mode: bool) -> Target:
@@ -104,7 +108,7 @@ def resolve_target(spec: str, threads: int | None = None, torch_compile: bool = 
     if not path.exists():
         raise UsageError(f"unknown target {spec!r}: {path} does not exist; expected {_EXPECTED}")
     if path.is_dir():
-        return _engine_target(name or path.name, path)
+        return _engine_target(name or path.name, path, threads)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _onnx_target(name or path.stem, path, threads)

@@ -6,7 +6,6 @@ file), 3 a metric regressed against --compare-to.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from trtopt.errors import UsageError
@@ -106,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--suite runs the suite's own targets; drop the TARGET arguments and --baseline")
         from trtopt.bench.suite import run_suite
 
-        return run_suite(args.suite, options, printer=lambda text: print(text, file=sys.stdout))
+        return run_suite(args.suite, history=args.history, compare_to=args.compare_to, threshold=args.threshold,
+                         spread_k=args.spread_k, store=not args.no_history)
     if not args.targets and not args.baseline:
         raise UsageError("no targets given; pass TARGET... (engine folders, .onnx files, checkpoints) or --suite SUITE.toml")
     report = benchmark(args.targets, args.baseline, _config(args))

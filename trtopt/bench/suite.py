@@ -1,0 +1,223 @@
+"""Scheduled benchmark suites: models x precisions x backends from one TOML file.
+
+A suite run builds what is missing (ONNX export from a checkpoint, engines via trtopt.build, both
+cache hits when already there), benchmarks each model's engines against its FP32 ONNX on the same
+inputs, writes JSON/Markdown/HTML reports per model, stores every run in the history under the
+label ``SUITE/MODEL``, compares with the previous run of that label, and exits 3 when any model
+regressed (after every model ran and every report was written). Format: docs/BENCH.md.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtopt.bench.compare import DEFAULT_SPREAD_K, DEFAULT_THRESHOLD
+from trtopt.bench.driver import BenchConfig, benchmark
+from trtopt.bench.record import RecordOptions, record
+from trtopt.errors import RegressionDetected, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+log = logging.getLogger("trtopt.bench")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+_SUITE_KEYS = {"name", "engines_dir", "reports_dir", "history", "compare_to", "threshold", "spread_k"}
+# suite file key -> (BenchConfig field, converter)
+_BENCH_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "scenarios": ("scenarios", tuple), "batch_sizes": ("batch_sizes", tuple), "qps": ("qps", float),
+    "duration": ("duration_s", float), "concurrency": ("concurrency", int), "seed": ("seed", int),
+    "samples": ("samples", int), "data": ("data", str), "data_part": ("data_part", str), "shapes": ("shapes", str),
+    "threads": ("threads", int), "warmup_ms": ("warmup_s", lambda ms: float(ms) / 1000.0),
+    "max_time": ("max_time_s", float), "tolerance": ("tolerance", float), "torch_compile": ("torch_compile", bool),
+}
+_MODEL_KEYS = {"name", "onnx", "checkpoint", "precisions", "backends", "calib_data", "baseline", *_BENCH_KEYS}
+
+
+@dataclass
+class SuiteModel:
+    name: str
+    onnx: Path
+    checkpoint: Path | None
+    precisions: list[str]
+    backends: list[str]
+    calib_data: str | None
+    baseline: str  # "onnx" (the FP32 ONNX in ONNX Runtime) or "checkpoint" (PyTorch eager)
+    bench: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    path: Path
+    name: str
+    engines_dir: Path
+    reports_dir: Path
+    history: Path | None
+    compare_to: str | None
+    threshold: float
+    spread_k: float
+    bench: dict[str, Any]
+    models: list[SuiteModel]
+
+
+def _fail(path: Path, message: str) -> UsageError:
+    return UsageError(f"suite {path}: {message}")
+
+
+def _bench_options(path: Path, where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    options = {}
+    for key, value in table.items():
+        if key not in _BENCH_KEYS:
+            continue
+        name, convert = _BENCH_KEYS[key]
+        try:
+            options[name] = convert(value)
+        except (TypeError, ValueError) as exc:
+            raise _fail(path, f"{where}.{key} = {value!r} is not valid ({exc})") from None
+    return options
+
+
+def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _fail(path, f"unknown key(s) {unknown} in [{where}]; allowed: {', '.join(sorted(allowed))}")
+
+
+def _string_list(path: Path, where: str, value: Any, allowed: tuple[str, ...] | None = None) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _fail(path, f"{where} must be a non-empty list of strings, got {value!r}")
+    bad = [v for v in value if allowed is not None and v not in allowed]
+    if bad:
+        raise _fail(path, f"{where} has {bad}; choose from {', '.join(allowed or ())}")
+    return list(value)
+
+
+def _model(path: Path, index: int, table: Any) -> SuiteModel:
+    where = f"models[{index}]"
+    if not isinstance(table, dict):
+        raise _fail(path, f"{where} must be a table ([[models]])")
+    _check_keys(path, where, table, _MODEL_KEYS)
+    name = table.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise _fail(path, f"{where}.name must be a plain name such as \"lenet\"")
+    root = path.parent
+    checkpoint = root / table["checkpoint"] if "checkpoint" in table else None
+    if "onnx" not in table and checkpoint is None:
+        raise _fail(path, f"{where} ({name}) needs onnx = \"model.onnx\" or checkpoint = \"model.pt\"")
+    onnx = root / table["onnx"] if "onnx" in table else root / f"{name}.onnx"
+    baseline = table.get("baseline", "onnx")
+    if baseline not in ("onnx", "checkpoint") or (baseline == "checkpoint" and checkpoint is None):
+        raise _fail(path, f"{where}.baseline must be \"onnx\" or \"checkpoint\" (the latter needs checkpoint =)")
+    precisions = _string_list(path, f"{where}.precisions", table.get("precisions", ["fp32"]), PRECISIONS)
+    calib_data = table.get("calib_data")
+    if "int8" in precisions and calib_data is None:
+        raise _fail(path, f"{where} ({name}) builds int8 and needs calib_data = \"SRC\" (e.g. \"digits\")")
+    return SuiteModel(name, onnx, checkpoint, precisions, _string_list(path, f"{where}.backends", table.get("backends", ["onnxruntime"])),
+                      calib_data, baseline, _bench_options(path, where, table))
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and check a suite file; every problem is a UsageError naming the file and key."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"suite file not found: {file}")
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _fail(file, f"not valid TOML: {exc}") from exc
+    _check_keys(file, "top level", data, {"suite", "bench", "models"})
+    head = data.get("suite", {})
+    _check_keys(file, "suite", head, _SUITE_KEYS)
+    bench = data.get("bench", {})
+    _check_keys(file, "bench", bench, set(_BENCH_KEYS))
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise _fail(file, "no models; add at least one [[models]] table")
+    root = file.parent
+    parsed = [_model(file, i, m) for i, m in enumerate(models)]
+    names = [m.name for m in parsed]
+    if len(set(names)) != len(names):
+        raise _fail(file, f"model names must be unique, got {names}")
+    return Suite(
+        path=file, name=str(head.get("name", file.stem)), engines_dir=root / head.get("engines_dir", "engines"),
+        reports_dir=root / head.get("reports_dir", "bench-reports"),
+        history=root / head["history"] if "history" in head else None,
+        compare_to=head.get("compare_to", "last"), threshold=float(head.get("threshold", DEFAULT_THRESHOLD)),
+        spread_k=float(head.get("spread_k", DEFAULT_SPREAD_K)), bench=_bench_options(file, "bench", bench), models=parsed)
+
+
+def _ensure_onnx(model: SuiteModel) -> None:
+    if model.onnx.is_file():
+        return
+    if model.checkpoint is None:
+        raise UsageError(f"model {model.name}: {model.onnx} does not exist and no checkpoint is given to export it from")
+    from trtopt.export import export_onnx
+
+    log.info("exporting %s -> %s", model.checkpoint, model.onnx)
+    export_onnx(model.checkpoint, model.onnx)
+
+
+def _ensure_engines(model: SuiteModel, suite: Suite, config: BenchConfig) -> list[str]:
+    """Engine folders for every precision x backend, built when missing; returns NAME=PATH specs."""
+    from trtopt.build import build
+
+    specs = []
+    for backend in model.backends:
+        for precision in model.precisions:
+            name = f"{model.name}-{precision}-{backend}"
+            folder = suite.engines_dir / name
+            if not (folder / "manifest.json").is_file():
+                log.info("building %s", name)
+                build(model.onnx, precision=precision, calib_data=model.calib_data if precision == "int8" else None,
+                      val_data=config.data, backend=backend, name=name, engines_dir=suite.engines_dir,
+                      threads=config.threads)
+            specs.append(f"{name}={folder}")
+    return specs
+
+
+def run_suite(path: str | Path, history: str | None = None, compare_to: str | None = None, threshold: float | None = None,
+              spread_k: float | None = None, store: bool = True, printer: Callable[[str], None] = print) -> int:
+    """Run every model of the suite; raises RegressionDetected (exit 3) after all models ran."""
+    from trtopt.bench import report_terminal
+
+    suite = load_suite(path)
+    regressed: list[str] = []
+    for model in suite.models:
+        config = BenchConfig(**{**suite.bench, **model.bench, "label": f"{suite.name}/{model.name}"})
+        config.validate()
+        _ensure_onnx(model)
+        targets = _ensure_engines(model, suite, config)
+        baseline = f"{model.name}-fp32-onnx={model.onnx}" if model.baseline == "onnx" else f"{model.name}-eager={model.checkpoint}"
+        report = benchmark(targets, baseline, config)
+        stem = suite.reports_dir / model.name
+        options = RecordOptions(history=history or suite.history, store=store, compare_to=compare_to or suite.compare_to,
+                                threshold=suite.threshold if threshold is None else threshold,
+                                spread_k=suite.spread_k if spread_k is None else spread_k,
+                                json_path=stem.with_suffix(".json"), markdown_path=stem.with_suffix(".md"),
+                                html_path=stem.with_suffix(".html"))
+        try:
+            _record_first_run_ok(report, options)
+        except RegressionDetected as exc:
+            regressed.append(f"{model.name}: {exc}")
+        finally:
+            printer(f"== {suite.name}/{model.name}\n{report_terminal.render(report)}\n")
+    if regressed:
+        raise RegressionDetected("; ".join(regressed))
+    return 0
+
+
+def _record_first_run_ok(report: dict[str, Any], options: RecordOptions) -> None:
+    """record(), except that `--compare-to last` on a label with no history yet is not an error."""
+    from trtopt.bench.history import History
+
+    if options.compare_to == "last":
+        with History(options.history) as db:
+            if db.last(report.get("label")) is None:
+                options.compare_to = None
+    record(report, options)
