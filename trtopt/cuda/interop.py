@@ -57,6 +57,8 @@ def parse_cuda_array_interface(cai: dict[str, Any], name: str = "array") -> Devi
     try:
         ptr, _readonly = cai["data"]
         shape = tuple(int(d) for d in cai["shape"])
+        if not isinstance(cai["typestr"], str):
+            raise TypeError(f"typestr {cai['typestr']!r} is not a string")
         dtype = np.dtype(cai["typestr"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"{name}: malformed __cuda_array_interface__ ({exc})") from exc
