@@ -47,3 +47,24 @@ def test_tensorrt_backend_imports_without_tensorrt() -> None:
     with pytest.raises(TrtoptError, match="tensorrt backend cannot run here"):
         from trtopt.backends.registry import get_backend
         get_backend("tensorrt").version()
+
+
+def test_explicit_onnxruntime_and_gpu_providers() -> None:
+    assert select.select_backend("onnxruntime") == ("onnxruntime", "onnxruntime: requested explicitly")
+    import onnxruntime as ort
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(TrtoptError, match="no CUDAExecutionProvider .*install onnxruntime-gpu"):
+        select.select_backend("onnxruntime-cuda")
+    with pytest.raises(TrtoptError, match="no TensorrtExecutionProvider"):
+        select.select_backend("onnxruntime-tensorrt")
+
+
+def test_tensorrt_ep_gets_a_cache_in_the_engine_folder(tmp_path) -> None:
+    from trtopt.backends.onnxruntime_gpu import provider_list
+
+    chain = provider_list("TensorrtExecutionProvider", {"trt_max_workspace_size": 1 << 30}, tmp_path)
+    assert [name for name, _ in chain] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    options = chain[0][1]
+    assert options["trt_engine_cache_path"] == str(tmp_path / "trt-ep-cache") and options["trt_engine_cache_enable"]
+    assert provider_list("CUDAExecutionProvider", {}, tmp_path) == [("CUDAExecutionProvider", {})]

@@ -43,7 +43,7 @@ def _build(onnx_path: Path, folder: Path, shapes: str | None = None, **option_kw
     options = BuildOptions(profile=profile, tf32=False, timing_cache=folder / "cache", **option_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     built = BACKEND.build(onnx_path, folder, options)
-    manifest = {"name": onnx_path.stem, "engine_file": built.engine_file, **built.manifest_fields}
+    manifest = {"name": onnx_path.stem, "engine": {"file": built.engine_file}, **built.manifest_fields}
     return BACKEND, manifest
 
 

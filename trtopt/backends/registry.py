@@ -14,10 +14,12 @@ from typing import Any, Protocol
 from trtopt.backends.base import Runner
 from trtopt.errors import UsageError
 
-# name -> module that defines BACKEND
+# name -> module that defines BACKEND (or "module:ATTRIBUTE" when one module serves several)
 BACKEND_MODULES: dict[str, str] = {
     "onnxruntime": "trtopt.backends.onnxruntime",
     "tensorrt": "trtopt.backends.tensorrt",
+    "onnxruntime-cuda": "trtopt.backends.onnxruntime_gpu:CUDA_BACKEND",
+    "onnxruntime-tensorrt": "trtopt.backends.onnxruntime_gpu:TENSORRT_EP_BACKEND",
 }
 
 
@@ -90,4 +92,5 @@ def get_backend(name: str) -> Backend:
     module_name = BACKEND_MODULES.get(name)
     if module_name is None:
         raise UsageError(f"unknown backend {name!r}; choose one of {sorted(BACKEND_MODULES)} or auto")
-    return importlib.import_module(module_name).BACKEND
+    module_name, _, attribute = module_name.partition(":")  # "module" or "module:ATTRIBUTE"
+    return getattr(importlib.import_module(module_name), attribute or "BACKEND")

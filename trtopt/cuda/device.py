@@ -25,8 +25,9 @@ class DeviceInfo:
     total_memory: int  # bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "cuda", "index": self.index, "name": self.name,
-                "compute_capability": self.compute_capability, "total_memory": self.total_memory}
+        """The identity an engine is tied to (no index or memory size: those differ between
+        machines that run the same engine equally well)."""
+        return {"kind": "cuda", "name": self.name, "compute_capability": self.compute_capability}
 
 
 def _decode_name(raw: Any) -> str:

@@ -213,7 +213,7 @@ class TensorRTRunner(Runner):
 
         compat.check_engine_compatible(manifest, trt.__version__, device)
         record = manifest.get("tensorrt") or {}
-        engine_file = manifest.get("engine_file") or ENGINE_FILE
+        engine_file = (manifest.get("engine") or {}).get("file") or ENGINE_FILE
         options.setdefault("version_compatible", bool(record.get("version_compatible")))
         return cls(Path(engine_dir) / engine_file, **options)
 

@@ -1,0 +1,106 @@
+"""ONNX Runtime's CUDA and TensorRT execution providers as backends "onnxruntime-cuda" and
+"onnxruntime-tensorrt" (needs the ``onnxruntime-gpu`` package).
+
+Useful where a GPU exists but TensorRT is not installed as a Python package: the same FP32, FP16
+or Q/DQ ONNX runs on the GPU through ONNX Runtime. The "build" keeps the source ONNX unchanged
+(GPU providers optimize at session creation; an offline-optimized CPU graph may contain CPU-only
+fused ops) plus the provider settings; the runner is the ONNX Runtime runner with these providers.
+The TensorRT provider caches its engines and timing cache in the engine folder, so the second
+load does not rebuild.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from trtopt.backends.base import Runner
+from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.errors import TrtoptError, UsageError
+from trtopt.fileio import atomic_write, atomic_write_json, read_json
+
+ENGINE_FILE = "model.onnx"
+SESSION_FILE = "session.json"
+TRT_EP_CACHE = "trt-ep-cache"
+
+
+def provider_list(provider: str, options: dict[str, Any], engine_dir: Path) -> list[Any]:
+    """Providers for InferenceSession in priority order; the TensorRT EP gets its cache folder
+    (inside the engine folder, known only once the folder is in place) and falls back to CUDA."""
+    chain: list[Any] = []
+    if provider == "TensorrtExecutionProvider":
+        cache = os.fspath(Path(engine_dir) / TRT_EP_CACHE)
+        chain.append((provider, {**options, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                                 "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}))
+    chain.append(("CUDAExecutionProvider", {} if provider == "TensorrtExecutionProvider" else dict(options)))
+    return chain
+
+
+class OnnxRuntimeGpuBackend:
+    """One ONNX Runtime GPU execution provider behind the Backend protocol."""
+
+    def __init__(self, name: str, provider: str) -> None:
+        self.name = name
+        self.provider = provider
+
+    def availability(self) -> tuple[bool, str]:
+        available = ort.get_available_providers()
+        if self.provider not in available:
+            return False, (f"onnxruntime {ort.__version__} has no {self.provider} (install onnxruntime-gpu instead of "
+                           f"onnxruntime; available: {', '.join(available)})")
+        from trtopt.cuda.device import probe_devices
+
+        count, why = probe_devices()
+        if not count:
+            return False, f"{self.provider} is installed but {why}"
+        return True, f"onnxruntime {ort.__version__} {self.provider} on {count} CUDA device(s)"
+
+    def version(self) -> str:
+        return str(ort.__version__)
+
+    def device(self) -> dict[str, Any]:
+        from trtopt.cuda.device import device_info
+
+        return device_info(0).to_json()
+
+    def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
+        usable, why = self.availability()
+        if not usable:
+            raise TrtoptError(f"the {self.name} backend cannot run here: {why}")
+        source = Path(onnx_path)
+        if not source.is_file():
+            raise UsageError(f"ONNX model not found: {source}")
+        staging = Path(staging_dir)
+        with open(source, "rb") as handle:
+            atomic_write(staging / ENGINE_FILE, lambda out: shutil.copyfileobj(handle, out))
+        provider_options: dict[str, Any] = {}
+        if self.provider == "TensorrtExecutionProvider" and options.workspace_bytes:
+            provider_options["trt_max_workspace_size"] = int(options.workspace_bytes)
+        session = {"provider": self.provider, "provider_options": provider_options, "threads": options.threads}
+        atomic_write_json(staging / SESSION_FILE, session)
+        # the TensorRT EP builds its engine on first load; build here once so the folder holds it
+        runner = self._runner(staging, session)
+        runner.close()
+        return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"onnxruntime_gpu": session})
+
+    def _runner(self, folder: Path, session: dict[str, Any]) -> OnnxRuntimeRunner:
+        runner = OnnxRuntimeRunner(folder / ENGINE_FILE, session_options=make_session_options(session.get("threads")),
+                                   providers=provider_list(session["provider"], session.get("provider_options") or {}, folder))
+        if runner.providers[0] != session["provider"]:
+            raise TrtoptError(f"ONNX Runtime did not enable {session['provider']} (active: {runner.providers}); "
+                              "check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")
+        return runner
+
+    def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner:
+        if runner_options:
+            raise UsageError(f"the {self.name} backend takes no runner options, got {sorted(runner_options)}")
+        folder = Path(engine_dir)
+        return self._runner(folder, read_json(folder / SESSION_FILE, "ONNX Runtime session options"))
+
+
+CUDA_BACKEND = OnnxRuntimeGpuBackend("onnxruntime-cuda", "CUDAExecutionProvider")
+TENSORRT_EP_BACKEND = OnnxRuntimeGpuBackend("onnxruntime-tensorrt", "TensorrtExecutionProvider")
