@@ -10,12 +10,14 @@ the candidate clip points). The details that description leaves open are decided
   are represented exactly at any scale, so they carry no information about the clip point.
 * **Groups**: the ``i`` kept bins are merged into 128 groups of ``i // 128`` consecutive bins;
   the last group also takes the remainder (``i % 128`` bins).
-* **Q**: built from the kept bins *without* the folded outliers; each non-empty bin (in the
-  histogram) of a group gets ``group sum / non-empty bins in group``; empty bins stay 0.
-* **No smoothing**: a candidate whose P has mass where Q has none (only possible in the last kept
-  bin, when it is empty but outliers were folded into it) has KL = +inf and is never chosen. The
-  full-range candidate always has a finite KL, so a choice always exists. This avoids the
-  epsilon-smoothing constant of other tools, whose value changes the result.
+* **Q**: the group masses come from the kept bins *without* the folded outliers; each bin where P
+  is non-zero gets ``group mass / bins of the group where P is non-zero`` (so the last kept bin
+  counts as occupied when outliers were folded into it); bins where P is zero stay 0.
+* **Smoothing only where needed**: the one place Q can be 0 where P is not is the last kept bin,
+  when its whole group is empty but outliers were folded into it. That bin gets ``EPSILON`` = 1e-4
+  counts in Q (the constant MXNet and ONNX Runtime use), and nothing else is smoothed. Without it
+  any clip point inside an empty stretch of the histogram would have infinite KL, and one far
+  outlier would force the full range. A candidate that keeps no values at all is skipped.
 * **Ties**: the **largest** candidate within ``1e-10`` of the minimum KL wins (clip less when
   clipping buys nothing; e.g. a tensor with a single occupied bin keeps its full range).
 
@@ -38,6 +40,7 @@ from trtopt.errors import UsageError
 
 NUM_LEVELS = 128
 TIE_TOLERANCE = 1e-10
+EPSILON = 1e-4  # Q mass (in counts) of an otherwise empty last kept bin that holds folded outliers
 METHODS = ("entropy", "percentile", "max", "mse")
 
 
@@ -54,7 +57,7 @@ def _last_minimum(divergence: np.ndarray) -> int:
 
 
 def entropy_divergences(hist: np.ndarray, levels: int = NUM_LEVELS) -> np.ndarray:
-    """KL(P || Q) for every candidate ``i = levels .. len(hist)`` (``+inf`` where undefined)."""
+    """KL(P || Q) for every candidate ``i = levels .. len(hist)`` (``+inf`` for skipped candidates)."""
     hist = np.asarray(hist, dtype=np.int64)
     bins = hist.size
     if bins < levels:
@@ -68,20 +71,24 @@ def entropy_divergences(hist: np.ndarray, levels: int = NUM_LEVELS) -> np.ndarra
     kept = np.arange(levels, bins + 1)  # candidate i: bins [0, i) kept
     tail = total - cum[kept]
     last = hist[kept - 1]
+    kept_mass = cum[kept].astype(np.float64)
     # sum_k P_k log P_k: the kept bins, with the tail folded into the last one
     p_log_p = cum_xlogx[kept - 1] + _xlogx(last + tail)
     # group edges per candidate: j * (i // levels) for j < levels, and i itself
     edges = (kept // levels)[:, None] * np.arange(levels + 1)[None, :]
     edges[:, -1] = kept
     mass = np.diff(cum[edges], axis=1).astype(np.float64)
-    nonempty = np.diff(cum_nonempty[edges], axis=1)
+    occupied = np.diff(cum_nonempty[edges], axis=1)
+    folded = (last == 0) & (tail > 0)  # the last kept bin is occupied in P only through outliers
+    occupied[:, -1] += folded
     with np.errstate(divide="ignore", invalid="ignore"):
-        per_bin = np.where(mass > 0, mass / np.maximum(nonempty, 1), 1.0)
+        per_bin = np.where(mass > 0, mass / np.maximum(occupied, 1), 1.0)
         p_log_q = np.sum(np.where(mass > 0, mass * np.log(per_bin), 0.0), axis=1)
-        p_log_q += np.where(tail > 0, tail * np.log(per_bin[:, -1]), 0.0)
-        divergence = (p_log_p - p_log_q) / total - np.log(total) + np.log(cum[kept].astype(np.float64))
-    undefined = (tail > 0) & (last == 0)
-    return np.where(undefined | ~np.isfinite(divergence), np.inf, divergence)
+        q_last = np.where(mass[:, -1] > 0, per_bin[:, -1], EPSILON)
+        p_log_q += np.where(tail > 0, tail * np.log(q_last), 0.0)
+        q_total = kept_mass + np.where(folded & (mass[:, -1] == 0), EPSILON, 0.0)
+        divergence = (p_log_p - p_log_q) / total - np.log(total) + np.log(q_total)
+    return np.where((kept_mass > 0) & np.isfinite(divergence), divergence, np.inf)
 
 
 def entropy_bins(hist: np.ndarray, levels: int = NUM_LEVELS) -> int:
