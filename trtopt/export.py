@@ -101,12 +101,6 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_
     With `dynamic_batch=False` the graph is fixed to the first of `verify_batch_sizes`, and only that
     size is verified. Raises UsageError for bad arguments or checkpoints, TrtoptError on a parity miss.
     """
-    import onnx
-    import onnxruntime as ort
-    import torch
-
-    from trtopt.train.checkpoint import load_checkpoint, model_from_checkpoint
-
     if opset < MIN_OPSET:
         raise UsageError(f"--opset must be >= {MIN_OPSET}, got {opset}")
     sizes = tuple(int(b) for b in verify_batch_sizes)
@@ -118,6 +112,14 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_
     ensure_writable_dir(target.parent if str(target.parent) else ".")
     if target.is_dir():
         raise UsageError(f"output {target} is a folder; expected a file path such as {target / 'model.onnx'}")
+    if not Path(checkpoint).is_file():
+        raise UsageError(f"checkpoint not found: {checkpoint}")
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from trtopt.train.checkpoint import load_checkpoint, model_from_checkpoint
+
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state, checkpoint)
     name, config = state["model_name"], dict(state["model_config"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trtopt.errors import UsageError
@@ -25,18 +25,17 @@ _IMAGENET_LIKE = {"in_channels": 3, "num_classes": 1000, "input_size": 224}
 
 @dataclass(frozen=True)
 class _Entry:
-    module: str  # trtopt.models.<module> with build(**config) -> torch.nn.Module
-    defaults: Mapping[str, Any]
+    module: str  # trtopt.models.<module> with build(**fixed, **config) -> torch.nn.Module
+    defaults: Mapping[str, Any]  # what users may configure
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # set by the architecture (resnet18 vs resnet50)
 
 
 _REGISTRY: dict[str, _Entry] = {
     "lenet": _Entry("lenet", {}),
-    "resnet18": _Entry("resnet", {**_IMAGENET_LIKE, "width": 64, "depth": 18}),
-    "resnet50": _Entry("resnet", {**_IMAGENET_LIKE, "width": 64, "depth": 50}),
+    "resnet18": _Entry("resnet", {**_IMAGENET_LIKE, "width": 64}, {"depth": 18}),
+    "resnet50": _Entry("resnet", {**_IMAGENET_LIKE, "width": 64}, {"depth": 50}),
     "mobilenetv2": _Entry("mobilenetv2", {**_IMAGENET_LIKE, "width_mult": 1.0}),
 }
-# Set by the architecture, not by the user: resnet18 and resnet50 share a module and differ here.
-_FIXED_KEYS = {"depth"}
 
 
 def list_models() -> list[str]:
@@ -55,8 +54,8 @@ def resolve_config(name: str, **overrides: Any) -> dict[str, Any]:
     defaults = dict(_entry(name).defaults)
     config = dict(defaults)
     for key, value in overrides.items():
-        if key not in defaults or key in _FIXED_KEYS:
-            allowed = sorted(k for k in defaults if k not in _FIXED_KEYS)
+        if key not in defaults:
+            allowed = sorted(defaults)
             raise UsageError(f"model {name!r} has no config key {key!r}; "
                              f"expected one of: {', '.join(allowed) or '(none: the model is fixed)'}")
         default = defaults[key]
@@ -110,5 +109,6 @@ def model_input_spec(name: str, **config: Any) -> InputSpec:
 def create_model(name: str, **config: Any) -> Any:
     """Build an untrained `torch.nn.Module` (imports torch)."""
     cfg = resolve_config(name, **config)
-    module = importlib.import_module(f"trtopt.models.{_entry(name).module}")
-    return module.build(**cfg)
+    entry = _entry(name)
+    module = importlib.import_module(f"trtopt.models.{entry.module}")
+    return module.build(**entry.fixed, **cfg)

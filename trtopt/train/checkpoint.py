@@ -27,11 +27,11 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load on CPU with `weights_only=True`; UsageError (exit 2) for a missing or corrupt file."""
-    import torch
-
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"checkpoint not found: {file}")
+    import torch
+
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
