@@ -137,14 +137,22 @@ class _Run:
         self.pool_owner = ""
         self.reference_outputs: dict[str, np.ndarray] | None = None
 
+    def prepare(self, first: Target) -> None:
+        """Build the sample pool from the first target's inputs, outside any memory measurement.
+
+        Loading a data source (and the first runner of a backend) costs one-time library memory
+        that would otherwise be charged to whichever target happened to run first.
+        """
+        with first.open() as probe:
+            inputs = probe.inputs
+        cfg = self.config
+        self.pool = (data_pool(cfg.data, inputs, cfg.samples, cfg.data_part) if cfg.data
+                     else generated_pool(inputs, cfg.samples, cfg.seed, cfg.shapes))
+        self.pool_inputs, self.pool_owner = inputs, first.name
+
     def _library_for(self, target: Target, inputs: list[TensorInfo]) -> QueryLibrary:
-        if self.pool is None:
-            cfg = self.config
-            self.pool = (data_pool(cfg.data, inputs, cfg.samples, cfg.data_part) if cfg.data
-                         else generated_pool(inputs, cfg.samples, cfg.seed, cfg.shapes))
-            self.pool_inputs, self.pool_owner = inputs, target.name
-        else:
-            check_compatible(self.pool_inputs, inputs, self.pool_owner, target.name)
+        assert self.pool is not None, "prepare() runs first"
+        check_compatible(self.pool_inputs, inputs, self.pool_owner, target.name)
         return self.pool.bind(inputs)
 
     def _scenarios(self, target: Target, runners: list[Runner], library: QueryLibrary) -> tuple[dict[str, Any], list[str]]:
@@ -174,6 +182,7 @@ class _Run:
         log.info("benchmarking %s (%s, %s)", target.name, target.kind, target.backend)
         callers = self.config.concurrency if {scenarios.SERVER, scenarios.CONCURRENCY} & set(self.config.scenarios) else 1
         runners: list[Runner] = []
+        target.import_backend()
         with PeakRss() as memory:
             try:
                 start = time.perf_counter()
@@ -216,6 +225,8 @@ def benchmark(targets: Sequence[str], baseline: str | None = None, config: Bench
     steps = len(resolved) * len(config.scenarios)
     with progress(total=steps, desc="bench", unit="scenario") as bar:
         run = _Run(config, reference, bar)
+        resolved[0].import_backend()
+        run.prepare(resolved[0])
         entries = [run.run_target(target) for target in resolved]
     assert run.pool is not None
     return {

@@ -56,13 +56,14 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     plots = []
     targets = report["targets"]
     picked = [(t["name"], s) for t in targets if (s := _latency_samples(t))]
     if picked:
         fig, ax = plt.subplots(figsize=(9, 0.6 * len(picked) + 2.5))
-        ax.boxplot([s[1] for _, s in picked], vert=False, showfliers=True, whis=(1, 99))
+        ax.boxplot([s[1] for _, s in picked], orientation="horizontal", showfliers=True, whis=(1, 99))
         ax.set_yticks(range(1, len(picked) + 1), [f"{name}\n({s[0]})" for name, s in picked])
         ax.set_xscale("log")
         ax.set_xlabel("latency (ms, log scale; whiskers p1-p99)")
@@ -100,6 +101,7 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         right.set_ylabel("SNR vs baseline (dB)")
         for ax in (left, right):
             ax.grid(True, alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
         fig.suptitle("Accuracy vs speed")
         plots.append(("Accuracy vs speed", _png(fig)))
         plt.close(fig)

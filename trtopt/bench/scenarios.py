@@ -67,6 +67,8 @@ def _measurement_json(measurement: Measurement, policy: StabilityPolicy, batch_s
         "throughput_sps": measurement.throughput,
         "median_spread_ms": _stdev(measurement.window_medians_s) * 1e3,
         "throughput_spread": _stdev(measurement.window_throughputs),
+        "best_window_median_ms": min(measurement.window_medians_s) * 1e3,
+        "best_window_throughput_sps": max(measurement.window_throughputs),
         "iterations": int(measurement.latencies_s.size),
         "stability": measurement.stability_json(policy),
         "samples_ms": thin_samples(measurement.latencies_s),

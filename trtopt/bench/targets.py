@@ -7,6 +7,7 @@ server workers each get their own.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,16 @@ class Target:
     size_bytes: int | None
     open: Callable[[], Runner] = field(repr=False)
     details: dict[str, Any] = field(default_factory=dict)
+
+    def import_backend(self) -> None:
+        """Import the backend's libraries, so their one-time cost is not charged to this target's memory."""
+        module = {"onnx": "trtopt.backends.onnxruntime", "checkpoint": "trtopt.backends.torch_eager"}.get(self.kind)
+        if module is None:
+            from trtopt.backends.registry import BACKEND_MODULES
+
+            module = BACKEND_MODULES.get(self.backend)
+        if module is not None:
+            importlib.import_module(module)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "path": os.fspath(self.path), "kind": self.kind, "backend": self.backend,
