@@ -7,7 +7,6 @@ a failed, interrupted or over-budget build leaves no engine behind.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import sys
@@ -23,7 +22,6 @@ from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_directory, atomic_write_json, ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.repository import MANIFEST, SCHEMA_VERSION, cached_manifest, read_manifest
 
-log = logging.getLogger("trtopt.build")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_ACCURACY_SAMPLES = 512
@@ -250,7 +248,6 @@ def _scale_table(source: Path, precision: str, calib_data: str | None, method: s
     from trtopt.quantization.calibrate import calibrate
 
     data = open_source(str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration")
-    log.info("calibrating (%s) on %s", method, calib_data)
     return calibrate(source, data, method=method)
 
 

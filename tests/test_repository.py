@@ -1,0 +1,81 @@
+"""Engine repository: load() checks backend version, device and file hash; `trtopt run` prints outputs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import trtopt
+from trtopt.build import build
+from trtopt.errors import TrtoptError, UsageError
+from trtopt.repository import load
+
+
+@pytest.fixture
+def engine(residual_convnet, tmp_path):
+    result = build(residual_convnet, name="net", engines_dir=tmp_path / "engines", backend="onnxruntime",
+                   accuracy_samples=16, threads=1)
+    return result.engine_dir
+
+
+def _edit_manifest(engine_dir, change) -> None:
+    path = engine_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_load_returns_a_working_runner(engine):
+    assert trtopt.load is load
+    with trtopt.load(engine) as runner:
+        assert [i.name for i in runner.inputs] == ["input"]
+        out = runner.infer({"input": np.zeros((2, 3, 16, 16), np.float32)})
+    assert out["logits"].shape == (2, 10)
+
+
+def test_modified_engine_file_is_refused(engine):
+    manifest = json.loads((engine / "manifest.json").read_text())
+    with open(engine / manifest["engine"]["file"], "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(TrtoptError, match="sha256.*rebuild it here with"):
+        load(engine)
+
+
+def test_other_backend_version_is_refused(engine):
+    _edit_manifest(engine, lambda m: m["backend"].update(version="0.0.1"))
+    with pytest.raises(TrtoptError, match=r"built with onnxruntime 0\.0\.1.*rebuild it here with"):
+        load(engine)
+
+
+def test_other_device_is_refused(engine):
+    _edit_manifest(engine, lambda m: m["device"].update(name="Some Other CPU"))
+    with pytest.raises(TrtoptError, match="Some Other CPU.*rebuild"):
+        load(engine)
+
+
+def test_not_an_engine_folder(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(UsageError, match="no manifest.json"):
+        load(tmp_path / "half")
+    with pytest.raises(UsageError, match="not found"):
+        load(tmp_path / "missing")
+
+
+def test_run_verb_prints_outputs(engine, tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-m", "trtopt", "run", str(engine), "--input", str(tmp_path / "x.npy"),
+                           "--save-outputs", str(tmp_path / "y.npz")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "logits: float32[2x10]" in proc.stdout
+    with load(engine) as runner:
+        expected = runner.infer({"input": x})["logits"]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npz")["logits"], expected, rtol=1e-6)
+    top = int(np.argmax(expected[0]))
+    assert f"[0] {top}:" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "trtopt", "run", str(engine), "--input", str(tmp_path / "nope.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "nope.npy" in bad.stderr
