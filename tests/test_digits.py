@@ -16,13 +16,27 @@ from trtopt.errors import UsageError
 def test_splits_shapes_and_disjointness():
     splits = {name: load_digits_split(name) for name in ("train", "val", "test")}
     assert sum(x.shape[0] for x, _ in splits.values()) == 1797
-    assert splits["train"][0].shape[0] == 1257
+    assert splits["train"][0].shape[0] == 1258
     for x, y in splits.values():
         assert x.dtype == np.float32 and x.shape[1:] == (1, 16, 16)
         assert y.dtype == np.int64 and set(np.unique(y)) == set(range(10))
     rows = {name: {x[i].tobytes() for i in range(x.shape[0])} for name, (x, _) in splits.items()}
     # a handful of digits are exact duplicates in the source data; the splits still must not share samples
     assert len(rows["train"] & rows["test"]) < 5 and len(rows["val"] & rows["test"]) < 5
+
+
+def test_same_images_as_scikit_learn():
+    from sklearn.datasets import load_digits
+
+    from trtopt.data.digits import normalize
+
+    bunch = load_digits()
+    x, y = load_digits_split("test")
+    # every test sample is one of scikit-learn's digits with its label, transformed by normalize()
+    reference = {normalize(bunch.images[i : i + 1].astype(np.float32) / 16.0).tobytes(): int(bunch.target[i]) for i in range(len(bunch.target))}
+    assert all(reference[x[i : i + 1].tobytes()] == y[i] for i in range(x.shape[0]))
+    counts = np.bincount(y, minlength=10)
+    assert counts.min() >= 25 and counts.max() <= 30  # stratified: ~15% of each class
 
 
 def test_deterministic_and_normalized():
