@@ -116,11 +116,14 @@ def render(report: dict[str, Any]) -> str:
     parts += ["</ul><h2>Summary</h2>", _html_table(performance_table(report))]
     if report.get("baseline"):
         parts += [f"<h2>Accuracy vs {html.escape(report['baseline'])}</h2>", _html_table(accuracy_table(report))]
-    comparison = comparison_table(report, only_moved=False)
-    if comparison is not None:
-        info = report["comparison"]
-        parts += [f"<h2>Compared with run {info['against_run_id']}: {info['regressions']} regression(s)</h2>", _html_table(comparison)]
     for caption, data in _plots(report):
         parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
+    comparison = comparison_table(report)
+    if comparison is not None:
+        info = report["comparison"]
+        unchanged = len(info["metrics"]) - len(comparison[1])
+        parts += [f"<h2>Compared with run {info['against_run_id']}: {info['regressions']} regression(s), "
+                  f"{info['improvements']} improvement(s)</h2>", _html_table(comparison),
+                  f"<p>{unchanged} other metric(s) unchanged (the JSON report lists every one).</p>"]
     parts += ["<h2>Latency (ms)</h2>", _html_table(latency_table(report)), "</body></html>"]
     return "\n".join(parts)
