@@ -61,9 +61,9 @@ def test_lenet_int8_fp16_fp32_builds_reuse_and_table(trained_lenet, tmp_path, mo
     forced = build(trained_lenet.onnx, precision="int8", calib_data="digits", engines_dir=engines, threads=1, force=True)
     assert not forced.cache_hit and forced.manifest["created"] >= m["created"]
 
-    fp16 = build(trained_lenet.onnx, precision="fp16", val_data="digits", engines_dir=engines, threads=1)
+    fp16 = build(trained_lenet.onnx, precision="fp16", calib_data="digits", engines_dir=engines, threads=1)
     assert fp16.manifest["accuracy"]["top1_agreement"] >= 0.995
-    fp32 = build(trained_lenet.onnx, engines_dir=engines, threads=1, val_data="digits")
+    fp32 = build(trained_lenet.onnx, engines_dir=engines, threads=1, calib_data="digits")
     assert fp32.manifest["accuracy"]["max_abs_error"] < 1e-4
     table = format_comparison([fp32, fp16, forced])
     lines = table.splitlines()

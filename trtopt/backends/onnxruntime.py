@@ -121,21 +121,17 @@ _ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "a
               "asimd", "asimddp", "i8mm", "sve")
 
 
-def _cpu_model_and_flags() -> tuple[str, list[str]]:
-    """CPU model name and the ISA extensions ONNX Runtime's kernels dispatch on (they decide speed)."""
-    name, flags = "", set()
+def _isa_flags() -> list[str]:
+    """The ISA extensions ONNX Runtime's CPU kernels dispatch on: they decide speed and int8 numerics."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
                 key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware", "cpu model") and not name:
-                    name = value.strip()
-                elif key in ("flags", "features") and not flags:
-                    flags = set(value.split())
+                if key.strip().lower() in ("flags", "features"):
+                    return sorted(f for f in _ISA_FLAGS if f in set(value.split()))
     except OSError:
         pass
-    return name or platform.processor() or platform.machine(), sorted(f for f in _ISA_FLAGS if f in flags)
+    return []
 
 
 class OnnxRuntimeBackend:
@@ -150,8 +146,9 @@ class OnnxRuntimeBackend:
         return str(ort.__version__)
 
     def device(self) -> dict[str, Any]:
-        model, flags = _cpu_model_and_flags()
-        return {"kind": "cpu", "name": model, "machine": platform.machine(), "isa": flags}
+        from trtopt.bench.environment import cpu_model
+
+        return {"kind": "cpu", "name": cpu_model(), "machine": platform.machine(), "isa": _isa_flags()}
 
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
