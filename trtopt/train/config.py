@@ -9,7 +9,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from trtopt.errors import UsageError
 
@@ -17,8 +17,23 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "step", "none")
 
 
+T = TypeVar("T", bound="_JsonFields")
+
+
+class _JsonFields:
+    """JSON round trip for the dataclasses here; unknown keys (from a newer trtopt) are ignored."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[T], data: dict[str, Any]) -> T:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_JsonFields):
     """Everything one training run needs. `batch_size` is per process, as in torchrun scripts."""
 
     model: str = "lenet"
@@ -66,20 +81,12 @@ class TrainConfig:
             if not ok:
                 raise UsageError(message)
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
     def dumps(self) -> str:
         return json.dumps(self.to_json())
 
 
 @dataclass
-class TrainResult:
+class TrainResult(_JsonFields):
     """What a finished run produced; rank 0 also writes it to OUT/summary.json."""
 
     out_dir: str
@@ -92,11 +99,3 @@ class TrainResult:
     world_size: int
     wall_time_s: float
     metrics: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TrainResult":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})

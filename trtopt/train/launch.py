@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import read_json
@@ -53,6 +55,17 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
+def _interrupt_on_sigterm() -> Any:
+    """Let a scheduler's SIGTERM unwind the launcher so it stops its workers instead of orphaning them."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
 def _failure_reason(error_file: Path, code: int) -> str:
     with contextlib.suppress(OSError):
         text = error_file.read_text().strip()
@@ -74,6 +87,7 @@ def _spawn(config: TrainConfig) -> TrainResult:
     with tempfile.TemporaryDirectory(prefix="trtopt-train-") as scratch:
         errors = [Path(scratch) / f"rank{rank}.err" for rank in range(world)]
         processes: list[subprocess.Popen[bytes]] = []
+        previous = _interrupt_on_sigterm()
         try:
             for rank in range(world):
                 env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank), **{ERROR_FILE_ENV: str(errors[rank])})
@@ -82,19 +96,25 @@ def _spawn(config: TrainConfig) -> TrainResult:
                 codes = [proc.poll() for proc in processes]
                 failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
                 if failed:
-                    rank, code = failed[0]
+                    # A rank killed by a signal is the likely cause; peers then fail on the broken connection.
+                    rank, code = min(failed, key=lambda item: (item[1] >= 0, item[0]))
                     survivors = sum(code is None for code in codes)
                     _stop(processes)
                     reason = _failure_reason(errors[rank], code)
+                    others = [str(r) for r, _ in failed if r != rank]
                     cls = UsageError if code == UsageError.exit_code else TrtoptError
                     raise cls(f"training rank {rank} of {world} failed: {reason}"
-                              + (f" (stopped the {survivors} other running rank(s))" if survivors else ""))
+                              + (f" (stopped the {survivors} other running rank(s))" if survivors else "")
+                              + (f" (rank(s) {', '.join(others)} failed too)" if others else ""))
                 if all(code == 0 for code in codes):
                     break
                 time.sleep(_POLL_S)
         except BaseException:
             _stop(processes)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     summary = read_json(Path(config.out) / "summary.json", "training summary")
     result = TrainResult.from_json(summary)
     result.wall_time_s = time.perf_counter() - started
