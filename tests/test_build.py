@@ -182,3 +182,11 @@ def test_comparison_table_handles_missing_numbers(residual_convnet, tmp_path):
     assert isinstance(result, BuildResult) and result.latency_ms is not None
     row = format_comparison([result], latency_ms={result.name: 1.5}).splitlines()[2]
     assert "1.50 (" in row and "n/a" in row and "inf" in row  # no labels: task accuracy n/a; identical: SNR inf
+
+
+def test_trtopt_build_stays_callable_after_importing_the_module(residual_convnet):
+    import trtopt
+    import trtopt.build  # binds the package attribute to the module
+
+    with pytest.raises(UsageError, match="precision 'int4'"):
+        trtopt.build(residual_convnet, precision="int4")
