@@ -225,3 +225,26 @@ def test_scale_table_from_another_model_is_refused(convnet, tmp_path):
     with pytest.raises(UsageError, match="sha256"):
         quantize(other, table, tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_lenet_tensorrt_encoding_accuracy_close_to_onnxruntime_encoding(trained_lenet, tmp_path):
+    """Same calibration, two encodings: digits test accuracy within a point of each other and of FP32."""
+    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+    from trtopt.data.digits import load_digits_split
+    from trtopt.data.sources import open_source
+
+    with OnnxRuntimeRunner(trained_lenet.onnx) as runner:
+        val_split = open_source("digits", runner.inputs, part="calibration")
+    table = calibrate(trained_lenet.onnx, val_split, method="entropy")
+    x, y = load_digits_split("test")
+    accuracy = {"fp32": (_session(trained_lenet.onnx).run(None, {"input": x})[0].argmax(1) == y).mean()}
+    for encoding in ("tensorrt", "onnxruntime-cpu"):
+        out = quantize(trained_lenet.onnx, table, tmp_path / f"{encoding}.onnx", encoding=encoding).path
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        if encoding == "tensorrt":  # what the ORT backend does for this encoding (exact Q/DQ math)
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+        session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+        accuracy[encoding] = (session.run(None, {"input": x})[0].argmax(1) == y).mean()
+    assert abs(accuracy["tensorrt"] - accuracy["onnxruntime-cpu"]) <= 0.01, accuracy
+    assert accuracy["fp32"] - min(accuracy["tensorrt"], accuracy["onnxruntime-cpu"]) <= 0.01, accuracy
