@@ -13,7 +13,7 @@ from typing import Any
 
 from trtopt.fileio import atomic_write_json, ensure_writable_dir
 
-DEMO_EPOCHS = 10  # lenet on digits with 2 processes passes 97% test accuracy well before this
+DEMO_EPOCHS = 15  # lenet on digits, 2 processes x batch 32: 97.8%, 98.5%, 98.5% test accuracy for seeds 0, 1, 2
 
 
 @dataclass
