@@ -90,6 +90,19 @@ def test_static_batch_and_opset(tmp_path):
         export_onnx(tmp_path / "m.pt", tmp_path / "o.onnx", opset=13)
 
 
+def test_dynamo_exporter(tmp_path):
+    """The torch.export-based exporter, which "auto" falls back to once torch drops TorchScript export."""
+    from trtopt.export import export_onnx
+
+    _checkpoint(tmp_path / "m.pt", "lenet", {})
+    result = export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx", exporter="dynamo", verify_batch_sizes=(2, 5))
+    assert result.exporter == "dynamo" and result.max_abs_diff <= 1e-4 and result.opset >= 17
+    meta = {p.key: p.value for p in onnx.load(result.path).metadata_props}
+    assert meta["trtopt.model"] == "lenet"
+    with pytest.raises(UsageError, match="--exporter must be one of"):
+        export_onnx(tmp_path / "m.pt", tmp_path / "x.onnx", exporter="jit")
+
+
 def test_parity_miss_writes_nothing(tmp_path):
     from trtopt.export import export_onnx
 

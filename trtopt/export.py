@@ -6,9 +6,11 @@ only then written atomically. A failed export or a parity miss therefore leaves 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ MIN_OPSET = 17
 class ExportResult:
     path: str
     max_abs_diff: float  # worst |onnxruntime - torch| over all verified batch sizes
-    opset: int
+    opset: int  # of the written graph (the dynamo exporter may raise the requested one)
     model_name: str
     dynamic_batch: bool
     batch_sizes: tuple[int, ...]  # batch sizes the parity check ran at
@@ -46,24 +48,36 @@ class ExportResult:
         return asdict(self)
 
 
-def _export_bytes(model: Any, example: Any, opset: int, dynamic_batch: bool) -> tuple[bytes, str]:
-    """Serialized ONNX from the TorchScript exporter, or the dynamo exporter once that is gone."""
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+def _export_bytes(model: Any, example: Any, opset: int, dynamic_batch: bool, exporter: str) -> tuple[bytes, str]:
+    """Serialized ONNX and the exporter that made it.
+
+    "auto" takes the TorchScript exporter while torch still has it (fast, and it honours opset 17
+    exactly) and falls back to the torch.export-based one, which may raise the opset to 18.
+    """
     import torch
 
-    axes = {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}} if dynamic_batch else None
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset,
-                              do_constant_folding=True)
-        return buffer.getvalue(), "torchscript"
-    except TypeError:  # a torch without the `dynamo` switch: only the torch.export-based exporter left
-        shapes = ({0: torch.export.Dim(BATCH_AXIS, min=1)},) if dynamic_batch else None
+    if exporter != "dynamo":
+        axes = {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}} if dynamic_batch else None
+        buffer = io.BytesIO()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), buffer, dynamo=False, input_names=[INPUT_NAME],
+                                  output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset,
+                                  do_constant_folding=True)
+            return buffer.getvalue(), "torchscript"
+        except TypeError:  # this torch has no `dynamo` switch any more: the legacy exporter is gone
+            if exporter == "torchscript":
+                raise UsageError("this torch no longer has the TorchScript ONNX exporter; use --exporter dynamo") from None
+    shapes = ({0: torch.export.Dim(BATCH_AXIS, min=1)},) if dynamic_batch else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # it prints progress to stdout
+        warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                    dynamic_shapes=shapes, opset_version=opset, external_data=False)
-        return program.model_proto.SerializeToString(), "dynamo"
+                                    dynamic_shapes=shapes, opset_version=opset, external_data=False, verbose=False)
+    return program.model_proto.SerializeToString(), "dynamo"
 
 
 def _verification_samples(spec: InputSpec, count: int) -> tuple[np.ndarray, str]:
@@ -76,7 +90,8 @@ def _verification_samples(spec: InputSpec, count: int) -> tuple[np.ndarray, str]
     return rng.standard_normal((count, *spec.shape)).astype(np.float32), "random"
 
 
-def _check_graph(model: Any, opset: int, dynamic_batch: bool, source: str) -> None:
+def _check_graph(model: Any, dynamic_batch: bool, source: str) -> int:
+    """Validate what later stages rely on; returns the graph's default-domain opset."""
     import onnx
 
     try:
@@ -92,10 +107,11 @@ def _check_graph(model: Any, opset: int, dynamic_batch: bool, source: str) -> No
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     if dynamic_batch and batch_dim.dim_param != BATCH_AXIS:
         raise TrtoptError(f"exported ONNX for {source}: input batch axis is not the dynamic axis {BATCH_AXIS!r}")
+    return int(domain_opset)
 
 
 def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_OPSET, dynamic_batch: bool = True,
-                verify_batch_sizes: tuple[int, ...] = (1, 8), atol: float = 1e-4) -> ExportResult:
+                verify_batch_sizes: tuple[int, ...] = (1, 8), atol: float = 1e-4, exporter: str = "auto") -> ExportResult:
     """Export a trtopt checkpoint to `output` and prove ONNX Runtime matches torch within `atol`.
 
     With `dynamic_batch=False` the graph is fixed to the first of `verify_batch_sizes`, and only that
@@ -103,6 +119,8 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_
     """
     if opset < MIN_OPSET:
         raise UsageError(f"--opset must be >= {MIN_OPSET}, got {opset}")
+    if exporter not in EXPORTERS:
+        raise UsageError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     sizes = tuple(int(b) for b in verify_batch_sizes)
     if not sizes or min(sizes) < 1:
         raise UsageError(f"verification batch sizes must be positive integers, got {verify_batch_sizes}")
@@ -127,7 +145,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_
 
     samples, sample_kind = _verification_samples(spec, max(sizes))
     with torch.no_grad():
-        data, exporter = _export_bytes(model, torch.from_numpy(samples[: sizes[0]]), opset, dynamic_batch)
+        data, used = _export_bytes(model, torch.from_numpy(samples[: sizes[0]]), opset, dynamic_batch, exporter)
     proto = onnx.load_from_string(data)
     metadata = {
         "trtopt.model": name,
@@ -139,7 +157,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_
     }
     onnx.helper.set_model_props(proto, metadata)
     proto.producer_name, proto.producer_version = "trtopt", __version__
-    _check_graph(proto, opset, dynamic_batch, str(checkpoint))
+    graph_opset = _check_graph(proto, dynamic_batch, str(checkpoint))
     data = proto.SerializeToString()
 
     options = ort.SessionOptions()
@@ -158,6 +176,6 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_
                               f"(tolerance {atol:g}); nothing was written to {target}")
         worst = max(worst, diff)
     atomic_write_bytes(target, data)
-    return ExportResult(path=str(target), max_abs_diff=worst, opset=opset, model_name=name, dynamic_batch=dynamic_batch,
-                        batch_sizes=sizes, samples=sample_kind, exporter=exporter, sha256=sha256_bytes(data),
+    return ExportResult(path=str(target), max_abs_diff=worst, opset=graph_opset, model_name=name,
+                        dynamic_batch=dynamic_batch, batch_sizes=sizes, samples=sample_kind, exporter=used, sha256=sha256_bytes(data),
                         metadata=metadata)

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--verify-batch", type=_batch_sizes, default=(1, 8), metavar="B1,B2",
                    help="batch sizes to compare ONNX Runtime with torch at (default 1,8)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest allowed |onnxruntime - torch|")
+    p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="torch exporter (auto: TorchScript while torch has it, else torch.export-based)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -34,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.export import export_onnx
 
     result = export_onnx(args.checkpoint, args.output, opset=args.opset, dynamic_batch=not args.static_batch,
-                         verify_batch_sizes=args.verify_batch, atol=args.atol)
+                         verify_batch_sizes=args.verify_batch, atol=args.atol, exporter=args.exporter)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         sizes = ", ".join(map(str, result.batch_sizes))
-        print(f"exported {result.model_name} to {result.path} (opset {result.opset}, "
+        print(f"exported {result.model_name} to {result.path} (opset {result.opset}, {result.exporter} exporter, "
               f"{'dynamic' if result.dynamic_batch else 'static'} batch)")
         print(f"verified vs torch on {result.samples} samples at batch {sizes}: max abs diff {result.max_abs_diff:.3g} "
               f"(tolerance {args.atol:g})")
