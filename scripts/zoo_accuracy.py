@@ -21,10 +21,11 @@ import tempfile
 from pathlib import Path
 
 # Small variants keep training to minutes on two shared cores; the trainer fills channels/size/classes.
+# MobileNetV2 (depthwise + BatchNorm) reaches only ~48% in 10 epochs of SGD here; AdamW gets ~97%.
 MODELS = {
-    "lenet": {"config": {}, "epochs": 5, "lr": 0.05},
-    "resnet18": {"config": {"width": 16}, "epochs": 6, "lr": 0.05},
-    "mobilenetv2": {"config": {"width_mult": 0.5}, "epochs": 10, "lr": 0.05},
+    "lenet": {"config": {}, "epochs": 5, "lr": 0.05, "optimizer": "sgd"},
+    "resnet18": {"config": {"width": 16}, "epochs": 6, "lr": 0.05, "optimizer": "sgd"},
+    "mobilenetv2": {"config": {"width_mult": 0.5}, "epochs": 10, "lr": 0.003, "optimizer": "adamw"},
 }
 
 
@@ -34,7 +35,7 @@ def train_and_export(name: str, work: Path, epochs: int | None, threads: int) ->
 
     spec = MODELS[name]
     result = train(TrainConfig(model=name, dataset="digits", out=str(work / name), epochs=epochs or spec["epochs"],
-                               batch_size=32, lr=spec["lr"], seed=0, threads=threads, model_config=dict(spec["config"])))
+                               batch_size=32, lr=spec["lr"], optimizer=spec["optimizer"], seed=0, threads=threads, model_config=dict(spec["config"])))
     return Path(export_onnx(result.checkpoint, work / f"{name}.onnx").path)
 
 
