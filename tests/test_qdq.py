@@ -248,3 +248,21 @@ def test_lenet_tensorrt_encoding_accuracy_close_to_onnxruntime_encoding(trained_
         accuracy[encoding] = (session.run(None, {"input": x})[0].argmax(1) == y).mean()
     assert abs(accuracy["tensorrt"] - accuracy["onnxruntime-cpu"]) <= 0.01, accuracy
     assert accuracy["fp32"] - min(accuracy["tensorrt"], accuracy["onnxruntime-cpu"]) <= 0.01, accuracy
+
+
+def test_quantize_verb(convnet, tmp_path):
+    import subprocess
+    import sys
+
+    path, table = convnet
+    table_file = table.save(tmp_path / "table.json")
+    ok = subprocess.run([sys.executable, "-m", "trtopt", "quantize", str(path), "--calib-table", str(table_file), "-o",
+                         str(tmp_path / "q.onnx"), "--encoding", "tensorrt", "--exclude-op-types", "Gemm"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "tensorrt encoding" in ok.stdout and (tmp_path / "q.onnx").is_file()
+    fc = next(n for n in onnx.load(tmp_path / "q.onnx").graph.node if n.op_type == "Gemm")
+    assert fc.input[0] == "flat"
+    missing = subprocess.run([sys.executable, "-m", "trtopt", "quantize", str(path), "-o", str(tmp_path / "x.onnx")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "--calib-table" in missing.stderr
