@@ -79,3 +79,14 @@ def test_run_verb_prints_outputs(engine, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "trtopt", "run", str(engine), "--input", str(tmp_path / "nope.npy")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "nope.npy" in bad.stderr
+
+
+def test_shape_profile_is_recorded_and_enforced(residual_convnet, tmp_path):
+    result = build(residual_convnet, name="b4", engines_dir=tmp_path, backend="onnxruntime", accuracy_samples=8,
+                   min_shapes="input:1x3x16x16", max_shapes="input:4x3x16x16", threads=1)
+    assert result.manifest["io"]["profile"]["max"] == {"input": [4, 3, 16, 16]}
+    assert result.manifest["timing"]["batch"] == 4, "accuracy batches stay inside the profile"
+    with load(result.engine_dir) as runner:
+        runner.infer({"input": np.zeros((4, 3, 16, 16), np.float32)})
+        with pytest.raises(UsageError, match="outside the built profile"):
+            runner.infer({"input": np.zeros((5, 3, 16, 16), np.float32)})
