@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx_ir as ir
 
 from trtopt.errors import UsageError
@@ -242,7 +241,3 @@ def _fused_branch(add: ir.Node) -> int | None:
         if producer is not None and producer.op_type in WEIGHTED_OPS and len(value.consumers()) == 1:
             return index
     return None
-
-
-def as_numpy(value: ir.Value) -> np.ndarray:
-    return value.const_value.numpy()  # type: ignore[union-attr]
