@@ -194,6 +194,7 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
     if not force:
         cached = cached_manifest(engine_dir, cache_key)
         if cached is not None:
+            reference.close()
             return BuildResult(name, engine_dir, cached, cache_hit=True, backend_reason=reason)
 
     table = _scale_table(source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force)
