@@ -1,6 +1,7 @@
 """Multi-process training through the CLI: local DDP, two torchrun nodes on loopback, a dying rank."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import time
 import psutil
 import pytest
 
-pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="training needs torch")
 
 FAST = ["--threads", "1", "--batch-size", "32", "--lr", "0.1"]
 
@@ -93,3 +94,22 @@ def test_a_dying_rank_stops_the_run(tmp_path):
     assert "training rank 1 of 2 failed: killed by SIGKILL" in last
     assert not survivor.is_running() or survivor.status() == psutil.STATUS_ZOMBIE
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_sigterm_to_the_launcher_stops_its_ranks(tmp_path):
+    """A scheduler's SIGTERM must not orphan the worker processes."""
+    proc = subprocess.Popen([sys.executable, "-m", "trtopt", "-q", "train", "--epochs", "500", "--nproc", "2",
+                             "--out", str(tmp_path / "run"), *FAST], stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.monotonic() + 60
+        while len(children := psutil.Process(proc.pid).children()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive

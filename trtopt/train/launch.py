@@ -121,6 +121,18 @@ def _spawn(config: TrainConfig) -> TrainResult:
     return result
 
 
+def rank_from_env() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when started by torchrun or our launcher, else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError as exc:
+        raise UsageError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {exc}") from exc
+    return rank, world, local
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train `config.model` on `config.dataset`; checkpoints and metrics land in `config.out`.
 
@@ -128,14 +140,11 @@ def train(config: TrainConfig) -> TrainResult:
     `nproc == 1` trains in this process and `nproc > 1` starts that many local workers.
     """
     plan = plan_run(config)
-    from trtopt.train.loop import rank_from_env, run_rank
-
     ranks = rank_from_env()
-    if ranks is not None:
-        rank, world, local_rank = ranks
-        return run_rank(config, plan, rank, world, local_rank)
-    if config.nproc == 1:
-        return run_rank(config, plan, 0, 1, 0)
+    if ranks is not None or config.nproc == 1:
+        from trtopt.train.loop import run_rank  # torch: only in processes that train
+
+        return run_rank(config, plan, *(ranks or (0, 1, 0)))
     log.info("starting %d training processes", config.nproc)
     return _spawn(config)
 
@@ -145,7 +154,7 @@ def worker_main() -> int:
     error_file = os.environ.get(ERROR_FILE_ENV)
     try:
         config = TrainConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
-        from trtopt.train.loop import rank_from_env, run_rank
+        from trtopt.train.loop import run_rank
 
         rank, world, local_rank = rank_from_env() or (0, 1, 0)
         run_rank(config, plan_run(config), rank, world, local_rank)

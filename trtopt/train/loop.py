@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,15 +240,3 @@ def run_rank(config: TrainConfig, plan: RunPlan, rank: int, world: int, local_ra
         return _Trainer(config, plan, rank, world, local_rank).run()
     finally:
         dist.destroy_process_group()
-
-
-def rank_from_env() -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) when started by torchrun or our launcher, else None."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
-    try:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local = int(os.environ.get("LOCAL_RANK", rank))
-    except ValueError as exc:
-        raise UsageError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {exc}") from exc
-    return rank, world, local
