@@ -177,8 +177,14 @@ def test_bad_inputs_are_clear_usage_errors(residual_convnet, tmp_path):
         assert "Traceback" not in proc.stderr
 
 
-def test_comparison_table_handles_missing_numbers(residual_convnet, tmp_path):
+def test_comparison_table_and_stale_staging_sweep(residual_convnet, tmp_path):
+    stale, fresh = tmp_path / ".residual_convnet-fp32.abc.staging", tmp_path / ".residual_convnet-fp32.def.staging"
+    stale.mkdir()
+    fresh.mkdir()
+    old = time.time() - 7 * 3600
+    os.utime(stale, (old, old))
     result = build(residual_convnet, engines_dir=tmp_path, accuracy_samples=8, threads=1)
+    assert not stale.exists() and fresh.exists(), "only staging folders no build can still own are swept"
     assert isinstance(result, BuildResult) and result.latency_ms is not None
     row = format_comparison([result], latency_ms={result.name: 1.5}).splitlines()[2]
     assert "1.50 (" in row and "n/a" in row and "inf" in row  # no labels: task accuracy n/a; identical: SNR inf

@@ -27,6 +27,9 @@ from trtopt.repository import MANIFEST, SCHEMA_VERSION, cached_manifest, read_ma
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_ACCURACY_SAMPLES = 512
 SCALE_TABLE_FILE = "scales.json"
+# A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
+# belong to no running build (TensorRT builds of large models take minutes to an hour) and are swept.
+STALE_STAGING_S = 6 * 3600
 _BUDGET_KEYS = {
     # name: (AccuracyReport attribute, True when larger is worse, scale applied to the user's number)
     "top1-drop": ("accuracy_drop_points", True),
@@ -197,6 +200,7 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             reference.close()
             return BuildResult(name, engine_dir, cached, cache_hit=True, backend_reason=reason)
 
+    _sweep_stale_staging(root, name)
     table = _scale_table(source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force)
     with atomic_directory(engine_dir) as staging:
         model_file, model_info = _precision_model(source, staging, precision, table, encoding, per_channel,
@@ -233,6 +237,15 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
         atomic_write_json(staging / MANIFEST, manifest)
     reference.close()
     return BuildResult(name, engine_dir, read_manifest(engine_dir), cache_hit=False, backend_reason=reason)
+
+
+def _sweep_stale_staging(root: Path, name: str) -> None:
+    import shutil
+
+    cutoff = time.time() - STALE_STAGING_S
+    for folder in root.glob(f".{name}.*.staging"):
+        if folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _scale_table(source: Path, precision: str, calib_data: str | None, method: str, calib_table: Any, samples: int | None,
