@@ -221,6 +221,7 @@ class _Trainer:
                              world_size=self.world, wall_time_s=time.perf_counter() - started, metrics=self.metrics)
         if self.rank == 0:
             atomic_write_json(self.out / "summary.json", result.to_json())
+            log.info("test accuracy %.2f%% after %d epochs", 100 * test_acc, result.epochs_done)
         return result
 
 
