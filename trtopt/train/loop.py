@@ -134,6 +134,8 @@ class _Trainer:
         self.start_epoch = int(checkpoint["epoch"])
         self.metrics = list(checkpoint.get("metrics", []))
         self.best_val = float(checkpoint.get("best_val_accuracy", -1.0))
+        if "rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["rng_state"])
         if self.start_epoch >= self.config.epochs:
             raise UsageError(f"--resume {path}: checkpoint already completed {self.start_epoch} epochs; "
                              f"ask for more with --epochs (now {self.config.epochs})")
@@ -178,9 +180,16 @@ class _Trainer:
         bar.close()
         loss_sum, correct, seen = _reduce([loss_sum, correct, seen], self.device, self.world)
         elapsed = time.perf_counter() - started
+        self._sync_buffers()
         val_loss, val_acc = evaluate(self.net, *self.splits["val"], self.rank, self.world, self.device)
         return {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                 "val_loss": val_loss, "val_accuracy": val_acc, "samples_per_s": seen / elapsed, "epoch_time_s": elapsed}
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics (each rank's last batch moved its own copy)."""
+        if self.world > 1:
+            for buffer in self.net.buffers():
+                dist.broadcast(buffer, 0)
 
     def _checkpoint(self, epochs_done: int) -> dict[str, Any]:
         return {
