@@ -3,8 +3,11 @@
 TensorRT's placement rules (and ONNX Runtime's QDQ node units) quantize the data inputs of
 weighted ops (Conv, ConvTranspose, Gemm, MatMul, and a MatMul's right operand when it is not
 constant), all inputs of the ops that run in INT8 next to them (Add, Sub, Mul, Concat, pooling), and
-the outputs of weighted ops and their activations (ONNX Runtime needs "DQ -> op -> Q" units).
-Calibrating a few tensors too many costs one histogram each; missing one costs a rebuild.
+the outputs of weighted ops and their activations (ONNX Runtime needs "DQ -> op -> Q" units). An
+output read only by a single Relu/Clip is skipped: both runtimes fuse the activation and quantize
+its output, which is a target itself; dropping those also keeps Conv+Relu fusion in the
+calibration session. Calibrating a few tensors too many costs one histogram each; missing one
+costs a rebuild.
 Weights and other constants are never targets: they are quantized per channel from their values.
 """
 from __future__ import annotations
@@ -58,6 +61,15 @@ def calibration_targets(model: onnx.ModelProto, all_tensors: bool = False) -> li
         if name and name not in constants and types.get(name, onnx.TensorProto.FLOAT) in FLOAT_TYPES:
             ordered.setdefault(name, None)
 
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    graph_outputs = {info.name for info in graph.output}
+
+    def fused_away(name: str) -> bool:
+        return name not in graph_outputs and consumers.get(name, []) in (["Relu"], ["Clip"])
+
     for info in graph.input:
         add(info.name)
     for node in graph.node:
@@ -76,5 +88,6 @@ def calibration_targets(model: onnx.ModelProto, all_tensors: bool = False) -> li
                 add(name)
         if node.op_type in OUTPUT_OPS:
             for name in node.output:
-                add(name)
+                if not fused_away(name):
+                    add(name)
     return list(ordered)
