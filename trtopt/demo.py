@@ -13,7 +13,7 @@ from typing import Any
 
 from trtopt.fileio import atomic_write_json, ensure_writable_dir
 
-DEMO_EPOCHS = 15  # lenet on digits, 2 processes x batch 32: 97.8%, 98.5%, 98.5% test accuracy for seeds 0, 1, 2
+DEMO_EPOCHS = 20  # lenet on digits, 2 processes x batch 32: 98.5%, 98.2%, 98.2%, 97.8% test accuracy for seeds 0-3
 
 
 @dataclass

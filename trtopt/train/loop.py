@@ -247,6 +247,8 @@ def run_rank(config: TrainConfig, plan: RunPlan, rank: int, world: int, local_ra
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=config.timeout_s))
     try:
-        return _Trainer(config, plan, rank, world, local_rank).run()
+        result = _Trainer(config, plan, rank, world, local_rank).run()
+        dist.barrier()  # rank 0 has written its files; leave together (gloo aborts when a peer vanishes mid-teardown)
+        return result
     finally:
         dist.destroy_process_group()
