@@ -48,6 +48,17 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output folder
     return folder
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(is_dir: bool) -> int:
+    """The mode open()/mkdir() would have given: mkstemp/mkdtemp create private (0600/0700) entries."""
+    return (0o777 if is_dir else 0o666) & ~_current_umask()
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -63,6 +74,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mod
     folder = ensure_writable_dir(target.parent if str(target.parent) else ".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp_name, _default_mode(is_dir=False))
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -99,6 +111,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     parent = ensure_writable_dir(target.parent, "engines folder")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=parent))
+    os.chmod(staging, _default_mode(is_dir=True))
     try:
         yield staging
         for child in staging.rglob("*"):
