@@ -74,22 +74,6 @@ def verify_engine_file(engine_dir: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def compatibility_problems(manifest: dict[str, Any], version: str, device: dict[str, Any]) -> list[str]:
-    """Why an engine cannot run with this backend version / device (empty when it can)."""
-    problems = []
-    built_version = manifest["backend"].get("version")
-    if built_version != version:
-        problems.append(f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}")
-    if manifest["device"] != device:
-        problems.append(f"it was built for device {_describe(manifest['device'])}, this machine is {_describe(device)}")
-    return problems
-
-
-def _describe(device: dict[str, Any]) -> str:
-    extras = {k: v for k, v in device.items() if k not in ("kind", "name")}
-    return f"{device.get('kind', '?')} {device.get('name', '?')!r}" + (f" {extras}" if extras else "")
-
-
 def load(engine_dir: str | os.PathLike[str], **runner_options: Any) -> Runner:
     """Open ``engines/NAME`` with its backend's Runner, refusing engines that do not belong here.
 
@@ -105,7 +89,7 @@ def load(engine_dir: str | os.PathLike[str], **runner_options: Any) -> Runner:
     usable, why = backend.availability()
     if not usable:
         raise TrtoptError(f"engine {manifest.get('name')!r} needs the {backend.name} backend, which cannot run here: {why}")
-    problems = compatibility_problems(manifest, backend.version(), backend.device())
+    problems = backend.compatibility_problems(manifest)
     if problems:
         raise TrtoptError(f"cannot load engine {manifest.get('name')!r}: " + "; ".join(problems) + f"; {rebuild_hint(manifest)}")
     verify_engine_file(folder, manifest)

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from trtopt.backends.base import Runner, TensorInfo, validate_feed
-from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile
+from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile, exact_match_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_json, read_json
 
@@ -149,6 +149,9 @@ class OnnxRuntimeBackend:
         from trtopt.bench.environment import cpu_model
 
         return {"kind": "cpu", "name": cpu_model(), "machine": platform.machine(), "isa": _isa_flags()}
+
+    def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
+        return exact_match_problems(manifest, self.version(), self.device())
 
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from trtopt.backends.base import Runner
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
-from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.backends.registry import BuildOptions, BuiltEngine, exact_match_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write, atomic_write_json, read_json
 
@@ -66,6 +66,9 @@ class OnnxRuntimeGpuBackend:
         from trtopt.cuda.device import device_info
 
         return device_info(0).to_json()
+
+    def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
+        return exact_match_problems(manifest, self.version(), self.device())
 
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         usable, why = self.availability()

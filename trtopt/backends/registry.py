@@ -83,9 +83,28 @@ class Backend(Protocol):
     def device(self) -> dict[str, Any]:
         """Where engines run: {"kind": "cpu"|"cuda", "name": ..., "compute_capability": ...}."""
 
+    def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
+        """Why the engine a manifest describes cannot run here (empty when it can)."""
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine: ...
 
     def load(self, engine_dir: Path, manifest: dict[str, Any]) -> Runner: ...
+
+
+def exact_match_problems(manifest: dict[str, Any], version: str, device: dict[str, Any]) -> list[str]:
+    """The default rule: an engine runs only with the backend version and on the device it was built for."""
+    problems = []
+    built_version = manifest["backend"].get("version")
+    if built_version != version:
+        problems.append(f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}")
+    if manifest["device"] != device:
+        problems.append(f"it was built for device {_describe(manifest['device'])}, this machine is {_describe(device)}")
+    return problems
+
+
+def _describe(device: dict[str, Any]) -> str:
+    extras = {k: v for k, v in device.items() if k not in ("kind", "name")}
+    return f"{device.get('kind', '?')} {device.get('name', '?')!r}" + (f" {extras}" if extras else "")
 
 
 def get_backend(name: str) -> Backend:

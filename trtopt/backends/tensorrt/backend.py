@@ -39,6 +39,12 @@ class TensorRTBackend:
         self._require()
         return device_info(0).to_json()
 
+    def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
+        """TensorRT's own rules: version-compatible and hardware-compatible engines may move."""
+        from trtopt.backends.tensorrt.compat import engine_incompatibilities
+
+        return engine_incompatibilities(manifest, self.version(), self.device())
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         self._require()
         builder = importlib.import_module("trtopt.backends.tensorrt.builder")

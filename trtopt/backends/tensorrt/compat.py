@@ -116,18 +116,22 @@ def engine_record(version: str, device: Mapping[str, Any], version_compatible: b
             "hardware_compat": hardware_compat}
 
 
-def check_engine_compatible(manifest: Mapping[str, Any], runtime_version: str, device: Mapping[str, Any]) -> None:
-    """Raise TrtoptError, with how to rebuild, when the engine in `manifest` cannot run here."""
+def engine_incompatibilities(manifest: Mapping[str, Any], runtime_version: str, device: Mapping[str, Any]) -> list[str]:
+    """Why the engine in `manifest` cannot run with TensorRT `runtime_version` on `device` (empty: it can)."""
     record = manifest.get("tensorrt") or {}
     built_device = record.get("device") or {}
     if not record.get("version") or "compute_capability" not in built_device:
-        raise TrtoptError("the engine manifest lacks the TensorRT version or GPU it was built for; "
-                          "rebuild it with `trtopt build ... --backend tensorrt`")
+        return ["the engine manifest lacks the TensorRT version or GPU it was built for"]
     reasons = [
         version_mismatch(str(record["version"]), runtime_version, bool(record.get("version_compatible"))),
         device_mismatch(built_device, device, str(record.get("hardware_compat") or "none")),
     ]
-    reasons = [r for r in reasons if r]
+    return [r for r in reasons if r]
+
+
+def check_engine_compatible(manifest: Mapping[str, Any], runtime_version: str, device: Mapping[str, Any]) -> None:
+    """Raise TrtoptError, with how to rebuild, when the engine in `manifest` cannot run here."""
+    reasons = engine_incompatibilities(manifest, runtime_version, device)
     if reasons:
         name = manifest.get("name")
         label = f"engine {name!r}" if name else "this engine"
