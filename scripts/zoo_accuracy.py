@@ -40,7 +40,7 @@ def train_and_export(name: str, work: Path, epochs: int | None, threads: int) ->
 
 
 def evaluate(name: str, onnx_path: Path, engines: Path, threads: int) -> dict[str, object]:
-    from trtopt.build import build
+    from trtopt.pipeline import build
 
     common = {"engines_dir": engines, "threads": threads, "backend": "onnxruntime"}
     runs = {

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from trtopt.build import BuildResult, build, format_comparison
+from trtopt.pipeline import BuildResult, build, format_comparison
 from trtopt.errors import UsageError
 from trtopt.quantization.calibrate import calibrate
 from trtopt.repository import load
@@ -190,9 +190,9 @@ def test_comparison_table_and_stale_staging_sweep(residual_convnet, tmp_path):
     assert "1.50 (" in row and "n/a" in row and "inf" in row  # no labels: task accuracy n/a; identical: SNR inf
 
 
-def test_trtopt_build_stays_callable_after_importing_the_module(residual_convnet):
+def test_public_build_is_the_pipeline_function(residual_convnet):
     import trtopt
-    import trtopt.build  # binds the package attribute to the module
+    import trtopt.pipeline  # importing the module must not shadow the lazily exported function
 
     with pytest.raises(UsageError, match="precision 'int4'"):
         trtopt.build(residual_convnet, precision="int4")

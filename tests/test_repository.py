@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import trtopt
-from trtopt.build import build
+from trtopt.pipeline import build
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.repository import load
 

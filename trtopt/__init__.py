@@ -14,11 +14,10 @@ __version__ = "0.1.0"
 # public name -> "module:attribute"
 _EXPORTS = {
     "export_onnx": "trtopt.export:export_onnx",
-    "train": "trtopt.train:train",
     "calibrate": "trtopt.quantization.calibrate:calibrate",
     "quantize": "trtopt.quantization.qdq:quantize",
     "convert_fp16": "trtopt.quantization.fp16:convert_fp16",
-    "build": "trtopt.build:build",
+    "build": "trtopt.pipeline:build",
     "load": "trtopt.repository:load",
     "benchmark": "trtopt.bench:benchmark",
     "TrtoptError": "trtopt.errors:TrtoptError",

@@ -11,7 +11,6 @@ import os
 import shlex
 import sys
 import time
-import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -353,18 +352,3 @@ def format_comparison(results: Sequence[BuildResult], latency_ms: Mapping[str, f
             f"{r.engine_bytes / 1e6:.2f}",
         ]) + " |")
     return "\n".join(lines)
-
-
-class _CallableModule(types.ModuleType):
-    """``trtopt.build`` is both this module and the public function ``trtopt.build(...)``.
-
-    Importing ``trtopt.build`` (e.g. ``from trtopt.build import build``) binds the package attribute
-    to the module, which would shadow the lazily exported function; forwarding calls keeps
-    ``trtopt.build(model, ...)`` working in either import order.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> BuildResult:
-        return build(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

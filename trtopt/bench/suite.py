@@ -1,6 +1,6 @@
 """Scheduled benchmark suites: models x precisions x backends from one TOML file.
 
-A suite run builds what is missing (ONNX export from a checkpoint, engines via trtopt.build, both
+A suite run builds what is missing (ONNX export from a checkpoint, engines via trtopt.pipeline.build, both
 cache hits when already there), benchmarks each model's engines against its FP32 ONNX on the same
 inputs, writes JSON/Markdown/HTML reports per model, stores every run in the history under the
 label ``SUITE/MODEL``, compares with the previous run of that label, and exits 3 when any model
@@ -165,7 +165,7 @@ def _ensure_onnx(model: SuiteModel) -> None:
 
 def _ensure_engines(model: SuiteModel, suite: Suite, config: BenchConfig) -> list[str]:
     """Engine folders for every precision x backend, built when missing; returns NAME=PATH specs."""
-    from trtopt.build import build
+    from trtopt.pipeline import build
 
     specs = []
     for backend in model.backends:

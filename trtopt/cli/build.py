@@ -86,7 +86,7 @@ def format_accuracy(accuracy: dict | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trtopt.build import build
+    from trtopt.pipeline import build
 
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     result = build(
