@@ -144,7 +144,8 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
           max_shapes: str | Mapping[str, Sequence[int]] | None = None, encoding: str | None = None, per_channel: bool = True,
           exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (), keep_io_types: bool = True,
           threads: int | None = None, workspace_bytes: int | None = None, opt_level: int | None = None,
-          timing_cache: str | os.PathLike[str] | None = None, batch_size: int = 32, force: bool = False) -> BuildResult:
+          timing_cache: str | os.PathLike[str] | None = None, tf32: bool = True, version_compatible: bool = False,
+          hardware_compat: str = "none", batch_size: int = 32, force: bool = False) -> BuildResult:
     """Build ``engines/NAME`` from an FP32 ONNX; see the module docstring for the stages.
 
     INT8 needs calibration data (`calib_data`, any spec trtopt.data.sources.open_source takes) or a
@@ -180,6 +181,7 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
     profile = derive_profile(reference.inputs, shapes, min_shapes, opt_shapes, max_shapes)
     options = BuildOptions(precision=precision, profile=profile, workspace_bytes=workspace_bytes, opt_level=opt_level,
                            threads=threads, timing_cache=Path(timing_cache) if timing_cache else None,
+                           tf32=tf32, version_compatible=version_compatible, hardware_compat=hardware_compat,
                            extra={"encoding": encoding if precision == "int8" else None, "per_channel": per_channel,
                                   "exclude_nodes": sorted(exclude_nodes), "exclude_op_types": sorted(exclude_op_types),
                                   "keep_io_types": keep_io_types})

@@ -63,8 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16-io", dest="keep_io_types", action="store_false", help="FP16 inputs/outputs (with --fp16)")
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (build, accuracy check and the engine)")
     p.add_argument("--workspace", type=_size, help="TensorRT workspace, e.g. 4G")
-    p.add_argument("--builder-optimization-level", dest="opt_level", type=int, choices=range(6), metavar="0-5",
-                   help="TensorRT builder optimization level")
+    p.add_argument("--opt-level", "--builder-optimization-level", dest="opt_level", type=int, choices=range(6),
+                   metavar="0-5", help="TensorRT builder optimization level (default 3)")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="exact FP32: disable TF32 for FP32 conv/matmul")
+    p.add_argument("--version-compatible", action="store_true",
+                   help="TensorRT engine that runs on later TensorRT releases of the same major version")
+    p.add_argument("--hardware-compat", default="none", choices=["none", "ampere+", "same-compute-capability"],
+                   help="TensorRT hardware compatibility level (default none: this GPU model only)")
     p.add_argument("--timing-cache", metavar="PATH", help="TensorRT timing cache file (read and updated)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for calibration and the accuracy check")
     p.add_argument("--force", action="store_true", help="rebuild even when an identical engine exists")
@@ -97,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         opt_shapes=args.opt_shapes, max_shapes=args.max_shapes, encoding=args.encoding, per_channel=not args.per_tensor,
         exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types, keep_io_types=args.keep_io_types,
         threads=args.threads, workspace_bytes=args.workspace, opt_level=args.opt_level, timing_cache=args.timing_cache,
+        tf32=args.tf32, version_compatible=args.version_compatible, hardware_compat=args.hardware_compat,
         batch_size=args.batch_size, force=args.force)
     if args.json:
         print(json.dumps({"cache_hit": result.cache_hit, "engine_dir": str(result.engine_dir), "manifest": result.manifest}, indent=2))
