@@ -36,7 +36,7 @@ class TargetRunner:
     """An ONNX Runtime runner of the model with every target tensor exposed as an output."""
 
     def __init__(self, model: onnx.ModelProto, targets: Sequence[str], threads: int | None = None) -> None:
-        from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+        from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
 
         model = onnx.ModelProto.FromString(model.SerializeToString())
         present = {out.name for out in model.graph.output}
@@ -46,7 +46,11 @@ class TargetRunner:
         with tempfile.TemporaryDirectory(prefix="trtopt-calib-") as folder:
             path = Path(folder) / "targets.onnx"
             onnx.save(model, os.fspath(path))
-            self.runner = OnnxRuntimeRunner(path, threads=threads)
+            # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
+            # shows up as peak memory creeping with the number of batches
+            options = make_session_options(threads)
+            options.enable_cpu_mem_arena = False
+            self.runner = OnnxRuntimeRunner(path, session_options=options)
         float_outputs = {info.name for info in self.runner.outputs if np.dtype(info.dtype).kind == "f"}
         self.targets = [name for name in targets if name in float_outputs]
 
