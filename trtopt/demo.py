@@ -1,4 +1,4 @@
-"""The main job (`make demo`): train the bundled CNN with DDP, export it, and summarize.
+"""The main job (`make demo`): train the bundled CNN with DDP, export, build FP32/FP16/INT8, benchmark.
 
 `run_demo` is a list of steps sharing one `DemoResult`; later stages (calibrate, build FP32/FP16/
 INT8, compare) append their steps to `DEMO_STEPS` and their rows to the result's summary, so the
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtopt.fileio import atomic_write_json, ensure_writable_dir
+from trtopt.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 
 DEMO_EPOCHS = 20  # lenet on digits, 2 processes x batch 32: 98.5%, 98.2%, 98.2%, 97.8% test accuracy for seeds 0-3
 
@@ -32,6 +32,8 @@ class DemoResult:
     checkpoint: Path | None = None
     onnx: Path | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # step name -> its numbers
+    builds: list[Any] = field(default_factory=list)  # trtopt.pipeline.BuildResult per precision
+    bench_report: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"out_dir": str(self.options.out_dir), "checkpoint": str(self.checkpoint) if self.checkpoint else None,
@@ -60,7 +62,39 @@ def step_export(result: DemoResult) -> None:
                                 "batch_sizes": list(exported.batch_sizes)}
 
 
-DEMO_STEPS: list[tuple[str, Callable[[DemoResult], None]]] = [("train", step_train), ("export", step_export)]
+DEMO_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def step_build(result: DemoResult) -> None:
+    """FP32, FP16 and INT8 engines; INT8 calibrates on the digits validation split, all are checked on test."""
+    from trtopt.pipeline import build
+
+    assert result.onnx is not None, "step_build runs after step_export"
+    engines = result.options.out_dir / "engines"
+    result.builds = [build(result.onnx, precision=precision, calib_data="digits", engines_dir=engines,
+                           name=f"lenet-{precision}") for precision in DEMO_PRECISIONS]
+    result.summary["build"] = {r.precision: {"engine_dir": str(r.engine_dir), "backend": r.manifest["backend"],
+                                             "accuracy": r.accuracy, "engine_bytes": r.engine_bytes,
+                                             "cache_hit": r.cache_hit} for r in result.builds}
+
+
+def step_bench(result: DemoResult) -> None:
+    """Latency and throughput of each engine against the FP32 one on the digits test split."""
+    from trtopt.bench import benchmark
+    from trtopt.bench import report_html, report_json
+
+    engines = {r.precision: str(r.engine_dir) for r in result.builds}
+    report = benchmark([engines["fp16"], engines["int8"]], baseline=engines["fp32"], data="digits",
+                       batch_sizes=(1, 32), max_time_s=3.0, samples=256)
+    out = result.options.out_dir
+    atomic_write_text(out / "bench.json", report_json.dumps(report))
+    atomic_write_text(out / "bench.html", report_html.render(report))
+    result.bench_report = report
+    result.summary["bench"] = {"json": str(out / "bench.json"), "html": str(out / "bench.html")}
+
+
+DEMO_STEPS: list[tuple[str, Callable[[DemoResult], None]]] = [
+    ("train", step_train), ("export", step_export), ("build", step_build), ("bench", step_bench)]
 
 
 def run_demo(out_dir: str | Path, *, epochs: int = DEMO_EPOCHS, nproc: int = 2, seed: int = 0,
@@ -87,4 +121,13 @@ def format_summary(result: DemoResult) -> str:
     if export:
         lines.append(f"export  {export['onnx']} (opset {export['opset']}): max abs diff vs torch "
                      f"{export['max_abs_diff']:.3g} at batch {', '.join(map(str, export['batch_sizes']))}")
+    if result.builds:
+        from trtopt.pipeline import format_comparison
+
+        lines += ["", "build   engines vs FP32 on the digits test split:", format_comparison(result.builds)]
+    if result.bench_report:
+        from trtopt.bench import report_terminal
+
+        lines += ["", report_terminal.render(result.bench_report),
+                  f"bench   reports: {result.summary['bench']['html']}, {result.summary['bench']['json']}"]
     return "\n".join(lines)
