@@ -18,17 +18,8 @@ def _need_gpu() -> None:
 
 def _upload(array: np.ndarray):
     from trtopt.cuda.interop import DeviceArray
-    from trtopt.cuda.memory import PinnedBuffer, copy_htod_async
-    from trtopt.cuda.stream import Stream
 
-    device = DeviceArray(array.shape, array.dtype)
-    staging = PinnedBuffer(array.nbytes)
-    np.copyto(staging.view(array.shape, array.dtype), array)
-    with Stream() as stream:
-        copy_htod_async(device.ptr, staging.ptr, array.nbytes, stream.handle)
-        stream.synchronize()
-    staging.free()
-    return device
+    return DeviceArray.from_host(array)
 
 
 def test_device_info() -> None:

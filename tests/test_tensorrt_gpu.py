@@ -136,18 +136,11 @@ def test_dynamic_shapes_inside_and_outside_profile(tmp_path: Path) -> None:
 
 def test_device_arrays_in_and_out(tmp_path: Path) -> None:
     from trtopt.cuda.interop import DeviceArray
-    from trtopt.cuda.memory import PinnedBuffer, copy_htod_async
-    from trtopt.cuda.stream import Stream
 
     model = make_residual_convnet(tmp_path / "m.onnx")
     backend, manifest = _build(model, tmp_path / "engine")
     batch = _batch(4)
-    device_input = DeviceArray(batch.shape, batch.dtype)
-    staging = PinnedBuffer(batch.nbytes)
-    np.copyto(staging.view(batch.shape, batch.dtype), batch)
-    with Stream() as stream:
-        copy_htod_async(device_input.ptr, staging.ptr, batch.nbytes, stream.handle)
-        stream.synchronize()
+    device_input = DeviceArray.from_host(batch)
     with backend.load(tmp_path / "engine", manifest) as runner:
         host_out = runner.infer({"input": batch})["logits"]
         device_out = runner.infer_device({"input": device_input})["logits"]

@@ -92,14 +92,17 @@ class Runner(abc.ABC):
 
     backend: str = "abstract"
     thread_safe: bool = False
+    # Set by each backend's constructor from the loaded engine; read through the properties below.
+    _inputs: list[TensorInfo]
+    _outputs: list[TensorInfo]
 
     @property
-    @abc.abstractmethod
-    def inputs(self) -> list[TensorInfo]: ...
+    def inputs(self) -> list[TensorInfo]:
+        return list(self._inputs)
 
     @property
-    @abc.abstractmethod
-    def outputs(self) -> list[TensorInfo]: ...
+    def outputs(self) -> list[TensorInfo]:
+        return list(self._outputs)
 
     @abc.abstractmethod
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -90,14 +90,6 @@ class OnnxRuntimeRunner(Runner):
         self._output_names = [info.name for info in self._outputs]
 
     @property
-    def inputs(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
-    @property
     def providers(self) -> list[str]:
         return self._session.get_providers()
 

@@ -60,14 +60,6 @@ class TorchRunner(Runner):
         self._model = compiled
         self.compiled = True
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = validate_feed(feed, self._inputs)
         with torch.inference_mode():

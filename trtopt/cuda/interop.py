@@ -14,7 +14,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from trtopt.cuda.memory import DeviceBuffer, PinnedBuffer, copy_dtoh_async
+from trtopt.cuda.memory import DeviceBuffer, PinnedBuffer, copy_dtoh_async, copy_htod_async
 from trtopt.errors import UsageError
 
 KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
@@ -164,6 +164,21 @@ class DeviceArray:
         # stream None: the runner synchronizes before handing the array out
         return {"version": 3, "shape": self.shape, "typestr": typestr(self.dtype), "data": (self.ptr, False),
                 "strides": None, "stream": None}
+
+    @classmethod
+    def from_host(cls, array: np.ndarray) -> "DeviceArray":
+        """Copy a numpy array to a new device array through pinned memory (synchronous)."""
+        from trtopt.cuda.stream import Stream
+
+        host = np.ascontiguousarray(array)
+        device = cls(host.shape, host.dtype)
+        staging = PinnedBuffer(max(host.nbytes, 1))
+        np.copyto(staging.view(host.shape, host.dtype), host)
+        with Stream() as stream:
+            copy_htod_async(device.ptr, staging.ptr, host.nbytes, stream.handle)
+            stream.synchronize()
+        staging.free()
+        return device
 
     def to_host(self) -> np.ndarray:
         """Copy to a numpy array (synchronous)."""

@@ -218,14 +218,6 @@ class TensorRTRunner(Runner):
         return cls(Path(engine_dir) / engine_file, **options)
 
     @property
-    def inputs(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
-    @property
     def device_memory_bytes(self) -> int:
         return int(self._engine.device_memory_size_v2) * len(self._all_slots)
 
