@@ -7,7 +7,8 @@ calibrates it on seeded random inputs, writes the Q/DQ model in the ``onnxruntim
 the benchmark times exactly what ``trtopt build`` produces. The gate compares the INT8 engine with
 the FP32 engine (ONNX Runtime's saved optimized model, itself faster than the exported file); the
 exported FP32 ONNX is timed too and its ratio printed. All models run with the same thread
-count; rounds alternate between models so a busy neighbour slows every model alike. The load
+count; rounds alternate between models so a busy neighbour slows every model alike, and the first
+call after each switch is left untimed (the previous session's threads are still spin-waiting). The load
 average before and after is printed: a shared machine makes absolute numbers noisy, the ratio
 less so.
 
@@ -77,6 +78,9 @@ def measure(runners: dict[str, object], batch: int, size: int, rounds: int, warm
     times: dict[str, list[float]] = {label: [] for label in runners}
     for _ in range(rounds):  # interleaved: contention hits every model in turn
         for label, runner in runners.items():
+            # One untimed call after each switch: the previous session's intra-op threads keep
+            # spin-waiting for a while and would otherwise be charged to whichever model runs next.
+            runner.infer(feed)
             tic = time.perf_counter()
             runner.infer(feed)
             times[label].append(time.perf_counter() - tic)
