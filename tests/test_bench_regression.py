@@ -21,8 +21,10 @@ def test_slower_target_under_the_same_name_exits_3_and_reruns_do_not(tmp_path: P
     current = tmp_path / "net.onnx"
 
     shutil.copy(fast, current)
-    first = trtopt_cli("bench", f"net={current}", *FAST, *SHARED_MACHINE, "--history", history)
+    # the first scheduled run: `--compare-to last` on an empty history stores the run, no error
+    first = trtopt_cli("bench", f"net={current}", *FAST, *SHARED_MACHINE, "--history", history, "--compare-to", "last")
     assert first.returncode == 0, first.stderr
+    assert "no earlier run" in first.stderr and "stored as the first" in first.stderr
 
     shutil.copy(slow, current)  # same name, same inputs, much more work
     slower = trtopt_cli("bench", f"net={current}", *FAST, *SHARED_MACHINE, "--history", history,

@@ -16,7 +16,7 @@ SUITE = """
 [suite]
 name = "mini"
 history = "history.sqlite"
-threshold = 1.0   # shared test machine: flag only a 2x slowdown
+threshold = 10.0  # sub-0.1 ms latencies on a shared machine vary 2x run to run; this test checks the suite mechanics, not the detector
 
 [bench]
 scenarios = ["single-stream", "offline"]

@@ -6,6 +6,7 @@ even when the run regressed, and only then is RegressionDetected (exit 3) raised
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from trtopt.bench.compare import DEFAULT_SPREAD_K, DEFAULT_THRESHOLD, compare_re
 from trtopt.bench.history import History
 from trtopt.errors import RegressionDetected
 from trtopt.fileio import atomic_write_text
+
+log = logging.getLogger("trtopt.bench")
 
 
 @dataclass
@@ -34,7 +37,11 @@ def record(report: dict[str, Any], options: RecordOptions) -> dict[str, Any]:
     """Compare/store/write as `options` say; raises RegressionDetected after all outputs exist."""
     if options.store or options.compare_to:
         with History(options.history) as history:
-            if options.compare_to:
+            # `last` on an empty history (the first scheduled run) is not an error: this run becomes the reference
+            first_run = options.compare_to == "last" and history.last(report.get("label")) is None
+            if first_run:
+                log.warning("--compare-to last: no earlier run in %s yet; this run is stored as the first", history.path)
+            elif options.compare_to:
                 previous = history.resolve(options.compare_to, report.get("label"))
                 report["comparison"] = compare_reports(previous, report, options.threshold, options.spread_k)
             if options.store:

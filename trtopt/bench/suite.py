@@ -202,7 +202,7 @@ def run_suite(path: str | Path, history: str | None = None, compare_to: str | No
                                 json_path=stem.with_suffix(".json"), markdown_path=stem.with_suffix(".md"),
                                 html_path=stem.with_suffix(".html"))
         try:
-            _record_first_run_ok(report, options)
+            record(report, options)
         except RegressionDetected as exc:
             regressed.append(f"{model.name}: {exc}")
         finally:
@@ -210,14 +210,3 @@ def run_suite(path: str | Path, history: str | None = None, compare_to: str | No
     if regressed:
         raise RegressionDetected("; ".join(regressed))
     return 0
-
-
-def _record_first_run_ok(report: dict[str, Any], options: RecordOptions) -> None:
-    """record(), except that `--compare-to last` on a label with no history yet is not an error."""
-    from trtopt.bench.history import History
-
-    if options.compare_to == "last":
-        with History(options.history) as db:
-            if db.last(report.get("label")) is None:
-                options.compare_to = None
-    record(report, options)
