@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import traceback
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"trtopt {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `trtopt ... | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"trtopt {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         choices=["entropy", "percentile", "max", "mse"], help="calibration method (default entropy)")
     parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
     parser.add_argument("--all-tensors", action="store_true", help="calibrate every float activation, not only Q/DQ targets")
+    parser.add_argument("--calib-part", choices=["calibration", "all", "heldout"], default="calibration",
+                        help="which part of the data to calibrate on (default calibration: the samples `trtopt build` "
+                             "calibrates on, leaving the held-out part for accuracy checks; digits: the val split)")
     parser.add_argument("--max-samples", type=int, help="use at most N samples")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per inference batch (default 16)")
     parser.add_argument("--nan-policy", choices=["error", "skip"], default="error",
@@ -90,4 +93,5 @@ def _calibrate(args: argparse.Namespace) -> "ScaleTable":  # noqa: F821 - import
     options = {"shapes": _parse_shapes(args.shapes)} if args.shapes else {}
     return calibrate(args.model, args.calib_data, method=args.method, percentile=args.percentile,
                      all_tensors=args.all_tensors, nan_policy=args.nan_policy, batch_size=args.batch_size,
-                     max_samples=args.max_samples, threads=args.threads, seed=args.seed, source_options=options)
+                     max_samples=args.max_samples, threads=args.threads, seed=args.seed, part=args.calib_part,
+                     source_options=options)

@@ -57,12 +57,12 @@ def _stats(name: str, collected: Collected, amax: float) -> TensorStats:
 def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, method: str = "entropy",
               percentile: float = 99.99, all_tensors: bool = False, nan_policy: str = "error",
               batch_size: int = 16, max_samples: int | None = None, threads: int | None = None, seed: int = 0,
-              source_options: Mapping[str, Any] | None = None) -> ScaleTable:
+              part: str = "all", source_options: Mapping[str, Any] | None = None) -> ScaleTable:
     """Calibrate every activation a Q/DQ pass may need (all float activations with ``all_tensors``).
 
     ``data`` is a DataSource or a spec for :func:`trtopt.data.sources.open_source` (then
-    ``batch_size``, ``max_samples``, ``seed`` and ``source_options`` such as image ``layout`` or
-    random ``shapes`` apply). The table records the sha256 of the exact model bytes.
+    ``batch_size``, ``max_samples``, ``seed``, ``part`` and ``source_options`` such as image
+    ``layout`` or random ``shapes`` apply). The table records the sha256 of the exact model bytes.
     """
     import onnx
 
@@ -84,7 +84,8 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, met
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(
-            data, runner.inputs, batch_size=batch_size, max_samples=max_samples, seed=seed, **(source_options or {}))
+            data, runner.inputs, batch_size=batch_size, max_samples=max_samples, seed=seed, part=part,
+            **(source_options or {}))
         log.info("calibrating %d tensors of %s on %s", len(runner.targets), path, source.describe())
         collected = collect(runner, source, histograms=method != "max", nan_policy=nan_policy)
     finally:
