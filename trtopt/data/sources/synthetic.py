@@ -34,8 +34,8 @@ class RandomSource(DataSource):
         if unknown:
             raise UsageError(f"--shapes names unknown input(s) {unknown}; the model has {[i.name for i in self.inputs]}")
         self.count = self.max_samples or DEFAULT_SAMPLES
-        log.warning("calibrating on random data: the scales are meaningless for accuracy "
-                    "(use real samples with --calib-data for a deployable engine)")
+        log.warning("using random data: INT8 scales calibrated on it are meaningless for accuracy, and accuracy "
+                    "measured on it shows output agreement only (use real samples, e.g. --calib-data / --val-data / --data)")
 
     def _what(self) -> str:
         return f"random data (seed {self.seed})"
