@@ -158,3 +158,12 @@ def test_cli_calibrate_writes_table_and_cache_and_imports_it(tmp_path: Path, res
     bad = _cli("calibrate", str(residual_convnet), "--calib-data", "missing.npz", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "calibration data not found: missing.npz" in bad.stderr
+
+
+def test_cli_shapes_use_the_trtexec_parser(tmp_path: Path, residual_convnet: Path) -> None:
+    ok = _cli("calibrate", str(residual_convnet), "--calib-data", "random", "--shapes", "input:2x3x16x16",
+              "--max-samples", "4", "-o", "r.json", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    bad = _cli("calibrate", str(residual_convnet), "--calib-data", "random", "--shapes", "input:2xAx16",
+               "-o", "bad.json", cwd=tmp_path)
+    assert bad.returncode == 2 and "--shapes input:" in bad.stderr and not (tmp_path / "bad.json").exists()

@@ -39,21 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _parse_shapes(text: str | None) -> dict[str, tuple[int, ...]]:
-    from trtopt.errors import UsageError
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for item in filter(None, (text or "").split(",")):
-        name, _, dims = item.rpartition(":")
-        try:
-            shapes[name] = tuple(int(d) for d in dims.split("x"))
-        except ValueError:
-            raise UsageError(f"--shapes entry {item!r} is not NAME:DxDxD") from None
-        if not name:
-            raise UsageError(f"--shapes entry {item!r} has no input name")
-    return shapes
-
-
 def run(args: argparse.Namespace) -> int:
     from trtopt.errors import UsageError
     from trtopt.quantization.table import ScaleTable
@@ -90,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> "ScaleTable":  # noqa: F821 - imported lazily in run()
     from trtopt.quantization.calibrate import calibrate
 
-    options = {"shapes": _parse_shapes(args.shapes)} if args.shapes else {}
+    from trtopt.shapes import parse_shapes
+
+    options = {"shapes": parse_shapes(args.shapes)} if args.shapes else {}
     return calibrate(args.model, args.calib_data, method=args.method, percentile=args.percentile,
                      all_tensors=args.all_tensors, nan_policy=args.nan_policy, batch_size=args.batch_size,
                      max_samples=args.max_samples, threads=args.threads, seed=args.seed, part=args.calib_part,
