@@ -109,21 +109,6 @@ SAVED_OPTIMIZATION = "extended"  # portable across CPUs of one ISA; "all" is app
 # which saturate int16 sums on AVX2 machines (max error 0.05 -> 2.4 measured on a small MLP). Such models
 # run with Q/DQ fusion off: exact simulated quantization, i.e. the numbers TensorRT would compute.
 _SIMULATE_QDQ = {"session.disable_quant_qdq": "1"}
-_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_int8", "f16c", "fma",
-              "asimd", "asimddp", "i8mm", "sve")
-
-
-def _isa_flags() -> list[str]:
-    """The ISA extensions ONNX Runtime's CPU kernels dispatch on: they decide speed and int8 numerics."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip().lower() in ("flags", "features"):
-                    return sorted(f for f in _ISA_FLAGS if f in set(value.split()))
-    except OSError:
-        pass
-    return []
 
 
 class OnnxRuntimeBackend:
@@ -138,9 +123,9 @@ class OnnxRuntimeBackend:
         return str(ort.__version__)
 
     def device(self) -> dict[str, Any]:
-        from trtopt.bench.environment import cpu_model
+        from trtopt.hostinfo import cpu_isa_flags, cpu_model
 
-        return {"kind": "cpu", "name": cpu_model(), "machine": platform.machine(), "isa": _isa_flags()}
+        return {"kind": "cpu", "name": cpu_model(), "machine": platform.machine(), "isa": cpu_isa_flags()}
 
     def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
         return exact_match_problems(manifest, self.version(), self.device())

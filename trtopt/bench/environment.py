@@ -15,19 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import trtopt
+from trtopt.hostinfo import cpu_model
 
 _LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch", "cuda-python")
 _PACKAGE_DIR = Path(trtopt.__file__).resolve().parent
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gpu_models() -> list[str]:
