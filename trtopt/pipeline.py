@@ -186,10 +186,11 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
                                   "exclude_nodes": sorted(exclude_nodes), "exclude_op_types": sorted(exclude_op_types),
                                   "keep_io_types": keep_io_types})
     source_sha = sha256_file(source)
+    backend_version, device = be.version(), be.device()
     calib_table_sha = sha256_file(calib_table) if calib_table else None
     key_parts = {
         "trtopt": __version__, "source": source_sha, "precision": precision, "backend": be.name,
-        "backend_version": be.version(), "device": be.device(), "options": options.to_json(),
+        "backend_version": backend_version, "device": device, "options": options.to_json(),
         "calibration": {"data": data_fingerprint(calib_data), "method": calib_method, "samples": calib_samples,
                         "table": calib_table_sha} if precision in ("int8", "fp16") else None,
         "accuracy": {"data": data_fingerprint(val_data), "samples": accuracy_samples, "budget": budget},
@@ -214,7 +215,7 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             "schema_version": SCHEMA_VERSION, "name": name, "cache_key": cache_key,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trtopt_version": __version__,
             "command": _cli_command(),
-            "backend": {"name": be.name, "version": be.version()}, "device": be.device(), "precision": precision,
+            "backend": {"name": be.name, "version": backend_version}, "device": device, "precision": precision,
             "source": {"path": os.fspath(source), "sha256": source_sha},
             "model": {"file": model_file, "sha256": sha256_file(staging / model_file), **model_info},
             "engine": {"file": built.engine_file, "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size},
