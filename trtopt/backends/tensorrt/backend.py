@@ -16,9 +16,17 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def availability(self) -> tuple[bool, str]:
+        """TensorRT importable, a GPU present, and cuda-python built for the TensorRT wheel's CUDA major."""
         from trtopt.backends.select import tensorrt_availability
+        from trtopt.cuda.stack import detect_stack, stack_problems
 
-        return tensorrt_availability()
+        usable, why = tensorrt_availability()
+        if not usable:
+            return False, why  # a failed device probe already explains a driver mismatch
+        problems = stack_problems(detect_stack())
+        if problems:
+            return False, f"{why}, but " + "; ".join(problems)
+        return True, why
 
     def _require(self) -> None:
         usable, why = self.availability()
