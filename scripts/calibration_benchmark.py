@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def feeds(samples: int, batch_size: int):
+def feeds(samples: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The same seeded images for both tools, generated batch by batch (never all at once)."""
     for start in range(0, samples, batch_size):
         rows = min(batch_size, samples - start)
@@ -84,7 +85,7 @@ def feeds(samples: int, batch_size: int):
         yield {"input": rng.standard_normal((rows, 3, SIZE, SIZE), dtype=np.float32)}
 
 
-def load_data():  # trtopt's loader entry point (file.py:function); sizes come from the environment
+def load_data() -> Iterator[dict[str, np.ndarray]]:  # trtopt's loader entry point (file.py:function); sizes come from the environment
     return feeds(int(os.environ["BENCH_SAMPLES"]), int(os.environ["BENCH_BATCH"]))
 
 
@@ -101,7 +102,7 @@ def worker(tool: str, model: Path, samples: int, batch_size: int) -> None:
             def __init__(self) -> None:
                 self.batches = feeds(samples, batch_size)
 
-            def get_next(self):
+            def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(self.batches, None)
 
         with tempfile.TemporaryDirectory() as folder:

@@ -9,7 +9,8 @@ import onnxruntime as ort
 import pytest
 
 from trtopt.backends.onnxruntime import BACKEND, OnnxRuntimeRunner
-from trtopt.backends.registry import BuildOptions, ShapeProfile, get_backend
+from trtopt.backends.registry import BuildOptions, get_backend
+from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
 from trtopt.quantization.calibrate import calibrate
 from trtopt.quantization.qdq import quantize

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_residual_convnet
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.data.sources import open_source
 from trtopt.errors import UsageError

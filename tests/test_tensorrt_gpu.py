@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import make_residual_convnet
 from trtopt.backends.registry import BuildOptions
-from trtopt.backends.select import tensorrt_availability
+from trtopt.backends.tensorrt.availability import tensorrt_availability
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.shapes import derive_profile
 

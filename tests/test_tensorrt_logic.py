@@ -10,8 +10,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import BuildOptions, ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.backends.registry import BuildOptions
+from trtopt.tensors import ShapeProfile
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.builder import (check_options, io_record, missing_profiles, parse_failure_message,
                                               parser_error_line)

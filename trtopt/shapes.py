@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
 
 Shape = tuple[int, ...]
@@ -212,8 +212,3 @@ def profile_bounds(info: TensorInfo, profile: ShapeProfile) -> tuple[tuple[int, 
         return None
     return tuple((lo, hi) if is_dynamic(dim) else None for dim, lo, hi in zip(info.shape, low, high))
 
-
-def profile_from_json(data: Mapping[str, Mapping[str, Sequence[int]]] | None) -> ShapeProfile:
-    """Inverse of ShapeProfile.to_json (manifests store profiles as JSON)."""
-    data = data or {}
-    return ShapeProfile(**{role: {n: tuple(int(d) for d in s) for n, s in data.get(role, {}).items()} for role in ROLES})

@@ -18,10 +18,11 @@ from typing import Any
 import onnxruntime as ort
 
 from trtopt.backends.base import Runner
-from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
+from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.backends.registry import BuildOptions, BuiltEngine, exact_match_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write, atomic_write_json, read_json
+from trtopt.ortsession import make_session_options
 
 ENGINE_FILE = "model.onnx"
 SESSION_FILE = "session.json"
@@ -46,6 +47,7 @@ class OnnxRuntimeGpuBackend:
     def __init__(self, name: str, provider: str) -> None:
         self.name = name
         self.provider = provider
+        self.title = f"ONNX Runtime {provider}"
 
     def availability(self) -> tuple[bool, str]:
         available = ort.get_available_providers()

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from trtopt.accuracy import compare_outputs
-from trtopt.backends.base import Runner, TensorInfo
+from trtopt.backends.base import Runner
+from trtopt.tensors import TensorInfo
 from trtopt.bench import environment, scenarios
 from trtopt.bench.inputs import (QueryLibrary, SamplePool, allowed_batch_sizes, check_compatible, data_pool,
                                  generated_pool)
@@ -201,8 +202,8 @@ class _Run:
                     entry["accuracy"] = _accuracy(self.reference_outputs, outputs, library.labels, target.name)
                 runners.extend(target.open() for _ in range(callers - 1))
                 entry["scenarios"], notes = self._scenarios(target, runners, library)
-                entry["notes"] = [*getattr(runners[0], "notes", []), *notes]
-                device_bytes = getattr(runners[0], "device_memory_bytes", None)
+                entry["notes"] = [*runners[0].notes, *notes]
+                device_bytes = runners[0].device_memory_bytes
             finally:
                 for runner in runners:
                     runner.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.errors import UsageError
 from trtopt.shapes import is_dynamic, parse_shapes
 

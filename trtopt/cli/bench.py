@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trtopt.errors import UsageError
+
+if TYPE_CHECKING:  # imported lazily at run time: `--help` stays fast
+    from trtopt.bench.driver import BenchConfig
+    from trtopt.bench.record import RecordOptions
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -67,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _config(args: argparse.Namespace):  # -> BenchConfig (imported lazily)
+def _config(args: argparse.Namespace) -> BenchConfig:
     from trtopt.bench.driver import BenchConfig
     from trtopt.bench.scenarios import CONCURRENCY, OFFLINE, SERVER, SINGLE_STREAM
 
@@ -81,7 +86,7 @@ def _config(args: argparse.Namespace):  # -> BenchConfig (imported lazily)
                        torch_compile=args.torch_compile, label=args.label)
 
 
-def _record_options(args: argparse.Namespace):  # -> RecordOptions
+def _record_options(args: argparse.Namespace) -> RecordOptions:
     from trtopt.bench.compare import DEFAULT_SPREAD_K, DEFAULT_THRESHOLD
     from trtopt.bench.record import RecordOptions
 

@@ -46,7 +46,7 @@ class GraphFacts:
                         constants[node.output[0]] = numpy_helper.to_array(attr.t)
         try:
             inferred = onnx.shape_inference.infer_shapes(model).graph
-        except Exception:  # shape inference is a hint only; rules treat unknown shapes conservatively
+        except Exception:  # noqa: BLE001 - shape inference is a hint only; rules treat unknown shapes conservatively
             inferred = model.graph
         shapes: dict[str, tuple[int | None, ...]] = {}
         for info in [*inferred.value_info, *inferred.input, *inferred.output]:

@@ -5,8 +5,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.registry import BuildOptions, BuiltEngine
 from trtopt.backends.base import Runner
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.backends.tensorrt.availability import tensorrt_availability, tensorrt_status
 from trtopt.errors import TrtoptError
 
 
@@ -14,10 +15,9 @@ class TensorRTBackend:
     """Builds with TensorRT's builder and runs with TensorRT's runtime through cuda-python."""
 
     name = "tensorrt"
+    title = "TensorRT"
 
     def availability(self) -> tuple[bool, str]:
-        from trtopt.backends.select import tensorrt_availability
-
         return tensorrt_availability()
 
     def _require(self) -> None:
@@ -26,8 +26,6 @@ class TensorRTBackend:
             raise TrtoptError(f"the tensorrt backend cannot run here: {why}")
 
     def version(self) -> str:
-        from trtopt.backends.select import tensorrt_status
-
         version, why = tensorrt_status()
         if version is None:
             raise TrtoptError(f"the tensorrt backend cannot run here: {why}")

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.tensors import ShapeProfile
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
 from trtopt.backends.tensorrt.inspector import parse_engine_information

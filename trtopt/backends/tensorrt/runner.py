@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.backends.base import Runner, TensorInfo, check_tensor, validate_feed
+from trtopt.backends.base import Runner
+from trtopt.tensors import TensorInfo, check_tensor, validate_feed
 from trtopt.backends.tensorrt import compat
 from trtopt.backends.tensorrt.builder import ENGINE_FILE
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
@@ -256,7 +257,12 @@ class TensorRTRunner(Runner):
         finally:
             self._slots.put(slot)
 
-    def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _checked_feed(self, feed: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Passed through: device arrays are read on the stream of the context that runs them, so the
+        feed is checked (host and device arrays alike) in ``_split_feed`` once a context is taken."""
+        return feed
+
+    def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """numpy (or device arrays) in, numpy out."""
         return self._run(feed, None, to_device=False)
 

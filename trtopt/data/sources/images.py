@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource, single_input
 from trtopt.errors import UsageError
 

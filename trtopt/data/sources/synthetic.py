@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource
 from trtopt.errors import UsageError
 
