@@ -10,7 +10,9 @@ from trtopt.backends import select
 from trtopt.backends.tensorrt import availability
 from trtopt.errors import TrtoptError, UsageError
 
-pytestmark = pytest.mark.skipif(availability.tensorrt_status()[0] is not None, reason="TensorRT is installed here; these tests cover its absence")
+pytestmark = pytest.mark.skipif(
+    availability.tensorrt_status()[0] is not None, reason="TensorRT is installed here; these tests cover its absence"
+)
 
 
 def test_auto_falls_back_with_one_line_reason() -> None:
@@ -34,7 +36,9 @@ def test_unknown_backend_is_a_usage_error() -> None:
 
 
 def test_explicit_tensorrt_fails_with_reason() -> None:
-    with pytest.raises(TrtoptError, match="--backend tensorrt cannot run here: the tensorrt Python package is not installed") as info:
+    with pytest.raises(
+        TrtoptError, match="--backend tensorrt cannot run here: the tensorrt Python package is not installed"
+    ) as info:
         select.select_backend("tensorrt")
     assert not isinstance(info.value, UsageError)
 

@@ -13,7 +13,14 @@ from trtopt.errors import UsageError
 
 
 def _cai(**overrides: object) -> dict:
-    base = {"version": 3, "data": (0x7F0000001000, False), "shape": (2, 3), "typestr": "<f4", "strides": None, "stream": 1}
+    base = {
+        "version": 3,
+        "data": (0x7F0000001000, False),
+        "shape": (2, 3),
+        "typestr": "<f4",
+        "strides": None,
+        "stream": 1,
+    }
     base.update(overrides)
     return base
 

@@ -67,7 +67,9 @@ def test_no_module_imports_a_layer_above_it() -> None:
                 continue
             target = module.split(".")[1] if "." in module else ""
             if LAYERS.get(target, 0) > own:
-                problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} (layer {own}) imports {module} (layer {LAYERS[target]})")
+                problems.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line} (layer {own}) imports {module} (layer {LAYERS[target]})"
+                )
     assert not problems, "\n".join(problems)
 
 

@@ -31,7 +31,9 @@ def _registry_case(name: str, tmp_path: Path) -> tuple[Runner, Path]:
         pytest.skip(f"backend {name} cannot run here: {why}")
     model = make_residual_convnet(tmp_path / "model.onnx")
     with OnnxRuntimeRunner(model) as reference:
-        profile = derive_profile(reference.inputs, min_shapes="input:1x3x16x16", max_shapes=f"input:{MAX_BATCH}x3x16x16")
+        profile = derive_profile(
+            reference.inputs, min_shapes="input:1x3x16x16", max_shapes=f"input:{MAX_BATCH}x3x16x16"
+        )
     folder = tmp_path / "engine"
     folder.mkdir()
     built = backend.build(model, folder, BuildOptions(profile=profile, tf32=False))
@@ -63,7 +65,9 @@ def _feed(runner: Runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
 def test_metadata_describes_one_dynamic_batch_input(case: tuple[Runner, Path]) -> None:
     runner, model = case
     with OnnxRuntimeRunner(model) as reference:
-        assert [(i.name, i.dtype, i.shape[1:]) for i in runner.inputs] == [(i.name, i.dtype, i.shape[1:]) for i in reference.inputs]
+        assert [(i.name, i.dtype, i.shape[1:]) for i in runner.inputs] == [
+            (i.name, i.dtype, i.shape[1:]) for i in reference.inputs
+        ]
         assert [o.name for o in runner.outputs] == [o.name for o in reference.outputs]
     assert all(not isinstance(i.shape[0], int) or i.shape[0] < 0 for i in runner.inputs), "batch axis stays dynamic"
     assert isinstance(runner.thread_safe, bool) and runner.backend != "abstract"
@@ -87,9 +91,15 @@ def test_outputs_match_fp32_onnx_across_batch_sizes(case: tuple[Runner, Path]) -
 BAD_FEEDS: dict[str, tuple[Callable[[dict[str, np.ndarray]], dict[str, object]], str]] = {
     "missing": (lambda feed: {}, r"missing input\(s\) \['input'\]"),
     "unknown": (lambda feed: {**feed, "extra": feed["input"]}, r"unknown input\(s\) \['extra'\]"),
-    "dtype": (lambda feed: {"input": feed["input"].astype(np.float64)}, "input 'input': dtype float64 given, expected float32"),
+    "dtype": (
+        lambda feed: {"input": feed["input"].astype(np.float64)},
+        "input 'input': dtype float64 given, expected float32",
+    ),
     "rank": (lambda feed: {"input": feed["input"][0]}, "input 'input': rank 3 .* expected rank 4"),
-    "fixed dim": (lambda feed: {"input": np.pad(feed["input"], [(0, 0)] * 3 + [(0, 1)])}, "input 'input': dimension 3 is 17, expected 16"),
+    "fixed dim": (
+        lambda feed: {"input": np.pad(feed["input"], [(0, 0)] * 3 + [(0, 1)])},
+        "input 'input': dimension 3 is 17, expected 16",
+    ),
 }
 
 
@@ -105,7 +115,9 @@ def test_profile_bound_is_enforced(case: tuple[Runner, Path]) -> None:
     runner, _ = case
     if not any(i.bounds for i in runner.inputs):
         pytest.skip(f"{runner.backend} runners are not built for a shape profile")
-    with pytest.raises(UsageError, match=f"dimension 0 is {MAX_BATCH + 1}, outside the built profile \\[1, {MAX_BATCH}\\]"):
+    with pytest.raises(
+        UsageError, match=f"dimension 0 is {MAX_BATCH + 1}, outside the built profile \\[1, {MAX_BATCH}\\]"
+    ):
         runner.infer(_feed(runner, MAX_BATCH + 1))
 
 

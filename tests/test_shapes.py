@@ -38,8 +38,14 @@ def test_parse_errors_name_the_flag(text: str, fragment: str) -> None:
     assert "--opt-shapes" in str(info.value)
 
 
-@given(st.dictionaries(st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="'\""), min_size=1, max_size=8),
-                       st.lists(st.integers(1, 4096), min_size=1, max_size=5).map(tuple), min_size=1, max_size=4))
+@given(
+    st.dictionaries(
+        st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="'\""), min_size=1, max_size=8),
+        st.lists(st.integers(1, 4096), min_size=1, max_size=5).map(tuple),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_format_then_parse_round_trips(shapes: dict[str, tuple[int, ...]]) -> None:
     shapes = {name: shape for name, shape in shapes.items() if name.strip() == name}
     if shapes:

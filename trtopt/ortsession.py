@@ -40,8 +40,12 @@ def tensor_info(node_arg: Any) -> TensorInfo:
     return TensorInfo(node_arg.name, np.dtype(dtype), shape)
 
 
-def make_session_options(threads: int | None = None, optimized_model_path: Path | None = None,
-                         graph_optimization: str = "all", config: Mapping[str, str] | None = None) -> ort.SessionOptions:
+def make_session_options(
+    threads: int | None = None,
+    optimized_model_path: Path | None = None,
+    graph_optimization: str = "all",
+    config: Mapping[str, str] | None = None,
+) -> ort.SessionOptions:
     """Session options used both to build (serialize the optimized model) and to run."""
     options = ort.SessionOptions()
     for key, value in (config or {}).items():

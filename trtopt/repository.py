@@ -40,14 +40,20 @@ def read_manifest(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of an engine folder, schema-checked; UsageError when the folder is not an engine."""
     folder = Path(engine_dir)
     if not folder.is_dir():
-        raise UsageError(f"engine folder not found: {folder} (build one with `trtopt build MODEL.onnx --name {folder.name}`)")
+        raise UsageError(
+            f"engine folder not found: {folder} (build one with `trtopt build MODEL.onnx --name {folder.name}`)"
+        )
     path = folder / MANIFEST
     if not path.is_file():
-        raise UsageError(f"{folder} is not an engine folder: no {MANIFEST} (an interrupted build leaves none; rebuild it)")
+        raise UsageError(
+            f"{folder} is not an engine folder: no {MANIFEST} (an interrupted build leaves none; rebuild it)"
+        )
     manifest = read_json(path, "engine manifest")
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise UsageError(f"{path}: manifest schema version {found!r}, this trtopt reads {SCHEMA_VERSION}; rebuild the engine")
+        raise UsageError(
+            f"{path}: manifest schema version {found!r}, this trtopt reads {SCHEMA_VERSION}; rebuild the engine"
+        )
     for key in ("backend", "device", "engine", "precision"):
         if key not in manifest:
             raise UsageError(f"{path}: manifest lacks {key!r}; rebuild the engine")
@@ -58,7 +64,8 @@ def rebuild_hint(manifest: dict[str, Any]) -> str:
     command = manifest.get("command")
     if command:
         return f"rebuild it here with: {command} --force"
-    return f"rebuild it here with `trtopt build {manifest.get('source', {}).get('path', 'MODEL.onnx')} --name {manifest.get('name', 'NAME')} --force`"
+    source = manifest.get("source", {}).get("path", "MODEL.onnx")
+    return f"rebuild it here with `trtopt build {source} --name {manifest.get('name', 'NAME')} --force`"
 
 
 def verify_engine_file(engine_dir: Path, manifest: dict[str, Any]) -> Path:
@@ -88,10 +95,14 @@ def load(engine_dir: str | os.PathLike[str], **runner_options: Any) -> Runner:
     backend = get_backend(str(manifest["backend"].get("name")))
     usable, why = backend.availability()
     if not usable:
-        raise TrtoptError(f"engine {manifest.get('name')!r} needs the {backend.name} backend, which cannot run here: {why}")
+        raise TrtoptError(
+            f"engine {manifest.get('name')!r} needs the {backend.name} backend, which cannot run here: {why}"
+        )
     problems = backend.compatibility_problems(manifest)
     if problems:
-        raise TrtoptError(f"cannot load engine {manifest.get('name')!r}: " + "; ".join(problems) + f"; {rebuild_hint(manifest)}")
+        raise TrtoptError(
+            f"cannot load engine {manifest.get('name')!r}: " + "; ".join(problems) + f"; {rebuild_hint(manifest)}"
+        )
     verify_engine_file(folder, manifest)
     return backend.load(folder, manifest, **runner_options)
 

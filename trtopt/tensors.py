@@ -61,7 +61,9 @@ class ShapeProfile:
     def from_json(cls, data: Mapping[str, Mapping[str, Sequence[int]]] | None) -> ShapeProfile:
         """Inverse of to_json (manifests store profiles as JSON); None gives an empty profile."""
         data = data or {}
-        return cls(**{role: {n: tuple(int(d) for d in s) for n, s in data.get(role, {}).items()} for role in PROFILE_ROLES})
+        return cls(
+            **{role: {n: tuple(int(d) for d in s) for n, s in data.get(role, {}).items()} for role in PROFILE_ROLES}
+        )
 
 
 def validate_feed(feed: Mapping[str, Any], inputs: Sequence[TensorInfo]) -> dict[str, np.ndarray]:

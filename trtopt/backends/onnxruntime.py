@@ -90,17 +90,28 @@ class OnnxRuntimeBackend:
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
         config = dict(_SIMULATE_QDQ) if options.extra.get("encoding") == "tensorrt" else {}
-        session = {"graph_optimization": "all", "saved_optimization": SAVED_OPTIMIZATION,
-                   "intra_op_num_threads": options.threads, "providers": ["CPUExecutionProvider"], "config": config}
-        build_options = make_session_options(options.threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config)
+        session = {
+            "graph_optimization": "all",
+            "saved_optimization": SAVED_OPTIMIZATION,
+            "intra_op_num_threads": options.threads,
+            "providers": ["CPUExecutionProvider"],
+            "config": config,
+        }
+        build_options = make_session_options(
+            options.threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config
+        )
         try:
             ort.InferenceSession(os.fspath(onnx_path), build_options, providers=session["providers"])
         except Exception as exc:  # ORT's own exception types: report the model and the first line
-            raise TrtoptError(f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+            raise TrtoptError(
+                f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}"
+            ) from exc
         if not (Path(staging_dir) / ENGINE_FILE).is_file():
             raise TrtoptError(f"ONNX Runtime did not write its optimized model for {onnx_path}")
         atomic_write_json(Path(staging_dir) / SESSION_FILE, session)
-        return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"onnxruntime": {"session_file": SESSION_FILE, **session}})
+        return BuiltEngine(
+            engine_file=ENGINE_FILE, manifest_fields={"onnxruntime": {"session_file": SESSION_FILE, **session}}
+        )
 
     def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner:
         """Reopen the optimized model with the recorded session options (threads may be overridden)."""

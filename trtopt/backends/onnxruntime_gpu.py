@@ -93,8 +93,11 @@ class OnnxRuntimeGpuBackend:
         return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"onnxruntime_gpu": session})
 
     def _runner(self, folder: Path, session: dict[str, Any]) -> OnnxRuntimeRunner:
-        runner = OnnxRuntimeRunner(folder / ENGINE_FILE, session_options=make_session_options(session.get("threads")),
-                                   providers=provider_list(session["provider"], session.get("provider_options") or {}, folder))
+        runner = OnnxRuntimeRunner(
+            folder / ENGINE_FILE,
+            session_options=make_session_options(session.get("threads")),
+            providers=provider_list(session["provider"], session.get("provider_options") or {}, folder),
+        )
         if runner.providers[0] != session["provider"]:
             raise TrtoptError(f"ONNX Runtime did not enable {session['provider']} (active: {runner.providers}); "
                               "check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")

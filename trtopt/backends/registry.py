@@ -88,7 +88,9 @@ def exact_match_problems(manifest: dict[str, Any], version: str, device: dict[st
     problems = []
     built_version = manifest["backend"].get("version")
     if built_version != version:
-        problems.append(f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}")
+        problems.append(
+            f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}"
+        )
     if manifest["device"] != device:
         problems.append(f"it was built for device {_describe(manifest['device'])}, this machine is {_describe(device)}")
     return problems

@@ -66,7 +66,10 @@ def parse_cuda_array_interface(cai: dict[str, Any], name: str = "array") -> Devi
         raise UsageError(f"{name}: masked device arrays are not supported")
     strides = cai.get("strides")
     if not _is_c_contiguous(shape, tuple(strides) if strides is not None else None, dtype.itemsize):
-        raise UsageError(f"{name}: device array is not C-contiguous (strides {strides}); make it contiguous first (e.g. tensor.contiguous())")
+        raise UsageError(
+            f"{name}: device array is not C-contiguous (strides {strides}); make it contiguous first (e.g. "
+            "tensor.contiguous())"
+        )
     stream = cai.get("stream")
     return DeviceView(int(ptr or 0), shape, dtype, None if stream is None else int(stream))
 

@@ -62,7 +62,9 @@ def check_options(options: BuildOptions) -> None:
     compat.hardware_compat_level(options.hardware_compat)
     profiles = options.extra.get("profiles", 1)
     if not isinstance(profiles, int) or profiles < 1:
-        raise UsageError(f"profiles must be a positive integer (one per concurrent execution context), got {profiles!r}")
+        raise UsageError(
+            f"profiles must be a positive integer (one per concurrent execution context), got {profiles!r}"
+        )
 
 
 def io_record(names: Sequence[str], modes: Mapping[str, str], dtypes: Mapping[str, str],
@@ -88,7 +90,9 @@ def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
     lines = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
-        lines.append(parser_error_line(error.code(), error.desc(), error.node_name(), error.node_operator(), error.node()))
+        lines.append(
+            parser_error_line(error.code(), error.desc(), error.node_name(), error.node_operator(), error.node())
+        )
     raise TrtoptError(parse_failure_message(onnx_path, lines))
 
 
@@ -214,5 +218,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     log.info("built %s in %.1f s: %d layers, %d reformats, precisions %s", engine_path.name, build_seconds,
              summary.layers, summary.reformat_layers, dict(summary.precisions))
     if summary.reformat_layers and options.precision == "int8":
-        log.warning("%d reformat layers in the INT8 engine: Q/DQ placement may be costing speed", summary.reformat_layers)
+        log.warning(
+            "%d reformat layers in the INT8 engine: Q/DQ placement may be costing speed", summary.reformat_layers
+        )
     return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"tensorrt": record})

@@ -118,12 +118,18 @@ class _Slot:
         for info in outputs:
             shape = tuple(self.context.get_tensor_shape(info.name))
             if any(d < 0 for d in shape):
-                raise TrtoptError(f"output {info.name!r} has a data-dependent shape {list(shape)}; trtopt's runner does not support those yet")
+                raise TrtoptError(
+                    f"output {info.name!r} has a data-dependent shape {list(shape)}; trtopt's runner does not support "
+                    "those yet"
+                )
             nbytes = _nbytes(shape, info.dtype)
             if out is not None and info.name in out:
                 view = out[info.name]
                 if view.shape != shape or view.dtype != info.dtype:
-                    raise UsageError(f"output {info.name!r}: the array given holds {view.dtype}{list(view.shape)}, the engine produces {np.dtype(info.dtype).name}{list(shape)}")
+                    raise UsageError(
+                        f"output {info.name!r}: the array given holds {view.dtype}{list(view.shape)}, the engine "
+                        f"produces {np.dtype(info.dtype).name}{list(shape)}"
+                    )
                 ptr = view.ptr  # the caller's array is returned by _run
             elif to_device:
                 array = DeviceArray(shape, info.dtype)
