@@ -6,12 +6,9 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 
 from trtopt.backends.onnxruntime import BACKEND, OnnxRuntimeRunner
 from trtopt.backends.registry import BuildOptions, get_backend
-from trtopt.tensors import ShapeProfile
-from trtopt.errors import UsageError
 from trtopt.quantization.calibrate import calibrate
 from trtopt.quantization.qdq import quantize
 
@@ -52,12 +49,3 @@ def test_tensorrt_encoding_runs_with_qdq_fusion_off(residual_convnet, tmp_path):
     session = json.loads((tmp_path / "session.json").read_text())
     assert session["config"] == {"session.disable_quant_qdq": "1"}
 
-
-def test_profile_bounds_reject_shapes_outside_the_build(residual_convnet, tmp_path):
-    BACKEND.build(residual_convnet, tmp_path, BuildOptions())
-    profile = ShapeProfile(min={"input": (1, 3, 16, 16)}, opt={"input": (4, 3, 16, 16)}, max={"input": (4, 3, 16, 16)})
-    manifest = {"engine": {"file": "model.ort.onnx"}, "io": {"profile": profile.to_json()}}
-    with BACKEND.load(tmp_path, manifest) as runner:
-        runner.infer({"input": np.zeros((4, 3, 16, 16), np.float32)})
-        with pytest.raises(UsageError, match="outside the built profile"):
-            runner.infer({"input": np.zeros((8, 3, 16, 16), np.float32)})
