@@ -36,11 +36,12 @@ def _ort(path: Path):
     return OnnxRuntimeRunner(path)
 
 
-def _build(onnx_path: Path, folder: Path, shapes: str | None = None, **option_kwargs):
+def _build(onnx_path: Path, folder: Path, shapes: str | None = None, timing_cache: Path | None = None, **option_kwargs):
+    """Build into `folder`; the timing cache lives in `timing_cache` (default: a folder of its own)."""
     from trtopt.backends.tensorrt import BACKEND
 
     profile = derive_profile(_ort(onnx_path).inputs, shapes=shapes, default_max_batch=8)
-    options = BuildOptions(profile=profile, tf32=False, timing_cache=folder / "cache", **option_kwargs)
+    options = BuildOptions(profile=profile, tf32=False, timing_cache=timing_cache or folder / "cache", **option_kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     built = BACKEND.build(onnx_path, folder, options)
     manifest = {"name": onnx_path.stem, "engine": {"file": built.engine_file}, **built.manifest_fields}
@@ -105,10 +106,15 @@ def test_fp32_matches_onnxruntime_and_writes_artefacts(tmp_path: Path) -> None:
 
 def test_timing_cache_is_reused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = make_residual_convnet(tmp_path / "m.onnx")
-    _build(model, tmp_path / "a")
+    shared = tmp_path / "timing"  # one cache folder for both builds, as `--timing-cache DIR` gives
+    shared.mkdir()
+    _backend, first = _build(model, tmp_path / "a", timing_cache=shared)
+    cache_file = Path(first["tensorrt"]["timing_cache"])
+    assert cache_file.parent == shared and cache_file.stat().st_size > 0
     with caplog.at_level("INFO", logger="trtopt.tensorrt"):
-        _build(model, tmp_path / "b")
-    assert any("reusing timing cache" in r.getMessage() for r in caplog.records)
+        _backend, second = _build(model, tmp_path / "b", timing_cache=shared)
+    assert second["tensorrt"]["timing_cache"] == str(cache_file)
+    assert any("reusing timing cache" in r.getMessage() and str(cache_file) in r.getMessage() for r in caplog.records)
 
 
 def test_fp16_onnx_builds_and_stays_close(tmp_path: Path) -> None:

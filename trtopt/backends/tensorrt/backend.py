@@ -18,7 +18,16 @@ class TensorRTBackend:
     title = "TensorRT"
 
     def availability(self) -> tuple[bool, str]:
-        return tensorrt_availability()
+        """TensorRT importable, a GPU present, and cuda-python built for the TensorRT wheel's CUDA major."""
+        from trtopt.cuda.stack import detect_stack, stack_problems
+
+        usable, why = tensorrt_availability()
+        if not usable:
+            return False, why  # a failed device probe already explains a driver mismatch
+        problems = stack_problems(detect_stack())
+        if problems:
+            return False, f"{why}, but " + "; ".join(problems)
+        return True, why
 
     def _require(self) -> None:
         usable, why = self.availability()

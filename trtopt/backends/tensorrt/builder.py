@@ -20,6 +20,7 @@ from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
 from trtopt.backends.tensorrt.inspector import parse_engine_information
 from trtopt.backends.tensorrt.logger import LogRouter, make_trt_logger
+from trtopt.backends.tensorrt.runtime import deserialize
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_bytes, atomic_write_text
 from trtopt.shapes import format_shape, is_dynamic
@@ -190,10 +191,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     timing_cache.save_cache_bytes(cache_path, cache_bytes)
     atomic_write_bytes(staging_dir / TIMING_CACHE_FILE, cache_bytes)
 
-    runtime = trt.Runtime(logger)
-    if options.version_compatible:
-        runtime.engine_host_code_allowed = True  # version-compatible plans embed the lean runtime
-    engine = runtime.deserialize_cuda_engine(bytes(memoryview(plan)))
+    _runtime, engine = deserialize(trt, logger, bytes(memoryview(plan)), options.version_compatible)
     if engine is None:
         raise TrtoptError(router.explain(f"TensorRT could not load the engine it just built from {onnx_path}"))
     info_json = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
@@ -204,7 +202,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     record.update({
         "strongly_typed": True,
         "optimization_profiles": profiles,
-        "device_memory_bytes": int(engine.device_memory_size_v2),
+        "device_memory_bytes": compat.engine_device_memory_bytes(engine, version),
         "build_seconds": round(build_seconds, 3),
         "timing_cache": str(cache_path),
         "inspector_file": INSPECTOR_FILE,
