@@ -15,14 +15,27 @@ from trtopt.errors import UsageError
 
 
 def _cai(**overrides: object) -> dict:
-    base = {"version": 3, "data": (0x7F0000001000, False), "shape": (2, 3), "typestr": "<f4", "strides": None, "stream": 1}
+    base = {
+        "version": 3,
+        "data": (0x7F0000001000, False),
+        "shape": (2, 3),
+        "typestr": "<f4",
+        "strides": None,
+        "stream": 1,
+    }
     base.update(overrides)
     return base
 
 
 def test_cuda_array_interface_parsing() -> None:
     view = parse_cuda_array_interface(_cai())
-    assert (view.ptr, view.shape, view.dtype, view.wait_stream, view.nbytes) == (0x7F0000001000, (2, 3), np.float32, 1, 24)
+    assert (view.ptr, view.shape, view.dtype, view.wait_stream, view.nbytes) == (
+        0x7F0000001000,
+        (2, 3),
+        np.float32,
+        1,
+        24,
+    )
     assert parse_cuda_array_interface(_cai(strides=(12, 4))).shape == (2, 3)  # explicit C strides are fine
     assert parse_cuda_array_interface(_cai(stream=None)).wait_stream is None
 
@@ -168,4 +181,9 @@ def test_dlpack_bf16_and_fp8_from_torch_capsules() -> None:
                                    (torch.float8_e5m2, ml_dtypes.float8_e5m2), (torch.bool, np.bool_)):
         tensor = torch.zeros(2, 3, dtype=torch_type)
         view, device_type = parse_dlpack_capsule(tensor.__dlpack__())
-        assert (view.dtype, view.shape, view.ptr, device_type) == (np.dtype(numpy_type), (2, 3), tensor.data_ptr(), KDL_CPU)
+        assert (view.dtype, view.shape, view.ptr, device_type) == (
+            np.dtype(numpy_type),
+            (2, 3),
+            tensor.data_ptr(),
+            KDL_CPU,
+        )

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from trtopt.backends.onnxruntime_gpu import tensorrt_ep_options
-from trtopt.backends.registry import BuildOptions, ShapeProfile
+from trtopt.backends.registry import BuildOptions
+from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
 
 PROFILE = ShapeProfile(min={"input": (1, 3, 16, 16), "mask": (1, 16)}, opt={"input": (8, 3, 16, 16), "mask": (8, 16)},

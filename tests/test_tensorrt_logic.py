@@ -10,8 +10,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import BuildOptions, ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.backends.registry import BuildOptions
+from trtopt.tensors import ShapeProfile
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.builder import (check_options, io_record, missing_profiles, parse_failure_message,
                                               parser_error_line)
@@ -142,15 +143,32 @@ def test_dtype_mapping() -> None:
 
 INSPECTOR_10 = {
     "Layers": [
-        {"Name": "conv0 + relu0", "LayerType": "CaskConvolution",
-         "Outputs": [{"Name": "r0", "Format/Datatype": "Row major linear INT8 format"}]},
-        {"Name": "reformat", "LayerType": "Reformat", "Outputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
-        {"Name": "fc", "LayerType": "CaskGemmMatrixMultiply", "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32"}]},
+        {
+            "Name": "conv0 + relu0",
+            "LayerType": "CaskConvolution",
+            "Outputs": [{"Name": "r0", "Format/Datatype": "Row major linear INT8 format"}],
+        },
+        {
+            "Name": "reformat",
+            "LayerType": "Reformat",
+            "Outputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
+        },
+        {
+            "Name": "fc",
+            "LayerType": "CaskGemmMatrixMultiply",
+            "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32"}],
+        },
     ],
     "Bindings": ["input", "logits"],
 }
 INSPECTOR_11 = {
-    "Layers": [{"Name": "conv0", "LayerType": "CaskConvolution", "Outputs": [{"Name": "c0", "Format": "kLINEAR", "DataType": "Half"}]}],
+    "Layers": [
+        {
+            "Name": "conv0",
+            "LayerType": "CaskConvolution",
+            "Outputs": [{"Name": "c0", "Format": "kLINEAR", "DataType": "Half"}],
+        }
+    ],
     "I/O Tensors": [
         {"Name": "input", "IOMode": "Input", "DataType": "Float", "Dimensions": [-1, 3, 16, 16], "Location": "Device"},
         {"Name": "logits", "IOMode": "Output", "DataType": "Float", "Dimensions": [-1, 10], "Location": "Device"},
@@ -176,7 +194,9 @@ def test_inspector_plain_layer_names_and_bad_json() -> None:
     assert parse_engine_information(json.dumps({"Layers": ["a", "b"], "Bindings": []})).layers == 2
     with pytest.raises(TrtoptError, match="not JSON"):
         parse_engine_information("{")
-    assert precision_of("Row major linear FP32") == "FP32" and precision_of("Int8") == "INT8" and precision_of("") is None
+    assert (
+        precision_of("Row major linear FP32") == "FP32" and precision_of("Int8") == "INT8" and precision_of("") is None
+    )
 
 
 def test_log_router_levels_and_error_capture(caplog: pytest.LogCaptureFixture) -> None:

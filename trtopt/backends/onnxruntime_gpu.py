@@ -25,10 +25,11 @@ from typing import Any
 import onnxruntime as ort
 
 from trtopt.backends.base import Runner
-from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
+from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.backends.registry import BuildOptions, BuiltEngine, exact_match_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write, atomic_write_json, read_json
+from trtopt.ortsession import make_session_options
 
 ENGINE_FILE = "model.onnx"
 SESSION_FILE = "session.json"
@@ -80,6 +81,7 @@ class OnnxRuntimeGpuBackend:
     def __init__(self, name: str, provider: str) -> None:
         self.name = name
         self.provider = provider
+        self.title = f"ONNX Runtime {provider}"
 
     def availability(self) -> tuple[bool, str]:
         available = ort.get_available_providers()
@@ -123,8 +125,11 @@ class OnnxRuntimeGpuBackend:
         return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"onnxruntime_gpu": session})
 
     def _runner(self, folder: Path, session: dict[str, Any]) -> OnnxRuntimeRunner:
-        runner = OnnxRuntimeRunner(folder / ENGINE_FILE, session_options=make_session_options(session.get("threads")),
-                                   providers=provider_list(session["provider"], session.get("provider_options") or {}, folder))
+        runner = OnnxRuntimeRunner(
+            folder / ENGINE_FILE,
+            session_options=make_session_options(session.get("threads")),
+            providers=provider_list(session["provider"], session.get("provider_options") or {}, folder),
+        )
         if runner.providers[0] != session["provider"]:
             raise TrtoptError(f"ONNX Runtime did not enable {session['provider']} (active: {runner.providers}); "
                               "check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs")

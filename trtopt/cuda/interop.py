@@ -63,7 +63,12 @@ def resolve_raw_dtype(given: np.dtype, expected: np.dtype) -> np.dtype:
     """Raw ``|V<n>`` bytes stand for `expected` when that type has no typestr of its own (bfloat16,
     fp8) and the width matches: how bf16/fp8 device arrays round-trip through the interface."""
     given, expected = np.dtype(given), np.dtype(expected)
-    if given.kind == "V" and given.fields is None and typestr(expected).startswith("|V") and given.itemsize == expected.itemsize:
+    if (
+        given.kind == "V"
+        and given.fields is None
+        and typestr(expected).startswith("|V")
+        and given.itemsize == expected.itemsize
+    ):
         return expected
     return given
 
@@ -120,7 +125,10 @@ def parse_cuda_array_interface(cai: Mapping[str, Any], name: str = "array") -> D
         raise UsageError(f"{name}: masked device arrays are not supported")
     strides = cai.get("strides")
     if not _is_c_contiguous(shape, tuple(strides) if strides is not None else None, dtype.itemsize):
-        raise UsageError(f"{name}: device array is not C-contiguous (strides {strides}); make it contiguous first (e.g. tensor.contiguous())")
+        raise UsageError(
+            f"{name}: device array is not C-contiguous (strides {strides}); make it contiguous first (e.g. "
+            "tensor.contiguous())"
+        )
     return DeviceView(int(ptr or 0), shape, dtype, producer_stream(cai, name))
 
 

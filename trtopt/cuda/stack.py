@@ -71,9 +71,11 @@ def stack_problems(stack: CudaStack) -> list[str]:
                             f"(or trtopt[tensorrt-cu{trt_major}])")
     if stack.driver_cuda_version is not None and stack.driver_cuda_version // 1000 < cp_major:
         driver_major = stack.driver_cuda_version // 1000
-        problems.append(f"cuda-python {stack.cuda_python} needs a CUDA {cp_major} driver and this driver supports "
-                        f"CUDA {driver_cuda_text(stack.driver_cuda_version)}: pip install {_cuda_python_pin(driver_major)} "
-                        f"with a matching tensorrt-cu{driver_major}, or update the NVIDIA driver")
+        problems.append(
+            f"cuda-python {stack.cuda_python} needs a CUDA {cp_major} driver and this driver supports "
+            f"CUDA {driver_cuda_text(stack.driver_cuda_version)}: pip install {_cuda_python_pin(driver_major)} "
+            f"with a matching tensorrt-cu{driver_major}, or update the NVIDIA driver"
+        )
     return problems
 
 
@@ -102,4 +104,6 @@ def driver_cuda_version() -> int | None:
 def detect_stack() -> CudaStack:
     """The installed combination (package metadata + the driver; imports neither TensorRT nor cuda-python)."""
     names = [dist.metadata["Name"] or "" for dist in importlib.metadata.distributions()]
-    return CudaStack(_installed_version("cuda-bindings", "cuda-python"), tensorrt_cuda_majors(names), driver_cuda_version())
+    return CudaStack(
+        _installed_version("cuda-bindings", "cuda-python"), tensorrt_cuda_majors(names), driver_cuda_version()
+    )

@@ -5,8 +5,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.registry import BuildOptions, BuiltEngine
 from trtopt.backends.base import Runner
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.backends.tensorrt.availability import tensorrt_availability, tensorrt_status
 from trtopt.errors import TrtoptError
 
 
@@ -14,10 +15,10 @@ class TensorRTBackend:
     """Builds with TensorRT's builder and runs with TensorRT's runtime through cuda-python."""
 
     name = "tensorrt"
+    title = "TensorRT"
 
     def availability(self) -> tuple[bool, str]:
         """TensorRT importable, a GPU present, and cuda-python built for the TensorRT wheel's CUDA major."""
-        from trtopt.backends.select import tensorrt_availability
         from trtopt.cuda.stack import detect_stack, stack_problems
 
         usable, why = tensorrt_availability()
@@ -34,8 +35,6 @@ class TensorRTBackend:
             raise TrtoptError(f"the tensorrt backend cannot run here: {why}")
 
     def version(self) -> str:
-        from trtopt.backends.select import tensorrt_status
-
         version, why = tensorrt_status()
         if version is None:
             raise TrtoptError(f"the tensorrt backend cannot run here: {why}")

@@ -2,9 +2,9 @@
 
 A TensorRT engine is tied to the TensorRT version and the GPU it was built on, unless it was built
 version-compatible (runs on the same or a later TensorRT, see :func:`version_mismatch`) or
-hardware-compatible (Ampere+ or same compute capability). TensorRT itself only fails to deserialize, or worse, runs slowly with a
-warning; the manifest records both sides so ``load()`` can refuse early with a message that says
-how to rebuild. Pure functions: the CPU test suite covers every rule.
+hardware-compatible (Ampere+ or same compute capability). TensorRT itself only fails to deserialize,
+or worse, runs slowly with a warning; the manifest records both sides so ``load()`` can refuse early
+with a message that says how to rebuild. Pure functions: the CPU test suite covers every rule.
 """
 from __future__ import annotations
 
@@ -63,8 +63,14 @@ def hardware_compat_level(spelling: str) -> str:
 
 def check_build_options(hardware_compat: str, compute_capability: str) -> None:
     """Refuse option combinations TensorRT would reject later, before a long build."""
-    if hardware_compat_level(hardware_compat) == "AMPERE_PLUS" and parse_compute_capability(compute_capability) < (8, 0):
-        raise UsageError(f"--hardware-compat ampere+ needs an Ampere or newer GPU to build on; this GPU is compute capability {compute_capability}")
+    if hardware_compat_level(hardware_compat) == "AMPERE_PLUS" and parse_compute_capability(compute_capability) < (
+        8,
+        0,
+    ):
+        raise UsageError(
+            "--hardware-compat ampere+ needs an Ampere or newer GPU to build on; this GPU is compute capability "
+            f"{compute_capability}"
+        )
 
 
 # Majors whose version-compatible engines a later major runs: NVIDIA's support matrix (11.4.1,
@@ -133,7 +139,11 @@ def device_mismatch(built: Mapping[str, Any], here: Mapping[str, Any], hardware_
     where = f"{here.get('name', '?')} (compute capability {here['compute_capability']})"
     origin = f"{built.get('name', '?')} (compute capability {built['compute_capability']})"
     if level == "AMPERE_PLUS":
-        return None if cc_here >= (8, 0) else f"it is hardware-compatible with Ampere and newer only, and this GPU is {where}"
+        return (
+            None
+            if cc_here >= (8, 0)
+            else f"it is hardware-compatible with Ampere and newer only, and this GPU is {where}"
+        )
     if cc_built != cc_here:
         return f"it was built for {origin} and this GPU is {where}"
     if level == "NONE" and built.get("name") != here.get("name"):
@@ -141,7 +151,9 @@ def device_mismatch(built: Mapping[str, Any], here: Mapping[str, Any], hardware_
     return None
 
 
-def engine_record(version: str, device: Mapping[str, Any], version_compatible: bool, hardware_compat: str) -> dict[str, Any]:
+def engine_record(
+    version: str, device: Mapping[str, Any], version_compatible: bool, hardware_compat: str
+) -> dict[str, Any]:
     """The ``"tensorrt"`` manifest section a build writes and :func:`check_engine_compatible` reads.
 
     Kept in a section of its own so the rule does not depend on how the repository lays out the

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.backends.base import Runner, TensorInfo, check_tensor, validate_feed
+from trtopt.backends.base import Runner
 from trtopt.backends.tensorrt import compat
 from trtopt.backends.tensorrt.builder import ENGINE_FILE
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
@@ -43,10 +43,18 @@ from trtopt.backends.tensorrt.logger import LogRouter, make_trt_logger
 from trtopt.backends.tensorrt.runtime import deserialize
 from trtopt.cuda.graph import GraphCache, GraphKey, run_graphed
 from trtopt.cuda.interop import DeviceArray, DeviceView, device_view, resolve_raw_dtype
-from trtopt.cuda.memory import (BufferPool, DeviceBuffer, PinnedBuffer, copy_dtod_async, copy_dtoh_async, copy_htod_async,
-                                is_aligned)
+from trtopt.cuda.memory import (
+    BufferPool,
+    DeviceBuffer,
+    PinnedBuffer,
+    copy_dtod_async,
+    copy_dtoh_async,
+    copy_htod_async,
+    is_aligned,
+)
 from trtopt.cuda.stream import Stream
 from trtopt.errors import TrtoptError, UsageError
+from trtopt.tensors import TensorInfo, check_tensor, validate_feed
 
 log = logging.getLogger("trtopt.tensorrt")
 
@@ -127,7 +135,9 @@ class _Slot:
             self.graphs.clear()
             self.graphs = None
 
-    def _bind_input(self, info: TensorInfo, host: np.ndarray | None, view: DeviceView | None) -> tuple[tuple[int, ...], int]:
+    def _bind_input(
+        self, info: TensorInfo, host: np.ndarray | None, view: DeviceView | None
+    ) -> tuple[tuple[int, ...], int]:
         shape = tuple(host.shape) if host is not None else view.shape
         if not self.context.set_input_shape(info.name, shape):
             raise UsageError(self.router.explain(f"input {info.name!r}: TensorRT rejected shape {list(shape)}"))
@@ -150,13 +160,19 @@ class _Slot:
                      results: dict[str, Any], copies: list[_PostCopy]) -> int:
         shape = tuple(self.context.get_tensor_shape(info.name))
         if any(d < 0 for d in shape):
-            raise TrtoptError(f"output {info.name!r} has a data-dependent shape {list(shape)}; trtopt's runner does not support those yet")
+            raise TrtoptError(
+                f"output {info.name!r} has a data-dependent shape {list(shape)}; trtopt's runner does not support "
+                "those yet"
+            )
         nbytes = _nbytes(shape, info.dtype)
         graphs_on = self.graphs is not None
         if out is not None:
             dtype = resolve_raw_dtype(out.dtype, info.dtype)
             if out.shape != shape or dtype != info.dtype:
-                raise UsageError(f"output {info.name!r}: the array given holds {dtype}{list(out.shape)}, the engine produces {np.dtype(info.dtype).name}{list(shape)}")
+                raise UsageError(
+                    f"output {info.name!r}: the array given holds {dtype}{list(out.shape)}, the engine produces "
+                    f"{np.dtype(info.dtype).name}{list(shape)}"
+                )
             self._order_after(out)  # the caller's array may still be in use by its producer
             destination: int | None = out.ptr
             staged = needs_own_buffer(out.ptr, graphs_on)
@@ -195,7 +211,9 @@ class _Slot:
         for info in outputs:
             if info.name not in results and not (out and info.name in out):
                 shape = tuple(self.context.get_tensor_shape(info.name))
-                results[info.name] = np.array(self.pinned.get(info.name, _nbytes(shape, info.dtype)).view(shape, info.dtype))
+                results[info.name] = np.array(
+                    self.pinned.get(info.name, _nbytes(shape, info.dtype)).view(shape, info.dtype)
+                )
         return results
 
     def close(self) -> None:
@@ -337,7 +355,12 @@ class TensorRTRunner(Runner):
         finally:
             self._slots.put(slot)
 
-    def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _checked_feed(self, feed: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Passed through: device arrays are read on the stream of the context that runs them, so the
+        feed is checked (host and device arrays alike) in ``_split_feed`` once a context is taken."""
+        return feed
+
+    def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """numpy (or device arrays) in, numpy out."""
         return self._run(feed, None, to_device=False)
 
