@@ -186,7 +186,8 @@ def test_producer_race_is_ordered(protocol: str) -> None:
         elif protocol == "unordered-control":
             view = None
         else:
-            view = device_view(_InterfaceOnly(tensor, producer.cuda_stream, protocol.endswith("side-stream")), stream.ptr)
+            wrapped = _InterfaceOnly(tensor, producer.cuda_stream, protocol.endswith("side-stream"))
+            view = device_view(wrapped, stream.ptr)
         if view is not None and view.wait_stream is not None:
             stream.wait_for_stream(view.wait_stream)
         copy_dtod_async(target.ptr, tensor.data_ptr(), n * 4, stream.handle)

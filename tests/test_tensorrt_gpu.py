@@ -247,7 +247,8 @@ def test_cuda_graph_alternating_batches_match_plain_runs(dynamic_engine) -> None
     with backend.load(folder, manifest) as plain, backend.load(folder, manifest, cuda_graph=True) as graphed:
         for n in (1, 4, 1, 4, 1, 1, 4, 4):
             batch = _batch(n) * (1 + n)
-            np.testing.assert_allclose(graphed.infer({"input": batch})["logits"], plain.infer({"input": batch})["logits"], atol=1e-6)
+            want = plain.infer({"input": batch})["logits"]
+            np.testing.assert_allclose(graphed.infer({"input": batch})["logits"], want, atol=1e-6)
         assert len(graphed._all_slots[0].graphs) == 2  # one graph per batch size, replayed after an enqueue
 
 
@@ -260,7 +261,8 @@ def test_infer_device_with_graphs_captures_once(tmp_path: Path) -> None:
     with backend.load(tmp_path / "engine", manifest, cuda_graph=True) as runner:
         want = runner.infer({"input": batch})["logits"]
         for _ in range(4):  # a new output DeviceArray each call: still one graph
-            np.testing.assert_allclose(runner.infer_device({"input": DeviceArray.from_host(batch)})["logits"].to_host(), want, atol=1e-6)
+            got = runner.infer_device({"input": DeviceArray.from_host(batch)})["logits"]
+            np.testing.assert_allclose(got.to_host(), want, atol=1e-6)
         assert len(runner._all_slots[0].graphs) == 1
 
 
