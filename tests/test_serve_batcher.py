@@ -34,7 +34,7 @@ class GatedRunner(Runner):
         self._inputs, self._outputs = inner.inputs, inner.outputs
         self.batches: list[int] = []
 
-    def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         self.running.set()
         self.gate.wait(30)
         self.batches.append(len(feed["input"]))

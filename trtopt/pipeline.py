@@ -83,7 +83,9 @@ def parse_accuracy_budget(text: str | Mapping[str, float] | None) -> dict[str, f
         for part in str(text).split(","):
             key, sep, value = part.strip().partition("=")
             if not sep:
-                raise UsageError(f"--accuracy-budget {text!r}: expected KEY=VALUE[,KEY=VALUE] with keys {sorted(_BUDGET_KEYS)}")
+                raise UsageError(
+                    f"--accuracy-budget {text!r}: expected KEY=VALUE[,KEY=VALUE] with keys {sorted(_BUDGET_KEYS)}"
+                )
             items.append((key.strip(), value.strip()))
     budget = {}
     for key, value in items:
@@ -119,7 +121,9 @@ def data_fingerprint(spec: str | None) -> str | None:
     if path.is_file():
         return f"{spec}@{sha256_file(path)}"
     if path.is_dir():
-        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+        listing = sorted(
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()
+        )
         return f"{spec}@{sha256_bytes(repr(listing).encode())}"
     return str(spec)
 
@@ -135,17 +139,39 @@ def _cli_command() -> str | None:
     return None
 
 
-def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_data: str | None = None,
-          calib_method: str = "entropy", calib_table: str | os.PathLike[str] | None = None, calib_samples: int | None = 512,
-          val_data: str | None = None, accuracy_samples: int = DEFAULT_ACCURACY_SAMPLES,
-          accuracy_budget: str | Mapping[str, float] | None = None, backend: str = "auto", name: str | None = None,
-          engines_dir: str | os.PathLike[str] = "engines", shapes: str | Mapping[str, Sequence[int]] | None = None,
-          min_shapes: str | Mapping[str, Sequence[int]] | None = None, opt_shapes: str | Mapping[str, Sequence[int]] | None = None,
-          max_shapes: str | Mapping[str, Sequence[int]] | None = None, encoding: str | None = None, per_channel: bool = True,
-          exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (), keep_io_types: bool = True,
-          threads: int | None = None, workspace_bytes: int | None = None, opt_level: int | None = None,
-          timing_cache: str | os.PathLike[str] | None = None, tf32: bool = True, version_compatible: bool = False,
-          hardware_compat: str = "none", batch_size: int = 32, force: bool = False) -> BuildResult:
+def build(
+    onnx_path: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    calib_data: str | None = None,
+    calib_method: str = "entropy",
+    calib_table: str | os.PathLike[str] | None = None,
+    calib_samples: int | None = 512,
+    val_data: str | None = None,
+    accuracy_samples: int = DEFAULT_ACCURACY_SAMPLES,
+    accuracy_budget: str | Mapping[str, float] | None = None,
+    backend: str = "auto",
+    name: str | None = None,
+    engines_dir: str | os.PathLike[str] = "engines",
+    shapes: str | Mapping[str, Sequence[int]] | None = None,
+    min_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    opt_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    max_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    encoding: str | None = None,
+    per_channel: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+    keep_io_types: bool = True,
+    threads: int | None = None,
+    workspace_bytes: int | None = None,
+    opt_level: int | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+    tf32: bool = True,
+    version_compatible: bool = False,
+    hardware_compat: str = "none",
+    batch_size: int = 32,
+    force: bool = False,
+) -> BuildResult:
     """Build ``engines/NAME`` from an FP32 ONNX; see the module docstring for the stages.
 
     INT8 needs calibration data (`calib_data`, any spec trtopt.data.sources.open_source takes) or a
@@ -164,8 +190,10 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is unknown; use one of {PRECISIONS} (--fp16 / --int8)")
     if precision == "int8" and calib_data is None and calib_table is None:
-        raise UsageError("--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
-                         "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model")
+        raise UsageError(
+            "--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
+            "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model"
+        )
     load_onnx(source)
     budget = parse_accuracy_budget(accuracy_budget)
     backend_name, reason = select_backend(backend)
@@ -203,7 +231,9 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             return BuildResult(name, engine_dir, cached, cache_hit=True, backend_reason=reason)
 
     _sweep_stale_staging(root, name)
-    table = _scale_table(source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force)
+    table = _scale_table(
+        source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force
+    )
     with atomic_directory(engine_dir) as staging:
         model_file, model_info = _precision_model(source, staging, precision, table, encoding, per_channel,
                                                   exclude_nodes, exclude_op_types, keep_io_types)
@@ -218,12 +248,25 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             "backend": {"name": be.name, "version": backend_version}, "device": device, "precision": precision,
             "source": {"path": os.fspath(source), "sha256": source_sha},
             "model": {"file": model_file, "sha256": sha256_file(staging / model_file), **model_info},
-            "engine": {"file": built.engine_file, "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size},
-            "calibration": None if table is None else {
-                "table_id": table.table_id, "method": table.method, "file": SCALE_TABLE_FILE,
-                "data": calib_data, "samples": table.num_samples},
-            "io": {"inputs": [i.to_json() for i in reference.inputs], "outputs": [o.to_json() for o in reference.outputs],
-                   "profile": profile.to_json()},
+            "engine": {
+                "file": built.engine_file,
+                "sha256": sha256_file(engine_path),
+                "bytes": engine_path.stat().st_size,
+            },
+            "calibration": None
+            if table is None
+            else {
+                "table_id": table.table_id,
+                "method": table.method,
+                "file": SCALE_TABLE_FILE,
+                "data": calib_data,
+                "samples": table.num_samples,
+            },
+            "io": {
+                "inputs": [i.to_json() for i in reference.inputs],
+                "outputs": [o.to_json() for o in reference.outputs],
+                "profile": profile.to_json(),
+            },
             "build_options": options.to_json(),
             **built.manifest_fields,
         }
@@ -231,8 +274,11 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
                                                         accuracy_samples, batch_size, profile)
         problems = budget_violations(accuracy, budget)
         if problems:
-            raise TrtoptError(f"engine {name!r} misses the accuracy budget: " + "; ".join(problems)
-                              + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)")
+            raise TrtoptError(
+                f"engine {name!r} misses the accuracy budget: "
+                + "; ".join(problems)
+                + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
+            )
         manifest["accuracy"] = {**accuracy, "data": data_used, "budget": budget or None}
         manifest["timing"] = timing
         manifest["build_seconds"] = round(time.perf_counter() - started, 3)
@@ -250,8 +296,17 @@ def _sweep_stale_staging(root: Path, name: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _scale_table(source: Path, precision: str, calib_data: str | None, method: str, calib_table: Any, samples: int | None,
-                 reference: Any, batch_size: int, force: bool) -> Any:
+def _scale_table(
+    source: Path,
+    precision: str,
+    calib_data: str | None,
+    method: str,
+    calib_table: Any,
+    samples: int | None,
+    reference: Any,
+    batch_size: int,
+    force: bool,
+) -> Any:
     """The INT8 scale table (loaded or calibrated now); FP16 uses one for its range rules when data is given."""
     from trtopt.quantization.table import ScaleTable
 
@@ -264,12 +319,23 @@ def _scale_table(source: Path, precision: str, calib_data: str | None, method: s
     from trtopt.data.sources import open_source
     from trtopt.quantization.calibrate import calibrate
 
-    data = open_source(str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration")
+    data = open_source(
+        str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration"
+    )
     return calibrate(source, data, method=method)
 
 
-def _precision_model(source: Path, staging: Path, precision: str, table: Any, encoding: str, per_channel: bool,
-                     exclude_nodes: Iterable[str], exclude_op_types: Iterable[str], keep_io_types: bool) -> tuple[str, dict[str, Any]]:
+def _precision_model(
+    source: Path,
+    staging: Path,
+    precision: str,
+    table: Any,
+    encoding: str,
+    per_channel: bool,
+    exclude_nodes: Iterable[str],
+    exclude_op_types: Iterable[str],
+    keep_io_types: bool,
+) -> tuple[str, dict[str, Any]]:
     """Write the ONNX the backend builds (a copy, Q/DQ or FP16) into the staging folder."""
     if precision == "int8":
         from trtopt.quantization.qdq import quantize
@@ -290,8 +356,17 @@ def _precision_model(source: Path, staging: Path, precision: str, table: Any, en
     return "model.fp32.onnx", {}
 
 
-def _measure_accuracy(be: Any, staging: Path, manifest: dict[str, Any], reference: Any, calib_data: str | None,
-                      val_data: str | None, samples: int, batch_size: int, profile: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+def _measure_accuracy(
+    be: Any,
+    staging: Path,
+    manifest: dict[str, Any],
+    reference: Any,
+    calib_data: str | None,
+    val_data: str | None,
+    samples: int,
+    batch_size: int,
+    profile: Any,
+) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Run the new engine and the FP32 ONNX on the same held-out batches; also time the engine's batches."""
     import numpy as np
 

@@ -27,9 +27,14 @@ def _names(text: str) -> list[str]:
 
 def add_quantization_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `build` and `quantize` (how Q/DQ is written)."""
-    p.add_argument("--encoding", choices=["tensorrt", "onnxruntime-cpu"],
-                   help="Q/DQ encoding (default: tensorrt for the TensorRT backend, onnxruntime-cpu otherwise)")
-    p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor instead of per output channel")
+    p.add_argument(
+        "--encoding",
+        choices=["tensorrt", "onnxruntime-cpu"],
+        help="Q/DQ encoding (default: tensorrt for the TensorRT backend, onnxruntime-cpu otherwise)",
+    )
+    p.add_argument(
+        "--per-tensor", action="store_true", help="one scale per weight tensor instead of per output channel"
+    )
     p.add_argument("--exclude-nodes", type=_names, default=[], metavar="N1,N2", help="node names kept in float")
     p.add_argument("--exclude-op-types", type=_names, default=[], metavar="OP1,OP2", help="op types kept in float")
 
@@ -44,14 +49,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--int8", action="store_true", help="explicit INT8 (Q/DQ) from calibration")
     precision.add_argument("--fp16", action="store_true", help="mixed precision FP16 (I/O stay FP32)")
-    p.add_argument("--calib-data", metavar="SRC", help="calibration data: .npz/.npy, folder, image folder, file.py:fn, digits")
+    p.add_argument(
+        "--calib-data", metavar="SRC", help="calibration data: .npz/.npy, folder, image folder, file.py:fn, digits"
+    )
     p.add_argument("--calib-method", default="entropy", choices=["entropy", "percentile", "max", "mse"])
-    p.add_argument("--calib-table", metavar="JSON", help="scale table from `trtopt calibrate` (instead of --calib-data)")
+    p.add_argument(
+        "--calib-table", metavar="JSON", help="scale table from `trtopt calibrate` (instead of --calib-data)"
+    )
     p.add_argument("--calib-samples", type=int, default=512, help="most calibration samples to use (default 512)")
     p.add_argument("--val-data", metavar="SRC", help="accuracy data (default: held-out part of --calib-data)")
     p.add_argument("--accuracy-samples", type=int, default=512, help="most samples for the accuracy check")
-    p.add_argument("--accuracy-budget", metavar="K=V,...",
-                   help="fail (keeping nothing) when worse: top1-drop=POINTS, agreement=FRACTION, cosine=, snr=DB, max-abs-error=")
+    p.add_argument(
+        "--accuracy-budget",
+        metavar="K=V,...",
+        help="fail (keeping nothing) when worse: top1-drop=POINTS, agreement=FRACTION, cosine=, snr=DB, max-abs-error=",
+    )
     p.add_argument("--backend", default="auto", help="auto | onnxruntime | tensorrt (auto says what it picked and why)")
     p.add_argument("--name", help="engine name (default: MODEL-PRECISION)")
     p.add_argument("--engines-dir", default="engines", help="engine repository folder (default: engines)")
@@ -82,8 +94,10 @@ def format_accuracy(accuracy: dict | None) -> str:
         return "accuracy: not measured"
     parts = [f"top-1 agreement {100 * accuracy['top1_agreement']:.2f}%"]
     if accuracy.get("candidate_accuracy") is not None:
-        parts.append(f"accuracy {100 * accuracy['candidate_accuracy']:.2f}% vs FP32 {100 * accuracy['reference_accuracy']:.2f}% "
-                     f"(drop {accuracy['accuracy_drop_points']:+.2f} pts)")
+        parts.append(
+            f"accuracy {100 * accuracy['candidate_accuracy']:.2f}% vs FP32 {100 * accuracy['reference_accuracy']:.2f}% "
+            f"(drop {accuracy['accuracy_drop_points']:+.2f} pts)"
+        )
     snr = accuracy.get("snr_db")
     parts.append(f"max abs err {accuracy['max_abs_error']:.3g}, cosine {accuracy['cosine_similarity']:.5f}, "
                  f"SNR {'inf' if snr is None else f'{snr:.1f}'} dB")
@@ -105,14 +119,28 @@ def run(args: argparse.Namespace) -> int:
         tf32=args.tf32, version_compatible=args.version_compatible, hardware_compat=args.hardware_compat,
         batch_size=args.batch_size, force=args.force)
     if args.json:
-        print(json.dumps({"cache_hit": result.cache_hit, "engine_dir": str(result.engine_dir), "manifest": result.manifest}, indent=2))
+        print(
+            json.dumps(
+                {"cache_hit": result.cache_hit, "engine_dir": str(result.engine_dir), "manifest": result.manifest},
+                indent=2,
+            )
+        )
         return 0
     m = result.manifest
     print(f"backend: {result.backend_reason}")
-    verb = "cache hit (identical inputs; --force rebuilds)" if result.cache_hit else f"built in {m.get('build_seconds', 0):.1f} s"
-    print(f"{result.engine_dir}: {m['precision']} {m['backend']['name']} {m['backend']['version']} engine, "
-          f"{result.engine_bytes / 1e6:.2f} MB, {verb}")
+    verb = (
+        "cache hit (identical inputs; --force rebuilds)"
+        if result.cache_hit
+        else f"built in {m.get('build_seconds', 0):.1f} s"
+    )
+    print(
+        f"{result.engine_dir}: {m['precision']} {m['backend']['name']} {m['backend']['version']} engine, "
+        f"{result.engine_bytes / 1e6:.2f} MB, {verb}"
+    )
     if m.get("calibration"):
-        print(f"calibration: {m['calibration']['method']} on {m['calibration']['samples']} samples, table {m['calibration']['table_id'][:12]}")
+        print(
+            f"calibration: {m['calibration']['method']} on {m['calibration']['samples']} samples, table "
+            f"{m['calibration']['table_id'][:12]}"
+        )
     print(format_accuracy(m.get("accuracy")))
     return 0

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.backends.base import Runner, TensorInfo, check_tensor
+from trtopt.backends.base import Runner
+from trtopt.tensors import TensorInfo, check_tensor
 from trtopt.errors import UsageError
 from trtopt.repository import MANIFEST, load, read_manifest
 from trtopt.serve.batcher import DynamicBatcher, Outputs, PendingRequest

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource, take_labels
 from trtopt.errors import UsageError
 
