@@ -3,6 +3,7 @@
 One server for the whole module (two model-loading instances, dynamic batching on). Every infer
 answer is compared bit for bit with `trtopt.load(...).infer(...)` on the same inputs.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -34,9 +35,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(engine: Path) -> ServerProcess:
     config = engine.parent.parent / "serve.toml"
-    config.write_text("[models.convnet]\ninstances = 2\nthreads = 1\nmax_queue_delay_microseconds = 20000\n"
-                      "preferred_batch_size = [4]\n")
-    process = ServerProcess.start([engine.parent], "--config", str(config), "--max-body-mb", str(BODY_LIMIT / (1 << 20)))
+    config.write_text(
+        "[models.convnet]\ninstances = 2\nthreads = 1\nmax_queue_delay_microseconds = 20000\n"
+        "preferred_batch_size = [4]\n"
+    )
+    process = ServerProcess.start(
+        [engine.parent], "--config", str(config), "--max-body-mb", str(BODY_LIMIT / (1 << 20))
+    )
     yield process
     assert process.stop() == 0, "\n".join(process.lines[-20:])
 
@@ -70,7 +75,9 @@ def test_health_metadata_and_config_over_http_and_grpc(server, engine):
     version = json.loads((engine / "manifest.json").read_text())["engine"]["sha256"][:12]
     assert metadata["versions"] == [version] and metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 16, 16]}]
-    assert grpc.get_model_metadata(MODEL, as_json=True)["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": ["-1", "10"]}]
+    assert grpc.get_model_metadata(MODEL, as_json=True)["outputs"] == [
+        {"name": "logits", "datatype": "FP32", "shape": ["-1", "10"]}
+    ]
     config = grpc.get_model_config(MODEL).config
     assert config.max_batch_size == MAX_BATCH and list(config.input[0].dims) == [3, 16, 16]
     assert config.instance_group[0].count == 2 and list(config.dynamic_batching.preferred_batch_size) == [4]
@@ -121,30 +128,63 @@ def test_concurrent_requests_of_different_sizes_are_batched_and_split_back(serve
 
 
 def _binary_body(x: np.ndarray, declared: int, shape: tuple[int, ...] | None = None) -> tuple[bytes, dict[str, str]]:
-    header = json.dumps({"inputs": [{"name": "input", "shape": list(shape or x.shape), "datatype": "FP32",
-                                     "parameters": {"binary_data_size": declared}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(shape or x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": declared},
+                }
+            ]
+        }
+    ).encode()
     return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
 def _json_body(name: str = "input", shape: tuple[int, ...] = (1, 3, 16, 16), datatype: str = "FP32") -> bytes:
     count = int(np.prod(shape))
-    return json.dumps({"inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": [0.5] * count}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": [0.5] * count}]}
+    ).encode()
 
 
 BAD_REQUESTS = {
     "malformed JSON": (f"/v2/models/{MODEL}/infer", b'{"inputs": [', {}, 400, "not valid JSON"),
     "wrong datatype": (f"/v2/models/{MODEL}/infer", _json_body(datatype="FP64"), {}, 400, "datatype FP64 given"),
-    "wrong shape": (f"/v2/models/{MODEL}/infer", _json_body(shape=(1, 3, 8, 8)), {}, 400, "dimension 2 is 8, expected 16"),
-    "batch above the profile": (f"/v2/models/{MODEL}/infer", _json_body(shape=(MAX_BATCH + 1, 3, 16, 16)), {}, 400,
-                                "outside the built profile"),
-    "values disagree with shape": (f"/v2/models/{MODEL}/infer",
-                                   json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "FP32",
-                                                           "data": [1.0, 2.0]}]}).encode(), {}, 400, "2 values given"),
+    "wrong shape": (
+        f"/v2/models/{MODEL}/infer",
+        _json_body(shape=(1, 3, 8, 8)),
+        {},
+        400,
+        "dimension 2 is 8, expected 16",
+    ),
+    "batch above the profile": (
+        f"/v2/models/{MODEL}/infer",
+        _json_body(shape=(MAX_BATCH + 1, 3, 16, 16)),
+        {},
+        400,
+        "outside the built profile",
+    ),
+    "values disagree with shape": (
+        f"/v2/models/{MODEL}/infer",
+        json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "FP32", "data": [1.0, 2.0]}]}
+        ).encode(),
+        {},
+        400,
+        "2 values given",
+    ),
     "unknown model": ("/v2/models/nope/infer", _json_body(), {}, 404, "unknown model 'nope'"),
     "unknown input": (f"/v2/models/{MODEL}/infer", _json_body(name="image"), {}, 400, "unknown input(s) ['image']"),
     "binary size disagrees": (f"/v2/models/{MODEL}/infer", *_binary_body(samples(1), 100), 400, "binary_data_size"),
-    "binary size disagrees with shape": (f"/v2/models/{MODEL}/infer", *_binary_body(samples(1)[:, :, :8], 1536, (1, 3, 16, 16)),
-                                         400, "binary_data_size is 1536 bytes, but shape [1, 3, 16, 16] of FP32 needs 3072"),
+    "binary size disagrees with shape": (
+        f"/v2/models/{MODEL}/infer",
+        *_binary_body(samples(1)[:, :, :8], 1536, (1, 3, 16, 16)),
+        400,
+        "binary_data_size is 1536 bytes, but shape [1, 3, 16, 16] of FP32 needs 3072",
+    ),
     "oversized body": (f"/v2/models/{MODEL}/infer", b" " * (BODY_LIMIT + 1), {}, 413, "exceeds the limit"),
 }
 
@@ -182,13 +222,24 @@ def test_metrics_and_access_log(server):
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     connection.request("GET", "/metrics")
     text = connection.getresponse().read().decode()
-    for family in ("trtopt_inference_requests_total", "trtopt_inference_queue_seconds_bucket",
-                   "trtopt_inference_compute_seconds_bucket", "trtopt_inference_batch_size_bucket", "trtopt_inference_in_flight"):
+    for family in (
+        "trtopt_inference_requests_total",
+        "trtopt_inference_queue_seconds_bucket",
+        "trtopt_inference_compute_seconds_bucket",
+        "trtopt_inference_batch_size_bucket",
+        "trtopt_inference_in_flight",
+    ):
         assert f"{family}{{" in text, family
-    success = [line for line in text.splitlines() if line.startswith("trtopt_inference_requests_total{") and 'outcome="success"' in line]
+    success = [
+        line
+        for line in text.splitlines()
+        if line.startswith("trtopt_inference_requests_total{") and 'outcome="success"' in line
+    ]
     assert success and float(success[0].rsplit(" ", 1)[1]) >= 1
     entries = [json.loads(line) for line in server.lines if line.startswith("{")]
-    assert any(e["protocol"] == "http" and e["path"] == f"/v2/models/{MODEL}/infer" and e["status"] == 200 for e in entries)
+    assert any(
+        e["protocol"] == "http" and e["path"] == f"/v2/models/{MODEL}/infer" and e["status"] == 200 for e in entries
+    )
 
 
 def test_requests_in_flight_run_concurrently_on_instances(server, reference):
@@ -209,8 +260,10 @@ def test_import_trtopt_and_runners_stay_free_of_the_serving_stack(engine):
     import subprocess
     import sys
 
-    code = ("import sys, trtopt, trtopt.repository, trtopt.backends.onnxruntime, trtopt.cli; "
-            f"trtopt.load({str(engine)!r}).close(); "
-            "print([m for m in ('starlette', 'uvicorn', 'grpc', 'prometheus_client', 'tritonclient') if m in sys.modules])")
+    code = (
+        "import sys, trtopt, trtopt.repository, trtopt.backends.onnxruntime, trtopt.cli; "
+        f"trtopt.load({str(engine)!r}).close(); "
+        "print([m for m in ('starlette', 'uvicorn', 'grpc', 'prometheus_client', 'tritonclient') if m in sys.modules])"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -3,6 +3,7 @@
 A gate in front of the real runner holds a batch in the runner, so the queue fills deterministically
 (the engine itself runs in well under a millisecond).
 """
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@ Requests wait ~300 ms in the batcher's queue (a long max_queue_delay and a prefe
 never fills), so many are in flight when the signal arrives. Clients stop issuing new requests just
 before the signal; each request sent must come back 200 with the right output.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -34,9 +35,19 @@ def test_sigterm_drains_accepted_requests_and_exits_0(tmp_path: Path):
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     with trtopt.load(engine, threads=1) as runner:
         expected = runner.infer({"input": x})["logits"]
-    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": x.nbytes}}],
-                         "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 3, 16, 16],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     stop_issuing = threading.Event()
     finished: list[tuple[float, bool]] = []  # (completion time, answer correct)
     failures: list[str] = []
@@ -46,12 +57,18 @@ def test_sigterm_drains_accepted_requests_and_exits_0(tmp_path: Path):
         while not stop_issuing.is_set():
             connection = http.client.HTTPConnection(host, int(port), timeout=30)
             try:
-                connection.request("POST", "/v2/models/convnet/infer", body=header + x.tobytes(),
-                                   headers={"Inference-Header-Content-Length": str(len(header)), "Connection": "close"})
+                connection.request(
+                    "POST",
+                    "/v2/models/convnet/infer",
+                    body=header + x.tobytes(),
+                    headers={"Inference-Header-Content-Length": str(len(header)), "Connection": "close"},
+                )
                 response = connection.getresponse()
                 body = response.read()
                 length = int(response.getheader("Inference-Header-Content-Length", "0"))
-                correct = response.status == 200 and np.array_equal(np.frombuffer(body[length:], np.float32).reshape(1, 10), expected)
+                correct = response.status == 200 and np.array_equal(
+                    np.frombuffer(body[length:], np.float32).reshape(1, 10), expected
+                )
                 finished.append((time.monotonic(), correct))
             except OSError as exc:
                 failures.append(f"http: {exc!r}")

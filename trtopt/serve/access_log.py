@@ -1,4 +1,5 @@
 """Structured access log: one JSON object per answered request on the ``trtopt.serve.access`` logger."""
+
 from __future__ import annotations
 
 import json

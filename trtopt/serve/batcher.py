@@ -8,6 +8,7 @@ and the outputs split back by each request's row count. A full queue refuses at 
 of growing; a request whose timeout passes while queued is answered 503 without running.
 Shape checks happen before a request is queued, so one bad request never fails a batch.
 """
+
 from __future__ import annotations
 
 import collections
@@ -53,7 +54,9 @@ class PendingRequest:
 class DynamicBatcher:
     """Queue + instance threads for one model; `submit()` returns a Future of that request's outputs."""
 
-    def __init__(self, model: str, runners: Sequence[Runner], settings: BatchingSettings, observer: BatchObserver) -> None:
+    def __init__(
+        self, model: str, runners: Sequence[Runner], settings: BatchingSettings, observer: BatchObserver
+    ) -> None:
         self.model = model
         self._settings = settings
         self._observer = observer
@@ -62,8 +65,10 @@ class DynamicBatcher:
         self._stopping = False
         self._forming = False
         self._batching = (settings.max_batch_size or 0) > 0
-        self._threads = [threading.Thread(target=self._serve, args=(runner,), name=f"{model}-instance-{i}", daemon=True)
-                         for i, runner in enumerate(runners)]
+        self._threads = [
+            threading.Thread(target=self._serve, args=(runner,), name=f"{model}-instance-{i}", daemon=True)
+            for i, runner in enumerate(runners)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -73,8 +78,10 @@ class DynamicBatcher:
             if self._stopping:
                 raise Unavailable(f"model {self.model!r} is shutting down")
             if len(self._queue) >= self._settings.max_queue_size:
-                raise Unavailable(f"model {self.model!r} is overloaded: {len(self._queue)} requests queued "
-                                  f"(max_queue_size {self._settings.max_queue_size}); retry later")
+                raise Unavailable(
+                    f"model {self.model!r} is overloaded: {len(self._queue)} requests queued "
+                    f"(max_queue_size {self._settings.max_queue_size}); retry later"
+                )
             self._queue.append(request)
             self._observer.queue_depth(len(self._queue))
             self._lock.notify_all()
@@ -98,8 +105,9 @@ class DynamicBatcher:
             self._queue.remove(request)
             waited_ms = (now - request.enqueued) * 1e3
             if request.future.set_running_or_notify_cancel():
-                request.future.set_exception(Unavailable(
-                    f"model {self.model!r}: request timed out after {waited_ms:.0f} ms in the queue"))
+                request.future.set_exception(
+                    Unavailable(f"model {self.model!r}: request timed out after {waited_ms:.0f} ms in the queue")
+                )
             self._observer.request_done(False, now - request.enqueued, now - request.enqueued)
 
     def _take_batch(self) -> list[PendingRequest] | None:
@@ -169,7 +177,12 @@ def split(outputs: Outputs, rows: Sequence[int]) -> list[Outputs]:
     total = sum(rows)
     for name, value in outputs.items():
         if value.ndim == 0 or value.shape[0] != total:
-            raise ServeError(f"output {name!r} has shape {list(value.shape)}, not {total} rows along axis 0; "
-                             "this engine cannot be batched (serve it with max_batch_size = 1)")
+            raise ServeError(
+                f"output {name!r} has shape {list(value.shape)}, not {total} rows along axis 0; "
+                "this engine cannot be batched (serve it with max_batch_size = 1)"
+            )
     bounds = np.cumsum([0, *rows])
-    return [{name: value[start:end].copy() for name, value in outputs.items()} for start, end in zip(bounds[:-1], bounds[1:])]
+    return [
+        {name: value[start:end].copy() for name, value in outputs.items()}
+        for start, end in zip(bounds[:-1], bounds[1:])
+    ]

@@ -7,6 +7,7 @@ JSON header when the request asks (per output ``parameters.binary_data``, or for
 ``parameters.binary_data_output``), otherwise as JSON ``data``. gRPC uses the same raw layout
 (``raw_input_contents``), so both front ends share `tensor_from_bytes` / `tensor_from_values`.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,9 @@ class InferenceRequest:
 
 
 def parse_shape(name: str, shape: Any) -> tuple[int, ...]:
-    if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
     return tuple(int(d) for d in shape)
 
@@ -53,7 +56,9 @@ def tensor_from_bytes(name: str, datatype: str, shape: Sequence[int], raw: bytes
     dtype = numpy_dtype(datatype, name)
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
-        raise BadRequest(f"input {name!r}: {source} is {len(raw)} bytes, but shape {list(shape)} of {datatype} needs {expected}")
+        raise BadRequest(
+            f"input {name!r}: {source} is {len(raw)} bytes, but shape {list(shape)} of {datatype} needs {expected}"
+        )
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
 
 
@@ -65,8 +70,8 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[int], values: A
     except ValueError as exc:  # ragged nested lists
         raise BadRequest(f"input {name!r}: data is not a regular array: {exc}") from exc
     if array.dtype.kind not in "biuf" or (array.dtype.kind == "b") != (dtype.kind == "b"):
-        raise BadRequest(f"input {name!r}: data holds {array.dtype.kind!r}-kind values ({str(array.flat[0])[:20] if array.size else 'none'}...), "
-                         f"not {datatype} numbers")
+        example = str(array.flat[0])[:20] if array.size else "none"
+        raise BadRequest(f"input {name!r}: data holds values such as {example!r}, not {datatype} numbers")
     if array.dtype.kind == "f" and dtype.kind in "iu" and not np.all(np.isfinite(array) & (array == np.round(array))):
         raise BadRequest(f"input {name!r}: data holds non-integer values for datatype {datatype}")
     if array.size != math.prod(shape):
@@ -114,9 +119,13 @@ def decode_http(body: bytes, header_length: int | None) -> InferenceRequest:
         size = _parameters(entry, f"input {name!r}").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise BadRequest(f"input {name!r}: binary_data_size {size!r} runs past the {len(binary)} bytes "
-                                 "after the JSON header (check Inference-Header-Content-Length)")
-            inputs[name] = tensor_from_bytes(name, str(datatype), shape, binary[offset:offset + size], "binary_data_size")
+                raise BadRequest(
+                    f"input {name!r}: binary_data_size {size!r} runs past the {len(binary)} bytes "
+                    "after the JSON header (check Inference-Header-Content-Length)"
+                )
+            inputs[name] = tensor_from_bytes(
+                name, str(datatype), shape, binary[offset : offset + size], "binary_data_size"
+            )
             offset += size
         elif "data" in entry:
             inputs[name] = tensor_from_values(name, str(datatype), shape, entry["data"])
@@ -124,7 +133,9 @@ def decode_http(body: bytes, header_length: int | None) -> InferenceRequest:
             raise BadRequest(f'input {name!r}: no "data" and no "binary_data_size" parameter')
         datatypes[name] = str(datatype).upper()
     if offset != len(binary):
-        raise BadRequest(f"{len(binary)} bytes follow the JSON header but the inputs' binary_data_size add up to {offset}")
+        raise BadRequest(
+            f"{len(binary)} bytes follow the JSON header but the inputs' binary_data_size add up to {offset}"
+        )
     parameters = _parameters(header, "request")
     outputs = None
     if "outputs" in header:
@@ -135,8 +146,14 @@ def decode_http(body: bytes, header_length: int | None) -> InferenceRequest:
     if timeout is not None and (not isinstance(timeout, int) or timeout < 0):
         raise BadRequest(f"parameter timeout must be a non-negative integer of microseconds, got {timeout!r}")
     request_id = header.get("id")
-    return InferenceRequest(inputs, datatypes, outputs, bool(parameters.get("binary_data_output", False)),
-                            str(request_id) if request_id is not None else None, timeout)
+    return InferenceRequest(
+        inputs,
+        datatypes,
+        outputs,
+        bool(parameters.get("binary_data_output", False)),
+        str(request_id) if request_id is not None else None,
+        timeout,
+    )
 
 
 def _requested_output(entry: Any) -> RequestedOutput:
@@ -161,8 +178,11 @@ def encode_http(response: dict[str, Any], outputs: Sequence[tuple[str, np.ndarra
     """Body and JSON header length (None when every output went as JSON) of an infer response."""
     response = {**response, "outputs": [output_json(name, array, binary) for name, array, binary in outputs]}
     header = json.dumps(response, separators=(",", ":")).encode()
-    blobs = [np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-             for _, array, binary in outputs if binary]
+    blobs = [
+        np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        for _, array, binary in outputs
+        if binary
+    ]
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

@@ -3,6 +3,7 @@
 Both front ends answer the same failure the same way: HTTP ``{"error": "..."}`` with the status,
 gRPC with the matching status code and the same message.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ Requests carry tensors as ``raw_input_contents`` (what tritonclient sends) or ty
 responses always use ``raw_output_contents``, as Triton does. Errors abort the call with the gRPC
 code of their ServeError class and the same message the HTTP front end gives.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -22,9 +23,19 @@ from trtopt.serve.errors import BadRequest, ServeError, Unavailable
 from trtopt.serve.state import ServerState
 
 # InferTensorContents field holding each datatype's typed values (FP16 travels as raw bytes only)
-_CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-                   "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-                   "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents"}
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
 
 
 def decode_grpc(request: service_pb2.ModelInferRequest) -> InferenceRequest:
@@ -38,12 +49,16 @@ def decode_grpc(request: service_pb2.ModelInferRequest) -> InferenceRequest:
             raise BadRequest(f"input {tensor.name!r} given twice")
         shape = parse_shape(tensor.name, list(tensor.shape))
         if raw:
-            inputs[tensor.name] = tensor_from_bytes(tensor.name, tensor.datatype, shape, raw[index], "raw_input_contents")
+            inputs[tensor.name] = tensor_from_bytes(
+                tensor.name, tensor.datatype, shape, raw[index], "raw_input_contents"
+            )
         else:
             field = _CONTENTS_FIELD.get(tensor.datatype.upper())
             if field is None:
                 raise BadRequest(f"input {tensor.name!r}: datatype {tensor.datatype!r} needs raw_input_contents")
-            inputs[tensor.name] = tensor_from_values(tensor.name, tensor.datatype, shape, list(getattr(tensor.contents, field)))
+            inputs[tensor.name] = tensor_from_values(
+                tensor.name, tensor.datatype, shape, list(getattr(tensor.contents, field))
+            )
         datatypes[tensor.name] = tensor.datatype.upper()
     timeout = request.parameters["timeout"].int64_param if "timeout" in request.parameters else None
     outputs = [RequestedOutput(o.name, True) for o in request.outputs] or None
@@ -67,8 +82,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:  # noqa: BLE001 - one bad call must not take the server down
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
         finally:
-            log_access(protocol="grpc", client=context.peer(), method=method, status=code.name,
-                       ms=round((time.perf_counter() - started) * 1e3, 3))
+            log_access(
+                protocol="grpc",
+                client=context.peer(),
+                method=method,
+                status=code.name,
+                ms=round((time.perf_counter() - started) * 1e3, 3),
+            )
         context.abort(code, message)
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -81,25 +101,37 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         def answer() -> Any:
             model = self._state.repository.get(request.name, request.version)
             return service_pb2.ModelReadyResponse(ready=model.ready and not self._state.draining)
+
         return self._call(context, "ModelReady", answer)
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return json_format.ParseDict(self._state.server_metadata(), service_pb2.ServerMetadataResponse())
 
     def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._call(context, "ModelMetadata", lambda: json_format.ParseDict(
-            self._state.repository.get(request.name, request.version).require_ready().metadata(),
-            service_pb2.ModelMetadataResponse()))
+        return self._call(
+            context,
+            "ModelMetadata",
+            lambda: json_format.ParseDict(
+                self._state.repository.get(request.name, request.version).require_ready().metadata(),
+                service_pb2.ModelMetadataResponse(),
+            ),
+        )
 
     def ModelConfig(self, request: Any, context: grpc.ServicerContext) -> Any:
         def answer() -> Any:
             config = self._state.repository.get(request.name, request.version).require_ready().config()
             return service_pb2.ModelConfigResponse(config=json_format.ParseDict(config, model_config_pb2.ModelConfig()))
+
         return self._call(context, "ModelConfig", answer)
 
     def ModelStatistics(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._call(context, "ModelStatistics", lambda: json_format.ParseDict(
-            self._state.statistics(request.name, request.version), service_pb2.ModelStatisticsResponse()))
+        return self._call(
+            context,
+            "ModelStatistics",
+            lambda: json_format.ParseDict(
+                self._state.statistics(request.name, request.version), service_pb2.ModelStatisticsResponse()
+            ),
+        )
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
         return self._call(context, "ModelInfer", lambda: self._infer(request))
@@ -122,9 +154,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 def create_grpc_server(state: ServerState, address: str, workers: int = 32) -> tuple[grpc.Server, int]:
     """A started-ready (not yet started) gRPC server bound to `address`, and the port it got."""
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-                         options=[("grpc.max_receive_message_length", state.settings.max_body_bytes),
-                                  ("grpc.max_send_message_length", -1)])
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_receive_message_length", state.settings.max_body_bytes),
+            ("grpc.max_send_message_length", -1),
+        ],
+    )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
     port = server.add_insecure_port(address)
     if port == 0:

@@ -4,6 +4,7 @@ Routes follow the KServe v2 protocol with Triton's extensions (binary tensor dat
 configuration, statistics). Every error is ``{"error": "..."}`` with the status of its ServeError
 class. Two pure-ASGI wrappers sit outside the routes: the body-size limit and the access log.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,11 @@ def error_response(error: ServeError) -> JSONResponse:
     return JSONResponse({"error": str(error)}, status_code=error.http_status)
 
 
-def _endpoint(handler: Callable[[Request, ServerState], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(
+    handler: Callable[[Request, ServerState], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler: ServeErrors become their status, anything else a 500 that names the exception."""
+
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request, request.app.state.serve)
@@ -43,6 +47,7 @@ def _endpoint(handler: Callable[[Request, ServerState], Awaitable[Response]]) ->
             return error_response(exc)
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
             return error_response(ServeError(f"internal error: {type(exc).__name__}: {exc}"))
+
     return endpoint
 
 
@@ -97,22 +102,36 @@ async def infer(request: Request, state: ServerState) -> Response:
         names = model.output_names([o.name for o in decoded.outputs] if decoded.outputs is not None else None)
         binary = {o.name: o.binary for o in decoded.outputs or []}
         outputs = await asyncio.wrap_future(model.submit(decoded))
-    head = {"model_name": model.name, "model_version": model.version, **({"id": decoded.request_id} if decoded.request_id else {})}
+    head = {
+        "model_name": model.name,
+        "model_version": model.version,
+        **({"id": decoded.request_id} if decoded.request_id else {}),
+    }
     body, header_length = encode_http(head, [(n, outputs[n], binary.get(n, decoded.binary_output)) for n in names])
     if header_length is None:
         return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)})
+    return Response(
+        body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)}
+    )
 
 
 def _routes() -> list[Route]:
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
-    routes = [Route("/v2/health/live", _endpoint(live)), Route("/v2/health/ready", _endpoint(ready)),
-              Route("/v2", _endpoint(server_metadata)), Route("/v2/models/stats", _endpoint(model_stats))]
+    routes = [
+        Route("/v2/health/live", _endpoint(live)),
+        Route("/v2/health/ready", _endpoint(ready)),
+        Route("/v2", _endpoint(server_metadata)),
+        Route("/v2/models/stats", _endpoint(model_stats)),
+    ]
     for prefix in (model, versioned):
-        routes += [Route(prefix, _endpoint(model_metadata)), Route(prefix + "/ready", _endpoint(model_ready)),
-                   Route(prefix + "/config", _endpoint(model_config)), Route(prefix + "/stats", _endpoint(model_stats)),
-                   Route(prefix + "/infer", _endpoint(infer), methods=["POST"])]
+        routes += [
+            Route(prefix, _endpoint(model_metadata)),
+            Route(prefix + "/ready", _endpoint(model_ready)),
+            Route(prefix + "/config", _endpoint(model_config)),
+            Route(prefix + "/stats", _endpoint(model_stats)),
+            Route(prefix + "/infer", _endpoint(infer), methods=["POST"]),
+        ]
     return routes
 
 
@@ -135,8 +154,11 @@ class BodyLimit:
             more = True
             while more:
                 more = (await receive()).get("more_body", False)
-            await error_response(PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of "
-                                                 f"{self.limit} bytes (--max-body-mb)"))(scope, receive, send)
+            await error_response(
+                PayloadTooLarge(
+                    f"request body of {int(declared)} bytes exceeds the limit of {self.limit} bytes (--max-body-mb)"
+                )
+            )(scope, receive, send)
             return
         received = 0
 
@@ -175,14 +197,23 @@ class AccessLog:
             await self.app(scope, receive, watched)
         finally:
             client = scope.get("client") or ("", 0)
-            log_access(protocol="http", client=f"{client[0]}:{client[1]}", method=scope["method"], path=scope["path"],
-                       status=seen["status"], bytes_out=seen["bytes_out"], ms=round((time.perf_counter() - started) * 1e3, 3))
+            log_access(
+                protocol="http",
+                client=f"{client[0]}:{client[1]}",
+                method=scope["method"],
+                path=scope["path"],
+                status=seen["status"],
+                bytes_out=seen["bytes_out"],
+                ms=round((time.perf_counter() - started) * 1e3, 3),
+            )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown paths and methods answer in the protocol's error shape too."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    return JSONResponse({"error": f"{request.method} {request.url.path}: {getattr(exc, 'detail', exc)}"}, status_code=status)
+    return JSONResponse(
+        {"error": f"{request.method} {request.url.path}: {getattr(exc, 'detail', exc)}"}, status_code=status
+    )
 
 
 def create_app(state: ServerState) -> ASGIApp:

@@ -4,6 +4,7 @@ The server prints ``trtopt serve: listening http=... grpc=... metrics=...`` once
 bound (ports 0 pick free ones), then ``trtopt serve: ready (...)`` after the warm-up; this reads
 those lines instead of guessing ports or sleeping.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,13 +34,31 @@ class ServerProcess:
     _ready: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls, engines: Sequence[str | os.PathLike[str]], *options: str, timeout_s: float = 120.0,
-              env: dict[str, str] | None = None) -> "ServerProcess":
+    def start(
+        cls,
+        engines: Sequence[str | os.PathLike[str]],
+        *options: str,
+        timeout_s: float = 120.0,
+        env: dict[str, str] | None = None,
+    ) -> "ServerProcess":
         """Launch on free loopback ports and wait until it reports ready (TrtoptError on failure)."""
-        command = [sys.executable, "-m", "trtopt", "serve", *map(os.fspath, engines),
-                   "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *options]
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True, env=env)
+        command = [
+            sys.executable,
+            "-m",
+            "trtopt",
+            "serve",
+            *map(os.fspath, engines),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            *options,
+        ]
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
         server = cls(process)
         threading.Thread(target=server._read_stderr, daemon=True).start()
         if not server._ready.wait(timeout_s) or not server.http:

@@ -4,6 +4,7 @@ One `ServeMetrics` per server (its own registry, served on the metrics port); on
 model, which is the batcher's observer: every number the statistics endpoint reports is counted
 once, here, and mirrored into the Prometheus families.
 """
+
 from __future__ import annotations
 
 import threading
@@ -23,22 +24,52 @@ class ServeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ["model", "version"]
-        self.requests = Counter("trtopt_inference_requests", "Inference requests answered, by outcome",
-                                [*labels, "outcome"], registry=self.registry)
-        self.rejected = Counter("trtopt_inference_rejected", "Requests refused before queueing (bad input, overload)",
-                                ["model", "status"], registry=self.registry)
-        self.queue_seconds = Histogram("trtopt_inference_queue_seconds", "Time from queueing to the start of the batch",
-                                       labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.compute_seconds = Histogram("trtopt_inference_compute_seconds", "Time one batch ran in the runner",
-                                         labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.request_seconds = Histogram("trtopt_inference_request_seconds", "Time from queueing to the answer",
-                                         labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("trtopt_inference_batch_size", "Rows per executed batch", labels,
-                                    buckets=_BATCH_BUCKETS, registry=self.registry)
-        self.queue_depth = Gauge("trtopt_inference_queue_depth", "Requests waiting in the queue", labels,
-                                 registry=self.registry)
-        self.in_flight = Gauge("trtopt_inference_in_flight", "Requests received and not yet answered",
-                               ["protocol"], registry=self.registry)
+        self.requests = Counter(
+            "trtopt_inference_requests",
+            "Inference requests answered, by outcome",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "trtopt_inference_rejected",
+            "Requests refused before queueing (bad input, overload)",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "trtopt_inference_queue_seconds",
+            "Time from queueing to the start of the batch",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_seconds = Histogram(
+            "trtopt_inference_compute_seconds",
+            "Time one batch ran in the runner",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "trtopt_inference_request_seconds",
+            "Time from queueing to the answer",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "trtopt_inference_batch_size",
+            "Rows per executed batch",
+            labels,
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "trtopt_inference_queue_depth", "Requests waiting in the queue", labels, registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "trtopt_inference_in_flight", "Requests received and not yet answered", ["protocol"], registry=self.registry
+        )
 
 
 @dataclass
@@ -97,10 +128,19 @@ class ModelStats:
         """One entry of Triton's `model_stats` list (field names of its ModelStatistics message)."""
         with self._lock:
             return {
-                "name": self.model, "version": self.version, "last_inference": self._last_ms,
-                "inference_count": self._inferences, "execution_count": self._executions,
-                "inference_stats": {"success": self._success.to_json(), "fail": self._fail.to_json(),
-                                    "queue": self._queue.to_json(), "compute_infer": self._compute.to_json()},
-                "batch_stats": [{"batch_size": size, "compute_infer": duration.to_json()}
-                                for size, duration in sorted(self._batches.items())],
+                "name": self.model,
+                "version": self.version,
+                "last_inference": self._last_ms,
+                "inference_count": self._inferences,
+                "execution_count": self._executions,
+                "inference_stats": {
+                    "success": self._success.to_json(),
+                    "fail": self._fail.to_json(),
+                    "queue": self._queue.to_json(),
+                    "compute_infer": self._compute.to_json(),
+                },
+                "batch_stats": [
+                    {"batch_size": size, "compute_infer": duration.to_json()}
+                    for size, duration in sorted(self._batches.items())
+                ],
             }

@@ -5,6 +5,7 @@ A model is served under its folder name (``engines/NAME``), version = the engine
 new version. Loading opens ``instances`` runners with ``trtopt.load`` and runs each once on a
 warm-up batch; the server reports ready only after every model did.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,14 +44,20 @@ def find_engines(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
         if (path / MANIFEST).is_file():
             folders = [path]
         elif path.is_dir():
-            folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+            folders = sorted(
+                p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()
+            )
             if not folders:
-                raise UsageError(f"{path} holds no engine folders (folders with {MANIFEST}); build one with `trtopt build`")
+                raise UsageError(
+                    f"{path} holds no engine folders (folders with {MANIFEST}); build one with `trtopt build`"
+                )
         else:
             raise UsageError(f"{path} is not an engine folder or a folder of engines")
         for folder in folders:
             if folder.name in found and found[folder.name].resolve() != folder.resolve():
-                raise UsageError(f"two engines named {folder.name!r}: {found[folder.name]} and {folder}; serve one of them")
+                raise UsageError(
+                    f"two engines named {folder.name!r}: {found[folder.name]} and {folder}; serve one of them"
+                )
             found[folder.name] = folder
     if not found:
         raise UsageError("no engines to serve; pass engine folders or a folder of engines")
@@ -105,12 +112,16 @@ class ServedModel:
 
     def load(self) -> None:
         """Open the runner pool, run the warm-up on each runner, start the batcher."""
-        options = {"threads": self.requested.threads} if self.requested.threads and self.platform == DEFAULT_PLATFORM else {}
+        options = (
+            {"threads": self.requested.threads} if self.requested.threads and self.platform == DEFAULT_PLATFORM else {}
+        )
         for _ in range(self.requested.instances):
             self._runners.append(load(self.folder, **options))
         first = self._runners[0]
         self.inputs, self.outputs = first.inputs, first.outputs
-        self.settings = effective_batching(self.requested, engine_max_batch_size(self.inputs, self.outputs, self.profile), self.name)
+        self.settings = effective_batching(
+            self.requested, engine_max_batch_size(self.inputs, self.outputs, self.profile), self.name
+        )
         warmup = _warmup_feed(self.inputs, self.profile)
         for runner in self._runners:
             runner.infer(warmup)
@@ -132,8 +143,9 @@ class ServedModel:
         try:
             feed, rows = self._validate(request)
             timeout_us = request.timeout_us or self.settings.default_timeout_microseconds or default_timeout_us
-            pending = PendingRequest(feed, rows, tuple((n, a.shape[1:]) for n, a in feed.items()),
-                                     deadline=_deadline(timeout_us))
+            pending = PendingRequest(
+                feed, rows, tuple((n, a.shape[1:]) for n, a in feed.items()), deadline=_deadline(timeout_us)
+            )
             return self._batcher.submit(pending)
         except (BadRequest, Unavailable) as exc:
             self.stats.rejected(exc.http_status)
@@ -144,13 +156,18 @@ class ServedModel:
         missing = sorted(set(expected) - set(request.inputs))
         unknown = sorted(set(request.inputs) - set(expected))
         if missing or unknown:
-            problem = "; ".join(([f"unknown input(s) {unknown}"] if unknown else []) + ([f"missing input(s) {missing}"] if missing else []))
+            problem = "; ".join(
+                ([f"unknown input(s) {unknown}"] if unknown else [])
+                + ([f"missing input(s) {missing}"] if missing else [])
+            )
             raise BadRequest(f"model {self.name!r}: {problem}; it takes {[self._describe(i) for i in self.inputs]}")
         for name, array in request.inputs.items():
             info = expected[name]
             want = v2_name(info.dtype)
             if request.datatypes.get(name, want) != want:
-                raise BadRequest(f"input {name!r}: datatype {request.datatypes[name]} given, model {self.name!r} expects {want}")
+                raise BadRequest(
+                    f"input {name!r}: datatype {request.datatypes[name]} given, model {self.name!r} expects {want}"
+                )
             try:
                 check_tensor(info, array.dtype, array.shape)
             except UsageError as exc:
@@ -159,10 +176,14 @@ class ServedModel:
         if self.settings.max_batch_size:
             batch_sizes = {array.shape[0] for array in request.inputs.values()}
             if len(batch_sizes) != 1:
-                raise BadRequest(f"model {self.name!r}: inputs disagree on the batch size (axis 0): {sorted(batch_sizes)}")
+                raise BadRequest(
+                    f"model {self.name!r}: inputs disagree on the batch size (axis 0): {sorted(batch_sizes)}"
+                )
             rows = batch_sizes.pop()
             if not 1 <= rows <= self.settings.max_batch_size:
-                raise BadRequest(f"model {self.name!r}: batch of {rows} outside [1, max_batch_size {self.settings.max_batch_size}]")
+                raise BadRequest(
+                    f"model {self.name!r}: batch of {rows} outside [1, max_batch_size {self.settings.max_batch_size}]"
+                )
         return {name: np.ascontiguousarray(array) for name, array in request.inputs.items()}, rows
 
     def output_names(self, requested: Sequence[str] | None) -> list[str]:
@@ -183,29 +204,48 @@ class ServedModel:
 
     def metadata(self) -> dict[str, Any]:
         """The v2 model metadata response."""
-        def tensors(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
-            return [{"name": i.name, "datatype": v2_name(i.dtype), "shape": self._dims(i, metadata=True)} for i in infos]
 
-        return {"name": self.name, "versions": [self.version], "platform": self.platform,
-                "inputs": tensors(self.inputs), "outputs": tensors(self.outputs)}
+        def tensors(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
+            return [
+                {"name": i.name, "datatype": v2_name(i.dtype), "shape": self._dims(i, metadata=True)} for i in infos
+            ]
+
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.platform,
+            "inputs": tensors(self.inputs),
+            "outputs": tensors(self.outputs),
+        }
 
     def config(self) -> dict[str, Any]:
         """Triton's model configuration (ModelConfig message fields) for this model as served."""
+
         def tensors(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
-            return [{"name": i.name, "data_type": config_name(i.dtype), "dims": self._dims(i, metadata=False)} for i in infos]
+            return [
+                {"name": i.name, "data_type": config_name(i.dtype), "dims": self._dims(i, metadata=False)}
+                for i in infos
+            ]
 
         settings = self.settings
         config: dict[str, Any] = {
-            "name": self.name, "platform": self.platform, "max_batch_size": settings.max_batch_size or 0,
-            "input": tensors(self.inputs), "output": tensors(self.outputs),
-            "instance_group": [{"count": settings.instances, "kind": "KIND_CPU" if self.platform == DEFAULT_PLATFORM else "KIND_GPU"}],
+            "name": self.name,
+            "platform": self.platform,
+            "max_batch_size": settings.max_batch_size or 0,
+            "input": tensors(self.inputs),
+            "output": tensors(self.outputs),
+            "instance_group": [
+                {"count": settings.instances, "kind": "KIND_CPU" if self.platform == DEFAULT_PLATFORM else "KIND_GPU"}
+            ],
         }
         if settings.max_batch_size:
             config["dynamic_batching"] = {
                 "preferred_batch_size": list(settings.preferred_batch_size),
                 "max_queue_delay_microseconds": settings.max_queue_delay_microseconds,
-                "default_queue_policy": {"max_queue_size": settings.max_queue_size,
-                                         "default_timeout_microseconds": settings.default_timeout_microseconds},
+                "default_queue_policy": {
+                    "max_queue_size": settings.max_queue_size,
+                    "default_timeout_microseconds": settings.default_timeout_microseconds,
+                },
             }
         return config
 
@@ -220,12 +260,16 @@ class ModelRepository:
     def __init__(self, engines: Mapping[str, Path], settings: ServerSettings, metrics: ServeMetrics) -> None:
         unknown = sorted(set(settings.models) - set(engines))
         if unknown:
-            raise UsageError(f"the serve config names model(s) {unknown} that are not served; served: {sorted(engines)}")
+            raise UsageError(
+                f"the serve config names model(s) {unknown} that are not served; served: {sorted(engines)}"
+            )
         self.models: dict[str, ServedModel] = {}
         for name, folder in engines.items():
             manifest = read_manifest(folder)
             version = str((manifest.get("engine") or {}).get("sha256", ""))[:12] or "1"
-            self.models[name] = ServedModel(name, folder, manifest, settings.batching_for(name), ModelStats(metrics, name, version))
+            self.models[name] = ServedModel(
+                name, folder, manifest, settings.batching_for(name), ModelStats(metrics, name, version)
+            )
         self.load_error: BaseException | None = None
         self._loaded = threading.Event()
 
@@ -238,7 +282,7 @@ class ModelRepository:
         try:
             for model in self.models.values():
                 model.load()
-        except BaseException as exc:  # reported by the server, which then exits 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the server, which then exits 1
             self.load_error = exc
         finally:
             self._loaded.set()

@@ -6,6 +6,7 @@ grpc=HOST:PORT metrics=HOST:PORT`` on stderr says which. SIGTERM or SIGINT: read
 both listeners stop accepting, requests already accepted are answered (up to `drain_seconds`),
 queued batches finish, runners close, and the process exits 0.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,7 +47,9 @@ def _address(host: str, port: int) -> str:
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
     try:
-        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
+        return socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024
+        )
     except OSError as exc:
         raise UsageError(f"cannot listen for {what} on {_address(host, port)}: {exc.strerror or exc}") from exc
 
@@ -67,11 +70,22 @@ async def _run(state: ServerState) -> int:
     except (OSError, RuntimeError) as exc:
         raise UsageError(f"cannot listen for gRPC on {_address(settings.host, settings.grpc_port)}: {exc}") from exc
     try:
-        metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=state.metrics.registry)
+        metrics_server, _ = start_http_server(
+            settings.metrics_port, addr=settings.host, registry=state.metrics.registry
+        )
     except OSError as exc:
-        raise UsageError(f"cannot listen for metrics on {_address(settings.host, settings.metrics_port)}: {exc.strerror or exc}") from exc
-    http = _HttpServer(uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off",
-                                      timeout_graceful_shutdown=int(settings.drain_seconds)))
+        raise UsageError(
+            f"cannot listen for metrics on {_address(settings.host, settings.metrics_port)}: {exc.strerror or exc}"
+        ) from exc
+    http = _HttpServer(
+        uvicorn.Config(
+            create_app(state),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(settings.drain_seconds),
+        )
+    )
     grpc_server.start()
     grpc_stopped: threading.Event | None = None
 
@@ -88,8 +102,12 @@ async def _run(state: ServerState) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown)
     http_port = http_socket.getsockname()[1]
-    print(f"trtopt serve: listening http={_address(settings.host, http_port)} grpc={_address(settings.host, grpc_port)} "
-          f"metrics={_address(settings.host, metrics_server.server_port)}", file=sys.stderr, flush=True)
+    print(
+        f"trtopt serve: listening http={_address(settings.host, http_port)} grpc={_address(settings.host, grpc_port)} "
+        f"metrics={_address(settings.host, metrics_server.server_port)}",
+        file=sys.stderr,
+        flush=True,
+    )
     serving = asyncio.create_task(http.serve(sockets=[http_socket]))
     loader = threading.Thread(target=state.repository.load_all, name="model-loader", daemon=True)
     loader.start()
@@ -105,6 +123,10 @@ async def _run(state: ServerState) -> int:
     metrics_server.shutdown()
     error = state.repository.load_error
     if error is not None:
-        raise error if isinstance(error, TrtoptError) else TrtoptError(f"loading the models failed: {type(error).__name__}: {error}")
+        raise (
+            error
+            if isinstance(error, TrtoptError)
+            else TrtoptError(f"loading the models failed: {type(error).__name__}: {error}")
+        )
     print("trtopt serve: stopped", file=sys.stderr, flush=True)
     return 0

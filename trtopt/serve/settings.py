@@ -16,6 +16,7 @@ TOML layout::
     instances = 2              # runners running batches concurrently
     threads = 1                # CPU backends: intra-op threads per instance
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,14 @@ class ServerSettings:
         return self.models.get(model, self.defaults)
 
 
-_INT_KEYS = ("max_batch_size", "max_queue_delay_microseconds", "max_queue_size", "default_timeout_microseconds",
-             "instances", "threads")
+_INT_KEYS = (
+    "max_batch_size",
+    "max_queue_delay_microseconds",
+    "max_queue_size",
+    "default_timeout_microseconds",
+    "instances",
+    "threads",
+)
 _KEYS = (*_INT_KEYS, "preferred_batch_size")
 
 
@@ -87,7 +94,9 @@ def _batching(table: Mapping[str, Any], base: BatchingSettings, where: str) -> B
             values[key] = value
     if "preferred_batch_size" in table:
         sizes = table["preferred_batch_size"]
-        if not isinstance(sizes, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        if not isinstance(sizes, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
+        ):
             raise UsageError(f"{where}.preferred_batch_size: expected a list of positive integers, got {sizes!r}")
         values["preferred_batch_size"] = tuple(sorted(set(sizes)))
     return dataclasses.replace(base, **values)
@@ -112,8 +121,9 @@ def read_config(path: str | os.PathLike[str]) -> tuple[BatchingSettings, dict[st
     return defaults, {name: _batching(table, defaults, f"{file} [models.{name}]") for name, table in models.items()}
 
 
-def engine_max_batch_size(inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
-                          profile: Mapping[str, Any] | None) -> int:
+def engine_max_batch_size(
+    inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], profile: Mapping[str, Any] | None
+) -> int:
     """Triton's max_batch_size for an engine: 0 when it cannot batch, else the profile's batch maximum.
 
     Batching needs a dynamic first axis on every input and output and a profile whose batch minimum
@@ -135,10 +145,14 @@ def effective_batching(requested: BatchingSettings, engine_limit: int, model: st
     """The settings a model runs with: max_batch_size defaults to (and may not exceed) the engine's limit."""
     wanted = engine_limit if requested.max_batch_size is None else requested.max_batch_size
     if wanted > engine_limit:
-        raise UsageError(f"model {model!r}: max_batch_size {wanted} exceeds the engine's batch limit {engine_limit} "
-                         "(rebuild with a larger --max-shapes batch)")
+        raise UsageError(
+            f"model {model!r}: max_batch_size {wanted} exceeds the engine's batch limit {engine_limit} "
+            "(rebuild with a larger --max-shapes batch)"
+        )
     if engine_limit > 0 and wanted == 0:
-        raise UsageError(f"model {model!r}: max_batch_size 0 is for engines without a batch axis; use 1 to run one request at a time")
+        raise UsageError(
+            f"model {model!r}: max_batch_size 0 is for engines without a batch axis; use 1 to run one request at a time"
+        )
     too_big = [s for s in requested.preferred_batch_size if s > max(wanted, 1)]
     if too_big:
         raise UsageError(f"model {model!r}: preferred_batch_size {too_big} above max_batch_size {wanted}")

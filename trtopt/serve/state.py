@@ -1,4 +1,5 @@
 """What both front ends share: the model repository, the metrics, and whether the server is draining."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
