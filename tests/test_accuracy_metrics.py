@@ -1,4 +1,5 @@
-"""Accuracy metrics per output: class axis on 3-D outputs, dense outputs, IoU, NaN/zero outputs, user metrics, budgets."""
+"""Accuracy metrics per output: 3-D and dense outputs, IoU, NaN/zero outputs, user metrics, budgets."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,10 +77,12 @@ def test_all_zero_candidate_is_not_a_perfect_match():
 
 def test_user_metric_plugs_in_and_budgets_name_it(tmp_path):
     script = tmp_path / "metric.py"
-    script.write_text("import numpy as np\n"
-                      "def exact(reference, candidate):\n"
-                      "    same = (reference['seq'].argmax(-1) == candidate['seq'].argmax(-1)).all(axis=1)\n"
-                      "    return {'line_agreement': float(same.mean())}\n")
+    script.write_text(
+        "import numpy as np\n"
+        "def exact(reference, candidate):\n"
+        "    same = (reference['seq'].argmax(-1) == candidate['seq'].argmax(-1)).all(axis=1)\n"
+        "    return {'line_agreement': float(same.mean())}\n"
+    )
     ref = rng.normal(size=(4, 6, 12))
     cand = ref.copy()
     cand[0, 0] = -cand[0, 0]

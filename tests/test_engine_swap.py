@@ -46,8 +46,12 @@ def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_co
     engines = tmp_path / "engines"
     _build(residual_convnet, engines, 0)
     stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(engines / "net"), str(stop)], stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)})
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(engines / "net"), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     try:
         time.sleep(1.0)  # the reader is loading in a loop by now
         for seed in range(1, 4):  # sequential replacements

@@ -1,4 +1,5 @@
-"""Sensitivity, the far-off warning and the budgeted mixed-precision build on a graph with one planted hypersensitive layer."""
+"""Sensitivity, the far-off warning and budgeted mixed precision on a graph with a planted hypersensitive layer."""
+
 from __future__ import annotations
 
 import json
@@ -34,17 +35,30 @@ def make_planted_mlp(path: Path, seed: int = 0) -> Path:
     w_b[:, 0] *= 0.01
     w_c = rng.normal(size=(HIDDEN, CLASSES)).astype(np.float32)
     w_c[0] = 1e-4
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             [(w_a, "w_a"), (np.zeros(HIDDEN, np.float32), "b_a"), (w_b, "w_b"), (b_b, "b_b"), (w_c, "w_c"),
-              (np.zeros(CLASSES, np.float32), "b_c")]]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [
+            (w_a, "w_a"),
+            (np.zeros(HIDDEN, np.float32), "b_a"),
+            (w_b, "w_b"),
+            (b_b, "b_b"),
+            (w_c, "w_c"),
+            (np.zeros(CLASSES, np.float32), "b_c"),
+        ]
+    ]
     nodes = [
         helper.make_node("Gemm", ["x", "w_a", "b_a"], ["a"], name="fc_a"),
         helper.make_node("Relu", ["a"], ["ra"], name="relu_a"),
         helper.make_node("Gemm", ["ra", "w_b", "b_b"], ["h"], name="fc_b"),
         helper.make_node("Gemm", ["h", "w_c", "b_c"], ["logits"], name="fc_c"),
     ]
-    graph = helper.make_graph(nodes, "planted", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "planted",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.checker.check_model(model)
@@ -66,7 +80,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_sensitivity_finds_the_planted_layer_first(planted, tmp_path):
     model, data = planted
     out = tmp_path / "sens.json"
-    run = _cli("sensitivity", str(model), "--calib-data", str(data), "--samples", "32", "--threads", "1", "--json", str(out))
+    run = _cli(
+        "sensitivity", str(model), "--calib-data", str(data), "--samples", "32", "--threads", "1", "--json", str(out)
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     ranked = [entry["node"] for entry in result["layers"]]
@@ -97,8 +113,15 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
     from trtopt.pipeline import build
 
     model, data = planted
-    result = build(model, precision="int8", calib_data=str(data), engines_dir=tmp_path, threads=1,
-                   accuracy_budget="agreement=0.95,snr=20", backend="onnxruntime")
+    result = build(
+        model,
+        precision="int8",
+        calib_data=str(data),
+        engines_dir=tmp_path,
+        threads=1,
+        accuracy_budget="agreement=0.95,snr=20",
+        backend="onnxruntime",
+    )
     mixed = result.manifest["mixed_precision"]
     assert [entry["node"] for entry in mixed["kept_float"]] == ["fc_c"]
     assert mixed["kept_float"][0]["rank"] == 1 and mixed["evaluations"] >= 2 and mixed["seconds"] > 0
@@ -113,8 +136,21 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
 def test_unmeetable_budget_fails_with_the_best_reached_and_keeps_nothing(planted, tmp_path):
     model, data = planted
     engines = tmp_path / "engines"
-    run = _cli("build", str(model), "--int8", "--calib-data", str(data), "--engines-dir", str(engines), "--name", "never",
-               "--threads", "1", "--accuracy-budget", "agreement=0.95,speedup=1000")
+    run = _cli(
+        "build",
+        str(model),
+        "--int8",
+        "--calib-data",
+        str(data),
+        "--engines-dir",
+        str(engines),
+        "--name",
+        "never",
+        "--threads",
+        "1",
+        "--accuracy-budget",
+        "agreement=0.95,speedup=1000",
+    )
     assert run.returncode == 1
     assert "no INT8/float assignment meets the accuracy budget" in run.stderr and "best reached" in run.stderr
     assert "speedup" in run.stderr and "nothing was written" in run.stderr

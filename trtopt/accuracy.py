@@ -34,6 +34,7 @@ has non-finite values where FP32 is finite, SNR below 10 dB, agreement below 90%
 `build` prints this to stderr and records it in the manifest (``accuracy.far_off``) even without a
 budget; ``--accept-accuracy-loss`` silences the terminal warning (the manifest keeps the record).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -68,17 +69,24 @@ class MetricSettings:
         if axis is None or rank < 2:
             return None
         if not -rank <= int(axis) < rank or int(axis) % rank == 0:
-            raise UsageError(f"--class-axis {axis} does not fit output {name!r} of rank {rank} "
-                             f"(axis 0 is the batch; use 1..{rank - 1} or -1..-{rank - 1}, or 'none')")
+            raise UsageError(
+                f"--class-axis {axis} does not fit output {name!r} of rank {rank} "
+                f"(axis 0 is the batch; use 1..{rank - 1} or -1..-{rank - 1}, or 'none')"
+            )
         return int(axis) % rank
 
     def to_json(self) -> dict[str, Any]:
-        return {"class_axis": self.class_axis, "output_class_axes": dict(self.output_class_axes),
-                "iou_threshold": self.iou_threshold, "user_metrics": list(self.user_metrics)}
+        return {
+            "class_axis": self.class_axis,
+            "output_class_axes": dict(self.output_class_axes),
+            "iou_threshold": self.iou_threshold,
+            "user_metrics": list(self.user_metrics),
+        }
 
 
 def parse_class_axis(text: str | None) -> tuple[int | None | str, dict[str, int | None]]:
     """``"-1"``, ``"none"``, ``"auto"`` or ``"logits:1,maps:none"`` -> (default axis, per-output axes)."""
+
     def axis(value: str) -> int | None | str:
         value = value.strip().lower()
         if value in ("none", "auto"):
@@ -120,10 +128,17 @@ class OutputMetrics:
     nonfinite: int  # candidate NaN/Inf values where the reference is finite
 
     def to_json(self) -> dict[str, Any]:
-        return {"samples": self.samples, "class_axis": self.class_axis, "agreement": self.agreement,
-                "max_abs_error": _finite_or_none(self.max_abs_error), "mean_abs_error": _finite_or_none(self.mean_abs_error),
-                "cosine_similarity": self.cosine_similarity, "snr_db": _snr_json(self.snr_db), "iou": self.iou,
-                "nonfinite": self.nonfinite}
+        return {
+            "samples": self.samples,
+            "class_axis": self.class_axis,
+            "agreement": self.agreement,
+            "max_abs_error": _finite_or_none(self.max_abs_error),
+            "mean_abs_error": _finite_or_none(self.mean_abs_error),
+            "cosine_similarity": self.cosine_similarity,
+            "snr_db": _snr_json(self.snr_db),
+            "iou": self.iou,
+            "nonfinite": self.nonfinite,
+        }
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -201,23 +216,38 @@ class AccuracyReport:
         if output is None:
             return getattr(self, "top1_agreement" if attribute == "agreement" else attribute)
         if output not in self.outputs:
-            raise UsageError(f"--accuracy-budget {key}@{output}: the model has no output {output!r} (it has {sorted(self.outputs)})")
+            raise UsageError(
+                f"--accuracy-budget {key}@{output}: the model has no output {output!r} (it has {sorted(self.outputs)})"
+            )
         return getattr(self.outputs[output], attribute)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "samples": self.samples, "top1_agreement": self.top1_agreement,
-            "max_abs_error": _finite_or_none(self.max_abs_error), "mean_abs_error": _finite_or_none(self.mean_abs_error),
-            "cosine_similarity": self.cosine_similarity, "snr_db": _snr_json(self.snr_db), "iou": self.iou,
-            "nonfinite": self.nonfinite, "reference_accuracy": self.reference_accuracy,
-            "candidate_accuracy": self.candidate_accuracy, "accuracy_drop_points": self.accuracy_drop_points,
-            "metrics": dict(self.user_metrics), "outputs": {name: o.to_json() for name, o in self.outputs.items()},
+            "samples": self.samples,
+            "top1_agreement": self.top1_agreement,
+            "max_abs_error": _finite_or_none(self.max_abs_error),
+            "mean_abs_error": _finite_or_none(self.mean_abs_error),
+            "cosine_similarity": self.cosine_similarity,
+            "snr_db": _snr_json(self.snr_db),
+            "iou": self.iou,
+            "nonfinite": self.nonfinite,
+            "reference_accuracy": self.reference_accuracy,
+            "candidate_accuracy": self.candidate_accuracy,
+            "accuracy_drop_points": self.accuracy_drop_points,
+            "metrics": dict(self.user_metrics),
+            "outputs": {name: o.to_json() for name, o in self.outputs.items()},
         }
 
 
 # budget name -> OutputMetrics attribute
-_OUTPUT_METRICS = {"agreement": "agreement", "cosine": "cosine_similarity", "snr": "snr_db", "iou": "iou",
-                   "max-abs-error": "max_abs_error", "mean-abs-error": "mean_abs_error"}
+_OUTPUT_METRICS = {
+    "agreement": "agreement",
+    "cosine": "cosine_similarity",
+    "snr": "snr_db",
+    "iou": "iou",
+    "max-abs-error": "max_abs_error",
+    "mean-abs-error": "mean_abs_error",
+}
 LARGER_IS_WORSE = frozenset({"top1-drop", "max-abs-error", "mean-abs-error"})
 BUILTIN_METRICS = frozenset(_OUTPUT_METRICS) | {"top1-drop"}
 
@@ -261,7 +291,9 @@ class _OutputAccumulator:
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         if reference.shape != candidate.shape:
-            raise UsageError(f"output {self.name!r}: shapes differ, reference {reference.shape}, candidate {candidate.shape}")
+            raise UsageError(
+                f"output {self.name!r}: shapes differ, reference {reference.shape}, candidate {candidate.shape}"
+            )
         ref = np.asarray(reference, dtype=np.float64)
         cand = np.asarray(candidate, dtype=np.float64)
         if ref.ndim == 0:
@@ -293,8 +325,11 @@ class _OutputAccumulator:
     def _cosine(self, ref: np.ndarray, cand: np.ndarray, broken: np.ndarray) -> None:
         ref_norm, cand_norm = np.linalg.norm(ref, axis=1), np.linalg.norm(cand, axis=1)
         both = ref_norm * cand_norm
-        cos = np.where(both > 0, (ref * cand).sum(axis=1) / np.where(both > 0, both, 1.0),
-                       np.where((ref_norm == 0) & (cand_norm == 0), 1.0, 0.0))
+        cos = np.where(
+            both > 0,
+            (ref * cand).sum(axis=1) / np.where(both > 0, both, 1.0),
+            np.where((ref_norm == 0) & (cand_norm == 0), 1.0, 0.0),
+        )
         self.cos_sum += float(np.where(broken, -1.0, cos).sum())
 
     def _agreement(self, ref: np.ndarray, cand: np.ndarray, bad: np.ndarray) -> None:
@@ -327,11 +362,17 @@ class _OutputAccumulator:
         if probability_map:
             iou = self.intersection / self.union if self.union else 1.0
         return OutputMetrics(
-            name=self.name, samples=self.samples, class_axis=self.class_axis,
+            name=self.name,
+            samples=self.samples,
+            class_axis=self.class_axis,
             agreement=self.agree / self.positions if self.class_axis is not None and self.positions else None,
             max_abs_error=float("inf") if broken else self.max_abs,
             mean_abs_error=float("inf") if broken else self.sum_abs / max(self.elements, 1),
-            cosine_similarity=self.cos_sum / max(self.samples, 1), snr_db=snr, iou=iou, nonfinite=self.nonfinite)
+            cosine_similarity=self.cos_sum / max(self.samples, 1),
+            snr_db=snr,
+            iou=iou,
+            nonfinite=self.nonfinite,
+        )
 
 
 class UserMetric:
@@ -350,7 +391,9 @@ class UserMetric:
         except Exception as exc:  # the user's code
             raise UsageError(f"accuracy metric {self.spec} failed: {type(exc).__name__}: {exc}") from exc
         if not isinstance(scores, Mapping):
-            raise UsageError(f"accuracy metric {self.spec} returned {type(scores).__name__}; expected a dict of name -> number")
+            raise UsageError(
+                f"accuracy metric {self.spec} returned {type(scores).__name__}; expected a dict of name -> number"
+            )
         result = {}
         for key, value in scores.items():
             if str(key) in BUILTIN_METRICS or "@" in str(key):
@@ -365,9 +408,13 @@ class UserMetric:
 class AccuracyAccumulator:
     """Accumulates the report batch by batch so held-out sets never sit in memory whole."""
 
-    def __init__(self, settings: MetricSettings | None = None, user_metrics: Sequence[UserMetric] | None = None) -> None:
+    def __init__(
+        self, settings: MetricSettings | None = None, user_metrics: Sequence[UserMetric] | None = None
+    ) -> None:
         self.settings = settings or MetricSettings()
-        self.user = list(user_metrics) if user_metrics is not None else [UserMetric(s) for s in self.settings.user_metrics]
+        self.user = (
+            list(user_metrics) if user_metrics is not None else [UserMetric(s) for s in self.settings.user_metrics]
+        )
         self.outputs: dict[str, _OutputAccumulator] = {}
         self.samples = 0
         self._user_sums: dict[str, float] = {}
@@ -376,8 +423,9 @@ class AccuracyAccumulator:
         self._cand_correct = 0
         self._labelled = 0
 
-    def update(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-               labels: np.ndarray | None = None) -> None:
+    def update(
+        self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], labels: np.ndarray | None = None
+    ) -> None:
         """Compare one batch: every reference output must be in the candidate's outputs."""
         missing = sorted(set(reference) - set(candidate))
         if missing:
@@ -397,7 +445,9 @@ class AccuracyAccumulator:
         if labels is not None:
             self._task_accuracy(reference, candidate, np.asarray(labels).reshape(-1))
 
-    def _task_accuracy(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], labels: np.ndarray) -> None:
+    def _task_accuracy(
+        self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], labels: np.ndarray
+    ) -> None:
         """Labels score the first output with a class axis and one prediction per sample."""
         for name, acc in self.outputs.items():
             axis = acc.class_axis
@@ -418,16 +468,25 @@ class AccuracyAccumulator:
             raise UsageError("no samples were compared")
         labelled = self._labelled > 0
         return AccuracyReport(
-            samples=self.samples, outputs={name: acc.result() for name, acc in self.outputs.items()},
+            samples=self.samples,
+            outputs={name: acc.result() for name, acc in self.outputs.items()},
             user_metrics={k: v / self._user_samples for k, v in self._user_sums.items()},
             reference_accuracy=self._ref_correct / self._labelled if labelled else None,
-            candidate_accuracy=self._cand_correct / self._labelled if labelled else None)
+            candidate_accuracy=self._cand_correct / self._labelled if labelled else None,
+        )
 
 
-def compare_outputs(reference: Mapping[str, np.ndarray] | np.ndarray, candidate: Mapping[str, np.ndarray] | np.ndarray,
-                    labels: np.ndarray | None = None, settings: MetricSettings | None = None) -> AccuracyReport:
+def compare_outputs(
+    reference: Mapping[str, np.ndarray] | np.ndarray,
+    candidate: Mapping[str, np.ndarray] | np.ndarray,
+    labels: np.ndarray | None = None,
+    settings: MetricSettings | None = None,
+) -> AccuracyReport:
     """One-shot form of AccuracyAccumulator for outputs already in memory (a bare array is output "output")."""
     acc = AccuracyAccumulator(settings)
-    acc.update(reference if isinstance(reference, Mapping) else {"output": reference},
-               candidate if isinstance(candidate, Mapping) else {"output": candidate}, labels)
+    acc.update(
+        reference if isinstance(reference, Mapping) else {"output": reference},
+        candidate if isinstance(candidate, Mapping) else {"output": candidate},
+        labels,
+    )
     return acc.report()

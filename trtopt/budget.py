@@ -12,6 +12,7 @@ Syntax: ``KEY=VALUE[,KEY=VALUE]``. A key is a metric name, optionally ``@OUTPUT`
 A metric that cannot be measured (agreement on a model without class outputs, ``top1-drop``
 without labels) misses the budget with that reason rather than passing silently.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,10 +23,12 @@ from trtopt.accuracy import BUILTIN_METRICS, LARGER_IS_WORSE, AccuracyReport
 from trtopt.errors import UsageError
 
 SPEEDUP = "speedup"
-_UNMEASURABLE = {"top1-drop": "the accuracy data has no labels; use agreement= instead",
-                 "agreement": "no output has a class axis; see --class-axis",
-                 "iou": "no output is a probability map",
-                 SPEEDUP: "speed vs FP32 is measured only with the onnxruntime backend"}
+_UNMEASURABLE = {
+    "top1-drop": "the accuracy data has no labels; use agreement= instead",
+    "agreement": "no output has a class axis; see --class-axis",
+    "iou": "no output is a probability map",
+    SPEEDUP: "speed vs FP32 is measured only with the onnxruntime backend",
+}
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,19 @@ class AccuracyBudget:
             for part in str(text).split(","):
                 key, sep, value = part.strip().partition("=")
                 if not sep:
-                    raise UsageError(f"--accuracy-budget {text!r}: expected METRIC[@OUTPUT]=VALUE[,...] with metrics "
-                                     f"{sorted(BUILTIN_METRICS | {SPEEDUP})} or a --metric score name")
+                    raise UsageError(
+                        f"--accuracy-budget {text!r}: expected METRIC[@OUTPUT]=VALUE[,...] with metrics "
+                        f"{sorted(BUILTIN_METRICS | {SPEEDUP})} or a --metric score name"
+                    )
                 pairs.append((key.strip(), value.strip()))
         items = []
         for key, value in pairs:
             metric, _, output = key.partition("@")
             if metric not in BUILTIN_METRICS and metric != SPEEDUP and not user_metrics:
-                raise UsageError(f"--accuracy-budget: unknown metric {metric!r}; use {sorted(BUILTIN_METRICS | {SPEEDUP})}, "
-                                 f"or a score name of a --metric file.py:fn")
+                raise UsageError(
+                    f"--accuracy-budget: unknown metric {metric!r}; use {sorted(BUILTIN_METRICS | {SPEEDUP})}, "
+                    f"or a score name of a --metric file.py:fn"
+                )
             if output and (metric == SPEEDUP or metric == "top1-drop" or metric not in BUILTIN_METRICS):
                 raise UsageError(f"--accuracy-budget {key}: only built-in per-output metrics take @OUTPUT")
             try:
@@ -106,8 +113,10 @@ class AccuracyBudget:
             elif item.metric in report.user_metrics:
                 value = report.user_metrics[item.metric]
             else:
-                raise UsageError(f"--accuracy-budget: no metric {item.metric!r}; the --metric functions returned "
-                                 f"{sorted(report.user_metrics)}")
+                raise UsageError(
+                    f"--accuracy-budget: no metric {item.metric!r}; the --metric functions returned "
+                    f"{sorted(report.user_metrics)}"
+                )
             problem = item.miss(value)
             if problem:
                 problems.append(problem)
@@ -120,8 +129,15 @@ class AccuracyBudget:
         """
         total = 0.0
         for item in self.items:
-            value = speedup if item.metric == SPEEDUP else (
-                report.metric(item.metric, item.output) if item.metric in BUILTIN_METRICS else report.user_metrics.get(item.metric))
+            value = (
+                speedup
+                if item.metric == SPEEDUP
+                else (
+                    report.metric(item.metric, item.output)
+                    if item.metric in BUILTIN_METRICS
+                    else report.user_metrics.get(item.metric)
+                )
+            )
             if value is None or value != value:  # not measurable, or a NaN score
                 total += 1e6
                 continue

@@ -13,6 +13,7 @@ INT8 variant and FP32 run with every layer's inputs and outputs exposed, and eac
 by the noise it *adds*: relative noise power (noise / signal) at its outputs minus the largest at
 its inputs. Layers that turn a clean input into a noisy output come first.
 """
+
 from __future__ import annotations
 
 import os
@@ -97,9 +98,15 @@ def quantized_layers(model_path: Path, table: object, quant: QuantSettings) -> l
 
     model = ir.from_proto(onnx.load(os.fspath(model_path)))
     stats = getattr(table, "tensors", {})
-    placement = plan_placement(model, amax_mapping(table), get_encoding(quant.encoding), per_channel=quant.per_channel,
-                               exclude_nodes=quant.exclude_nodes, exclude_op_types=quant.exclude_op_types,
-                               observed_non_negative=[n for n, t in stats.items() if getattr(t, "non_negative", None)])
+    placement = plan_placement(
+        model,
+        amax_mapping(table),
+        get_encoding(quant.encoding),
+        per_channel=quant.per_channel,
+        exclude_nodes=quant.exclude_nodes,
+        exclude_op_types=quant.exclude_op_types,
+        observed_non_negative=[n for n, t in stats.items() if getattr(t, "non_negative", None)],
+    )
     reading = {id(node) for edges in placement.activations.values() for node, _ in edges}
     reading |= {id(plan.node) for plan in placement.weights}
     return [Layer(node.name, node.op_type) for node in model.graph if id(node) in reading and node.name]
@@ -108,8 +115,15 @@ def quantized_layers(model_path: Path, table: object, quant: QuantSettings) -> l
 class Evaluator:
     """Builds and runs INT8 variants of one model against the held-out FP32 outputs."""
 
-    def __init__(self, model_path: Path, table: object, quant: QuantSettings, heldout: HeldOut,
-                 metrics: MetricSettings, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        table: object,
+        quant: QuantSettings,
+        heldout: HeldOut,
+        metrics: MetricSettings,
+        threads: int | None = None,
+    ) -> None:
         self.model_path = model_path
         self.table = table
         self.quant = quant
@@ -127,8 +141,16 @@ class Evaluator:
         from trtopt.quantization.qdq import quantize
 
         excluded = sorted(set(float_layers) | set(self.quant.exclude_nodes))
-        quantize(self.model_path, self.table, path, encoding=self.quant.encoding, per_channel=self.quant.per_channel,
-                 exclude_nodes=excluded, exclude_op_types=self.quant.exclude_op_types, force=True)
+        quantize(
+            self.model_path,
+            self.table,
+            path,
+            encoding=self.quant.encoding,
+            per_channel=self.quant.per_channel,
+            exclude_nodes=excluded,
+            exclude_op_types=self.quant.exclude_op_types,
+            force=True,
+        )
         return path
 
     def _runner(self, path: Path, extra_outputs: Sequence[str] = ()) -> object:
@@ -144,7 +166,9 @@ class Evaluator:
             present = {o.name for o in model.graph.output}
             model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra_outputs if n not in present)
             onnx.save(model, os.fspath(path))
-        options = make_session_options(self.threads, config=qdq_session_config("tensorrt" if extra_outputs else self.quant.encoding))
+        options = make_session_options(
+            self.threads, config=qdq_session_config("tensorrt" if extra_outputs else self.quant.encoding)
+        )
         return OnnxRuntimeRunner(path, session_options=options)
 
     def evaluate(self, float_layers: Iterable[str]) -> Evaluation:
@@ -192,14 +216,21 @@ def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 
     graph = onnx.load(os.fspath(evaluator.model_path), load_external_data=False).graph
     nodes = {node.name: node for node in graph.node}
     constants = {init.name for init in graph.initializer}
-    watched = {name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output]
-               if name and name not in constants}
+    watched = {
+        name
+        for layer in layers
+        for name in [*nodes[layer.name].input, *nodes[layer.name].output]
+        if name and name not in constants
+    }
     folder = evaluator.workdir
     quantized = evaluator.variant((), folder / "ranking-int8.onnx")
     fp32 = folder / "ranking-fp32.onnx"
     onnx.save(onnx.load(os.fspath(evaluator.model_path)), os.fspath(fp32))
     ratios: dict[str, list[float]] = {}
-    with evaluator._runner(fp32, sorted(watched)) as ref_runner, evaluator._runner(quantized, sorted(watched)) as int8_runner:  # type: ignore[attr-defined]
+    with (
+        evaluator._runner(fp32, sorted(watched)) as ref_runner,
+        evaluator._runner(quantized, sorted(watched)) as int8_runner,
+    ):  # type: ignore[attr-defined]
         available = {o.name for o in ref_runner.outputs} & {o.name for o in int8_runner.outputs}
         for feed in evaluator.heldout.feeds[:batches]:
             ref_out, int8_out = ref_runner.infer(feed), int8_runner.infer(feed)

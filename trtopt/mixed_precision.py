@@ -18,6 +18,7 @@ Layers kept float stay FP32 (the ONNX Runtime CPU backend has no FP16 kernels wo
 kept layer is recorded with its rank and the noise it added, and the search's cost (variants
 evaluated, seconds) is reported.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,8 +46,14 @@ class SearchResult:
         return [entry["node"] for entry in self.kept_float]
 
     def to_json(self) -> dict[str, Any]:
-        return {"kept_float": self.kept_float, "float_precision": "fp32", "evaluations": self.evaluations,
-                "seconds": round(self.seconds, 3), "speedup": self.speedup, "tried": self.tried}
+        return {
+            "kept_float": self.kept_float,
+            "float_precision": "fp32",
+            "evaluations": self.evaluations,
+            "seconds": round(self.seconds, 3),
+            "speedup": self.speedup,
+            "tried": self.tried,
+        }
 
 
 class BudgetUnreachable(TrtoptError):
@@ -71,16 +78,31 @@ def search(evaluator: Evaluator, layers: Sequence[Layer], budget: AccuracyBudget
         if k not in measured:
             evaluation = evaluator.evaluate(layer.name for layer, _ in ranking[:k])
             speed = _speedup(evaluator, evaluation)
-            measured[k] = (evaluation, budget.violations(evaluation.report, speed), budget.shortfall(evaluation.report, speed))
+            measured[k] = (
+                evaluation,
+                budget.violations(evaluation.report, speed),
+                budget.shortfall(evaluation.report, speed),
+            )
         return not measured[k][1]
 
     def result(k: int) -> SearchResult:
         evaluation = measured[k][0]
-        kept = [{"node": layer.name, "op_type": layer.op_type, "rank": rank, "added_noise": noise}
-                for rank, (layer, noise) in enumerate(ranking[:k], 1)]
-        tried = [{"float_layers": n, "shortfall": round(measured[n][2], 6), "problems": measured[n][1]} for n in sorted(measured)]
-        return SearchResult(kept, evaluation, _speedup(evaluator, evaluation), evaluator.evaluations - start_evaluations,
-                            evaluator.seconds - start_seconds, tried)
+        kept = [
+            {"node": layer.name, "op_type": layer.op_type, "rank": rank, "added_noise": noise}
+            for rank, (layer, noise) in enumerate(ranking[:k], 1)
+        ]
+        tried = [
+            {"float_layers": n, "shortfall": round(measured[n][2], 6), "problems": measured[n][1]}
+            for n in sorted(measured)
+        ]
+        return SearchResult(
+            kept,
+            evaluation,
+            _speedup(evaluator, evaluation),
+            evaluator.evaluations - start_evaluations,
+            evaluator.seconds - start_seconds,
+            tried,
+        )
 
     if measure(0):
         return result(0)
@@ -98,8 +120,11 @@ def search(evaluator: Evaluator, layers: Sequence[Layer], budget: AccuracyBudget
         best_result = result(best)
         raise BudgetUnreachable(
             f"no INT8/float assignment meets the accuracy budget {budget.to_json()}; the best reached, with "
-            f"{best} of {len(ranking)} layers float, misses: " + "; ".join(measured[best][1])
-            + f" (searched {best_result.evaluations} variants in {best_result.seconds:.1f} s)", best_result)
+            f"{best} of {len(ranking)} layers float, misses: "
+            + "; ".join(measured[best][1])
+            + f" (searched {best_result.evaluations} variants in {best_result.seconds:.1f} s)",
+            best_result,
+        )
     while high - low > 1:
         middle = (low + high) // 2
         if measure(middle):

@@ -25,7 +25,6 @@ from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_directory, atomic_write_json, ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.repository import MANIFEST, SCHEMA_VERSION, cached_manifest, read_manifest
 
-
 log = logging.getLogger("trtopt.build")
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -34,6 +33,8 @@ SCALE_TABLE_FILE = "scales.json"
 # A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
 # belong to no running build (TensorRT builds of large models take minutes to an hour) and are swept.
 STALE_STAGING_S = 6 * 3600
+
+
 @dataclass
 class BuildResult:
     """What one build produced (or found in the cache)."""
@@ -75,7 +76,9 @@ def data_fingerprint(spec: str | None) -> str | None:
     if path.is_file():
         return f"{spec}@{sha256_file(path)}"
     if path.is_dir():
-        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+        listing = sorted(
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()
+        )
         return f"{spec}@{sha256_bytes(repr(listing).encode())}"
     return str(spec)
 
@@ -91,18 +94,41 @@ def _cli_command() -> str | None:
     return None
 
 
-def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_data: str | None = None,
-          calib_method: str = "auto", calib_table: str | os.PathLike[str] | None = None, calib_samples: int | None = 512,
-          val_data: str | None = None, accuracy_samples: int = DEFAULT_ACCURACY_SAMPLES,
-          accuracy_budget: str | Mapping[str, float] | AccuracyBudget | None = None, metrics: MetricSettings | None = None,
-          accept_accuracy_loss: bool = False, backend: str = "auto", name: str | None = None,
-          engines_dir: str | os.PathLike[str] = "engines", shapes: str | Mapping[str, Sequence[int]] | None = None,
-          min_shapes: str | Mapping[str, Sequence[int]] | None = None, opt_shapes: str | Mapping[str, Sequence[int]] | None = None,
-          max_shapes: str | Mapping[str, Sequence[int]] | None = None, encoding: str | None = None, per_channel: bool = True,
-          exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (), keep_io_types: bool = True,
-          threads: int | None = None, workspace_bytes: int | None = None, opt_level: int | None = None,
-          timing_cache: str | os.PathLike[str] | None = None, tf32: bool = True, version_compatible: bool = False,
-          hardware_compat: str = "none", batch_size: int = 32, force: bool = False) -> BuildResult:
+def build(
+    onnx_path: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    calib_data: str | None = None,
+    calib_method: str = "auto",
+    calib_table: str | os.PathLike[str] | None = None,
+    calib_samples: int | None = 512,
+    val_data: str | None = None,
+    accuracy_samples: int = DEFAULT_ACCURACY_SAMPLES,
+    accuracy_budget: str | Mapping[str, float] | AccuracyBudget | None = None,
+    metrics: MetricSettings | None = None,
+    accept_accuracy_loss: bool = False,
+    backend: str = "auto",
+    name: str | None = None,
+    engines_dir: str | os.PathLike[str] = "engines",
+    shapes: str | Mapping[str, Sequence[int]] | None = None,
+    min_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    opt_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    max_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    encoding: str | None = None,
+    per_channel: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+    keep_io_types: bool = True,
+    threads: int | None = None,
+    workspace_bytes: int | None = None,
+    opt_level: int | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+    tf32: bool = True,
+    version_compatible: bool = False,
+    hardware_compat: str = "none",
+    batch_size: int = 32,
+    force: bool = False,
+) -> BuildResult:
     """Build ``engines/NAME`` from an FP32 ONNX; see the module docstring for the stages.
 
     INT8 needs calibration data (`calib_data`, any spec trtopt.data.sources.open_source takes) or a
@@ -121,8 +147,10 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is unknown; use one of {PRECISIONS} (--fp16 / --int8)")
     if precision == "int8" and calib_data is None and calib_table is None:
-        raise UsageError("--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
-                         "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model")
+        raise UsageError(
+            "--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
+            "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model"
+        )
     load_onnx(source)
     metrics = metrics or MetricSettings()
     budget = AccuracyBudget.parse(accuracy_budget, user_metrics=bool(metrics.user_metrics))
@@ -162,7 +190,9 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             return BuildResult(name, engine_dir, cached, cache_hit=True, backend_reason=reason)
 
     _sweep_stale_staging(root, name)
-    table = _scale_table(source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force)
+    table = _scale_table(
+        source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force
+    )
     accuracy_batch = _batch_size(reference.inputs, profile, batch_size)
     mixed = None
     if precision == "int8" and budget:
@@ -183,21 +213,38 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             "backend": {"name": be.name, "version": backend_version}, "device": device, "precision": precision,
             "source": {"path": os.fspath(source), "sha256": source_sha},
             "model": {"file": model_file, "sha256": sha256_file(staging / model_file), **model_info},
-            "engine": {"file": built.engine_file, "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size},
-            "calibration": None if table is None else {
-                "table_id": table.table_id, "method": table.method, "file": SCALE_TABLE_FILE,
-                "data": calib_data, "samples": table.num_samples},
-            "io": {"inputs": [i.to_json() for i in reference.inputs], "outputs": [o.to_json() for o in reference.outputs],
-                   "profile": profile.to_json()},
+            "engine": {
+                "file": built.engine_file,
+                "sha256": sha256_file(engine_path),
+                "bytes": engine_path.stat().st_size,
+            },
+            "calibration": None
+            if table is None
+            else {
+                "table_id": table.table_id,
+                "method": table.method,
+                "file": SCALE_TABLE_FILE,
+                "data": calib_data,
+                "samples": table.num_samples,
+            },
+            "io": {
+                "inputs": [i.to_json() for i in reference.inputs],
+                "outputs": [o.to_json() for o in reference.outputs],
+                "profile": profile.to_json(),
+            },
             "build_options": options.to_json(),
             **built.manifest_fields,
         }
-        report, timing, data_used = _measure_accuracy(be, staging, manifest, reference, _accuracy_data(calib_data, val_data),
-                                                      accuracy_samples, accuracy_batch, metrics)
+        report, timing, data_used = _measure_accuracy(be, staging, manifest, reference,
+                                                      _accuracy_data(calib_data, val_data), accuracy_samples,
+                                                      accuracy_batch, metrics)
         problems = budget.violations(report, timing.get("speedup"))
         if problems:
-            raise TrtoptError(f"engine {name!r} misses the accuracy budget: " + "; ".join(problems)
-                              + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)")
+            raise TrtoptError(
+                f"engine {name!r} misses the accuracy budget: "
+                + "; ".join(problems)
+                + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
+            )
         far_off = far_off_problems(report)
         if far_off and not accept_accuracy_loss:
             log.warning("engine %r is far off FP32: %s", name, "; ".join(far_off))
@@ -222,8 +269,17 @@ def _sweep_stale_staging(root: Path, name: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _scale_table(source: Path, precision: str, calib_data: str | None, method: str, calib_table: Any, samples: int | None,
-                 reference: Any, batch_size: int, force: bool) -> Any:
+def _scale_table(
+    source: Path,
+    precision: str,
+    calib_data: str | None,
+    method: str,
+    calib_table: Any,
+    samples: int | None,
+    reference: Any,
+    batch_size: int,
+    force: bool,
+) -> Any:
     """The INT8 scale table (loaded or calibrated now); FP16 uses one for its range rules when data is given."""
     from trtopt.quantization.table import ScaleTable
 
@@ -236,12 +292,23 @@ def _scale_table(source: Path, precision: str, calib_data: str | None, method: s
     from trtopt.data.sources import open_source
     from trtopt.quantization.calibrate import calibrate
 
-    data = open_source(str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration")
+    data = open_source(
+        str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration"
+    )
     return calibrate(source, data, method=method)
 
 
-def _precision_model(source: Path, staging: Path, precision: str, table: Any, encoding: str, per_channel: bool,
-                     exclude_nodes: Iterable[str], exclude_op_types: Iterable[str], keep_io_types: bool) -> tuple[str, dict[str, Any]]:
+def _precision_model(
+    source: Path,
+    staging: Path,
+    precision: str,
+    table: Any,
+    encoding: str,
+    per_channel: bool,
+    exclude_nodes: Iterable[str],
+    exclude_op_types: Iterable[str],
+    keep_io_types: bool,
+) -> tuple[str, dict[str, Any]]:
     """Write the ONNX the backend builds (a copy, Q/DQ or FP16) into the staging folder."""
     if precision == "int8":
         from trtopt.quantization.qdq import quantize
@@ -314,7 +381,8 @@ def _measure_accuracy(be: Any, staging: Path, manifest: dict[str, Any], referenc
             accumulator.update(expected, {k: np.asarray(v) for k, v in got.items()}, item.labels)
     if accumulator.samples == 0:
         raise UsageError(f"accuracy data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
-    timing: dict[str, Any] = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4), "batches": len(times)}
+    timing: dict[str, Any] = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4),
+                              "batches": len(times)}
     if be.name == "onnxruntime" and manifest["precision"] != "fp32":
         fp32_ms = 1000 * float(np.median(reference_times))
         timing.update(fp32_median_ms=round(fp32_ms, 4), speedup=round(fp32_ms / max(timing["median_ms"], 1e-9), 4))

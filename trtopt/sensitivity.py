@@ -10,6 +10,7 @@ consistently across outputs of different scale); every metric of every output is
 Cost: two variants per layer, each a Q/DQ pass, an ONNX Runtime session and a run over the
 held-out samples; the analysis is a diagnostic, not part of a default build.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
@@ -40,9 +41,16 @@ class LayerSensitivity:
     gain: float  # full-INT8 noise-to-signal minus the one with this layer float
 
     def to_json(self) -> dict[str, Any]:
-        return {"node": self.layer.name, "op_type": self.layer.op_type, "harm": self.harm, "gain": self.gain,
-                "int8_alone": _summary(self.int8_alone.report), "float_alone": _summary(self.float_alone.report),
-                "int8_alone_latency_ms": self.int8_alone.latency_ms, "float_alone_latency_ms": self.float_alone.latency_ms}
+        return {
+            "node": self.layer.name,
+            "op_type": self.layer.op_type,
+            "harm": self.harm,
+            "gain": self.gain,
+            "int8_alone": _summary(self.int8_alone.report),
+            "float_alone": _summary(self.float_alone.report),
+            "int8_alone_latency_ms": self.int8_alone.latency_ms,
+            "float_alone_latency_ms": self.float_alone.latency_ms,
+        }
 
 
 @dataclass
@@ -54,29 +62,47 @@ class SensitivityResult:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"samples": self.samples, "evaluations": self.evaluations, "seconds": round(self.seconds, 3),
-                "all_int8": _summary(self.all_int8.report), "all_int8_latency_ms": self.all_int8.latency_ms,
-                "layers": [entry.to_json() for entry in self.layers]}
+        return {
+            "samples": self.samples,
+            "evaluations": self.evaluations,
+            "seconds": round(self.seconds, 3),
+            "all_int8": _summary(self.all_int8.report),
+            "all_int8_latency_ms": self.all_int8.latency_ms,
+            "layers": [entry.to_json() for entry in self.layers],
+        }
 
     def table(self, limit: int | None = None) -> str:
         """A Markdown table of the ranking (worst output's SNR and agreement, user metrics)."""
         user = sorted(self.all_int8.report.user_metrics)
-        header = ["rank", "node", "op", "INT8 alone: SNR dB", "agreement", *[f"{u}" for u in user],
-                  "float alone: SNR dB", "agreement", *[f"{u}" for u in user]]
+        header = [
+            "rank",
+            "node",
+            "op",
+            "INT8 alone: SNR dB",
+            "agreement",
+            *[f"{u}" for u in user],
+            "float alone: SNR dB",
+            "agreement",
+            *[f"{u}" for u in user],
+        ]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rank, entry in enumerate(self.layers[:limit], 1):
             cells = [str(rank), entry.layer.name, entry.layer.op_type]
             for evaluation in (entry.int8_alone, entry.float_alone):
                 report = evaluation.report
                 agreement = report.top1_agreement
-                cells += [f"{report.snr_db:.1f}", "-" if agreement is None else f"{100 * agreement:.2f}%",
-                          *[f"{report.user_metrics[u]:.4f}" for u in user]]
+                cells += [
+                    f"{report.snr_db:.1f}",
+                    "-" if agreement is None else f"{100 * agreement:.2f}%",
+                    *[f"{report.user_metrics[u]:.4f}" for u in user],
+                ]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
 
-def analyze(evaluator: Evaluator, layers: Sequence[Layer],
-            on_layer: Callable[[int, int], None] | None = None) -> SensitivityResult:
+def analyze(
+    evaluator: Evaluator, layers: Sequence[Layer], on_layer: Callable[[int, int], None] | None = None
+) -> SensitivityResult:
     """Measure both variants of every layer and rank them (``on_layer(done, total)`` reports progress)."""
     start_evaluations, start_seconds = evaluator.evaluations, evaluator.seconds
     all_int8 = evaluator.evaluate(())
@@ -86,20 +112,39 @@ def analyze(evaluator: Evaluator, layers: Sequence[Layer],
     for index, layer in enumerate(layers):
         alone = evaluator.evaluate(n for n in names if n != layer.name)
         kept = evaluator.evaluate([layer.name])
-        entries.append(LayerSensitivity(layer, alone, kept, noise_to_signal(alone.report),
-                                        baseline - noise_to_signal(kept.report)))
+        entries.append(
+            LayerSensitivity(layer, alone, kept, noise_to_signal(alone.report), baseline - noise_to_signal(kept.report))
+        )
         if on_layer is not None:
             on_layer(index + 1, len(layers))
     entries.sort(key=lambda e: (-e.harm, -e.gain))
-    return SensitivityResult(all_int8, entries, evaluator.heldout.samples, evaluator.evaluations - start_evaluations,
-                             evaluator.seconds - start_seconds)
+    return SensitivityResult(
+        all_int8,
+        entries,
+        evaluator.heldout.samples,
+        evaluator.evaluations - start_evaluations,
+        evaluator.seconds - start_seconds,
+    )
 
 
-def run_sensitivity(model: Path, *, calib_data: str, calib_method: str = "auto", calib_table: str | None = None,
-                    calib_samples: int = 512, val_data: str | None = None, samples: int = 64, batch_size: int = 16,
-                    encoding: str = "onnxruntime-cpu", per_channel: bool = True, exclude_nodes: Iterable[str] = (),
-                    exclude_op_types: Iterable[str] = (), metrics: MetricSettings | None = None, threads: int | None = None,
-                    on_layer: Callable[[int, int], None] | None = None) -> SensitivityResult:
+def run_sensitivity(
+    model: Path,
+    *,
+    calib_data: str,
+    calib_method: str = "auto",
+    calib_table: str | None = None,
+    calib_samples: int = 512,
+    val_data: str | None = None,
+    samples: int = 64,
+    batch_size: int = 16,
+    encoding: str = "onnxruntime-cpu",
+    per_channel: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+    metrics: MetricSettings | None = None,
+    threads: int | None = None,
+    on_layer: Callable[[int, int], None] | None = None,
+) -> SensitivityResult:
     """Calibrate (or load ``calib_table``), then :func:`analyze` every quantized layer on held-out data."""
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.data.sources import open_source

@@ -3,6 +3,7 @@
 This runs the user's code (the file is imported): data loaders and user accuracy metrics come in
 this way, and their help texts say so. Import failures are reported as the user's file's failure.
 """
+
 from __future__ import annotations
 
 import importlib.util

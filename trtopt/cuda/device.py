@@ -68,5 +68,8 @@ def probe_devices() -> tuple[int, str]:
     try:
         count = call("cudaGetDeviceCount")
     except CudaError as exc:
-        return 0, f"no usable CUDA device ({exc})"
+        from trtopt.cuda.stack import detect_stack, stack_problems
+
+        hints = stack_problems(detect_stack())  # the usual cause: cuda-python newer than the driver
+        return 0, f"no usable CUDA device ({exc})" + "".join(f"; {hint}" for hint in hints)
     return int(count), "" if count else "no CUDA device"

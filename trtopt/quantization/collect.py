@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources import DataSource
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.progress import progress
@@ -36,7 +36,7 @@ class TargetRunner:
     """An ONNX Runtime runner of the model with every target tensor exposed as an output."""
 
     def __init__(self, model: onnx.ModelProto, targets: Sequence[str], threads: int | None = None) -> None:
-        from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
+        from trtopt.ortsession import OrtSession, make_session_options
 
         model = onnx.ModelProto.FromString(model.SerializeToString())
         present = {out.name for out in model.graph.output}
@@ -50,7 +50,7 @@ class TargetRunner:
             # shows up as peak memory creeping with the number of batches
             options = make_session_options(threads)
             options.enable_cpu_mem_arena = False
-            self.runner = OnnxRuntimeRunner(path, session_options=options)
+            self.runner = OrtSession(path, options)
         float_outputs = {info.name for info in self.runner.outputs if np.dtype(info.dtype).kind == "f"}
         self.targets = [name for name in targets if name in float_outputs]
 
@@ -62,7 +62,7 @@ class TargetRunner:
         """Yield (batch index, batch size, target activations), with a progress bar over samples."""
         with progress(total=data.num_samples, desc=desc, unit="sample") as bar:
             for index, batch in enumerate(data):
-                outputs = self.runner.infer(batch.feed)
+                outputs = self.runner.run(batch.feed)
                 yield index, batch.size, {name: outputs[name] for name in self.targets}
                 del outputs
                 bar.update(batch.size)
