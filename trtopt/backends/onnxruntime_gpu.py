@@ -11,10 +11,11 @@ load does not rebuild. It is also given the build's optimization profile
 onnxruntime PR 15546, for every dynamic input, in trtexec's ``name:1x3x16x16`` spelling): without
 them it builds for the shapes it first sees and rebuilds whenever a call falls outside them, at
 run time. They are stored in ``session.json`` and passed on every load, as the EP compares them
-with its cached engine's profile to decide whether to rebuild. For Q/DQ INT8 models it gets ``trt_int8_enable``: ONNX Runtime's TensorRT EP builds
-weakly typed networks, where TensorRT 10 refuses INT8 Q/DQ layers unless the builder's INT8 flag is
-set ("int8 is not configured in the builder", onnxruntime issue 13381); with Q/DQ nodes present
-the EP uses their scales and needs no calibration table (onnxruntime PR 8969).
+with its cached engine's profile to decide whether to rebuild. For Q/DQ INT8 models it gets
+``trt_int8_enable``: ONNX Runtime's TensorRT EP builds weakly typed networks, where TensorRT 10
+refuses INT8 Q/DQ layers unless the builder's INT8 flag is set ("int8 is not configured in the
+builder", onnxruntime issue 13381); with Q/DQ nodes present the EP uses their scales and needs no
+calibration table (onnxruntime PR 8969).
 """
 from __future__ import annotations
 
