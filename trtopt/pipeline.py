@@ -24,6 +24,8 @@ from trtopt.budget import AccuracyBudget
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_directory, atomic_write_json, ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.repository import MANIFEST, SCHEMA_VERSION, cached_manifest, read_manifest
+from trtopt.shapes import fit_profile_batch, is_dynamic, unpad_outputs
+from trtopt.tensors import ShapeProfile, TensorInfo
 
 log = logging.getLogger("trtopt.build")
 
@@ -33,6 +35,23 @@ SCALE_TABLE_FILE = "scales.json"
 # A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
 # belong to no running build (TensorRT builds of large models take minutes to an hour) and are swept.
 STALE_STAGING_S = 6 * 3600
+# Backends that run any input shape: a dynamic dimension nobody gave needs no profile entry there.
+PROFILE_FREE_BACKENDS = ("onnxruntime", "onnxruntime-cuda")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What every data source of one build needs beyond the inputs: model constants, shapes, ranges."""
+
+    constants: Mapping[str, TensorInfo]  # initializer-backed inputs (old IR)
+    profile: ShapeProfile
+    ranges: Mapping[str, tuple[float, float]]  # --input-range, for generated data
+
+    def for_source(self, spec: str) -> dict[str, Any]:
+        """open_source() keywords; generated data takes its shapes from the profile (opt) and the ranges."""
+        if spec == "random":
+            return {"shapes": dict(self.profile.opt), "ranges": dict(self.ranges)}
+        return {"constants": self.constants}
 
 
 @dataclass
@@ -127,6 +146,7 @@ def build(
     version_compatible: bool = False,
     hardware_compat: str = "none",
     batch_size: int = 32,
+    input_ranges: str | Mapping[str, tuple[float, float]] | None = None,
     force: bool = False,
 ) -> BuildResult:
     """Build ``engines/NAME`` from an FP32 ONNX; see the module docstring for the stages.
@@ -134,12 +154,17 @@ def build(
     INT8 needs calibration data (`calib_data`, any spec trtopt.data.sources.open_source takes) or a
     scale table computed on this exact model (`calib_table`). Accuracy is measured on the held-out
     part of `calib_data`, or on `val_data` when given; FP32/FP16 builds without data use seeded
-    random inputs (agreement only, no task accuracy).
+    random inputs (agreement only, no task accuracy; integer inputs need `input_ranges`).
+
+    Any ONNX a user brings: initializer-backed inputs of old-IR models are constants unless the
+    data feeds them; dynamic dimensions come from the calibration/validation data unless shapes are
+    given; every stage reads the prepared model (trtopt.quantization.modelio.prepared_source).
     """
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.backends.registry import BuildOptions, get_backend
     from trtopt.backends.select import select_backend
-    from trtopt.quantization.modelio import load_onnx
+    from trtopt.data.sources.synthetic import parse_input_ranges
+    from trtopt.quantization.modelio import initializer_inputs, load_onnx, prepared_source
     from trtopt.shapes import derive_profile
 
     started = time.perf_counter()
@@ -151,7 +176,9 @@ def build(
             "--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
             "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model"
         )
-    load_onnx(source)
+    model = load_onnx(source)
+    backed = initializer_inputs(model)
+    ranges = parse_input_ranges(input_ranges) if isinstance(input_ranges, str | None) else dict(input_ranges)
     metrics = metrics or MetricSettings()
     budget = AccuracyBudget.parse(accuracy_budget, user_metrics=bool(metrics.user_metrics))
     backend_name, reason = select_backend(backend)
@@ -163,101 +190,145 @@ def build(
     root = ensure_writable_dir(engines_dir, "engines folder")
     engine_dir = root / name
 
-    reference = OnnxRuntimeRunner(source, threads=threads)
-    profile = derive_profile(reference.inputs, shapes, min_shapes, opt_shapes, max_shapes)
-    options = BuildOptions(precision=precision, profile=profile, workspace_bytes=workspace_bytes, opt_level=opt_level,
-                           threads=threads, timing_cache=Path(timing_cache) if timing_cache else None,
-                           tf32=tf32, version_compatible=version_compatible, hardware_compat=hardware_compat,
-                           extra={"encoding": encoding if precision == "int8" else None, "per_channel": per_channel,
-                                  "exclude_nodes": sorted(exclude_nodes), "exclude_op_types": sorted(exclude_op_types),
-                                  "keep_io_types": keep_io_types})
-    source_sha = sha256_file(source)
-    backend_version, device = be.version(), be.device()
-    calib_table_sha = sha256_file(calib_table) if calib_table else None
-    key_parts = {
-        "trtopt": __version__, "source": source_sha, "precision": precision, "backend": be.name,
-        "backend_version": backend_version, "device": device, "options": options.to_json(),
-        "calibration": {"data": data_fingerprint(calib_data), "method": calib_method, "samples": calib_samples,
-                        "table": calib_table_sha} if precision in ("int8", "fp16") else None,
-        "accuracy": {"data": data_fingerprint(val_data), "samples": accuracy_samples, "budget": budget.to_json(),
-                     "metrics": metrics.to_json(), "metric_files": [data_fingerprint(m) for m in metrics.user_metrics]},
-    }
-    cache_key = sha256_bytes(repr(sorted(key_parts.items())).encode())
-    if not force:
-        cached = cached_manifest(engine_dir, cache_key)
-        if cached is not None:
-            reference.close()
-            return BuildResult(name, engine_dir, cached, cache_hit=True, backend_reason=reason)
-
-    _sweep_stale_staging(root, name)
-    table = _scale_table(
-        source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force
-    )
-    accuracy_batch = _batch_size(reference.inputs, profile, batch_size)
-    mixed = None
-    if precision == "int8" and budget:
-        mixed = _mixed_precision(source, table, encoding, per_channel, exclude_nodes, exclude_op_types, budget, metrics,
-                                 _accuracy_data(calib_data, val_data), accuracy_samples, accuracy_batch, threads)
-        exclude_nodes = sorted(set(exclude_nodes) | set(mixed.float_nodes))
-    with atomic_directory(engine_dir) as staging:
-        model_file, model_info = _precision_model(source, staging, precision, table, encoding, per_channel,
-                                                  exclude_nodes, exclude_op_types, keep_io_types)
-        if table is not None:
-            table.save(staging / SCALE_TABLE_FILE)
-        built = be.build(staging / model_file, staging, options)
-        engine_path = staging / built.engine_file
-        manifest: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION, "name": name, "cache_key": cache_key,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trtopt_version": __version__,
-            "command": _cli_command(),
-            "backend": {"name": be.name, "version": backend_version}, "device": device, "precision": precision,
-            "source": {"path": os.fspath(source), "sha256": source_sha},
-            "model": {"file": model_file, "sha256": sha256_file(staging / model_file), **model_info},
-            "engine": {
-                "file": built.engine_file,
-                "sha256": sha256_file(engine_path),
-                "bytes": engine_path.stat().st_size,
-            },
-            "calibration": None
-            if table is None
-            else {
-                "table_id": table.table_id,
-                "method": table.method,
-                "file": SCALE_TABLE_FILE,
-                "data": calib_data,
-                "samples": table.num_samples,
-            },
-            "io": {
-                "inputs": [i.to_json() for i in reference.inputs],
-                "outputs": [o.to_json() for o in reference.outputs],
-                "profile": profile.to_json(),
-            },
-            "build_options": options.to_json(),
-            **built.manifest_fields,
+    overrides = _fed_constants(model, backed, calib_data, val_data)
+    del model
+    with prepared_source(source, overrides) as work:
+        reference = OnnxRuntimeRunner(work, threads=threads)
+        observed = _observed_shapes(reference.inputs, calib_data, val_data, backed, batch_size)
+        profile = derive_profile(reference.inputs, shapes, min_shapes, opt_shapes, max_shapes, observed=observed,
+                                 observed_from=f"data {calib_data or val_data}",
+                                 require_all=be.name not in PROFILE_FREE_BACKENDS)
+        data_options = DataOptions(backed, profile, ranges)
+        options = BuildOptions(precision=precision, profile=profile, workspace_bytes=workspace_bytes,
+                               opt_level=opt_level, threads=threads,
+                               timing_cache=Path(timing_cache) if timing_cache else None,
+                               tf32=tf32, version_compatible=version_compatible, hardware_compat=hardware_compat,
+                               extra={"encoding": encoding if precision == "int8" else None,
+                                      "per_channel": per_channel, "exclude_nodes": sorted(exclude_nodes),
+                                      "exclude_op_types": sorted(exclude_op_types), "keep_io_types": keep_io_types})
+        source_sha = sha256_file(source)
+        backend_version, device = be.version(), be.device()
+        calib_table_sha = sha256_file(calib_table) if calib_table else None
+        key_parts = {
+            "trtopt": __version__, "source": source_sha, "precision": precision, "backend": be.name,
+            "backend_version": backend_version, "device": device, "options": options.to_json(),
+            "calibration": {"data": data_fingerprint(calib_data), "method": calib_method, "samples": calib_samples,
+                            "table": calib_table_sha} if precision in ("int8", "fp16") else None,
+            "accuracy": {"data": data_fingerprint(val_data), "samples": accuracy_samples,
+                         "budget": budget.to_json(), "metrics": metrics.to_json(),
+                         "input_ranges": sorted(ranges.items()),
+                         "metric_files": [data_fingerprint(m) for m in metrics.user_metrics]},
         }
-        report, timing, data_used = _measure_accuracy(be, staging, manifest, reference,
-                                                      _accuracy_data(calib_data, val_data), accuracy_samples,
-                                                      accuracy_batch, metrics)
-        problems = budget.violations(report, timing.get("speedup"))
-        if problems:
-            raise TrtoptError(
-                f"engine {name!r} misses the accuracy budget: "
-                + "; ".join(problems)
-                + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
-            )
-        far_off = far_off_problems(report)
-        if far_off and not accept_accuracy_loss:
-            log.warning("engine %r is far off FP32: %s", name, "; ".join(far_off))
-        manifest["accuracy"] = {**report.to_json(), "data": data_used, "budget": budget.to_json() or None,
-                                "metric_settings": metrics.to_json(), "far_off": far_off,
-                                "far_off_accepted": bool(far_off) and accept_accuracy_loss}
-        if mixed is not None:
-            manifest["mixed_precision"] = mixed.to_json()
-        manifest["timing"] = timing
-        manifest["build_seconds"] = round(time.perf_counter() - started, 3)
-        atomic_write_json(staging / MANIFEST, manifest)
-    reference.close()
-    return BuildResult(name, engine_dir, read_manifest(engine_dir), cache_hit=False, backend_reason=reason)
+        cache_key = sha256_bytes(repr(sorted(key_parts.items())).encode())
+        if not force:
+            cached = cached_manifest(engine_dir, cache_key)
+            if cached is not None:
+                reference.close()
+                return BuildResult(name, engine_dir, cached, cache_hit=True, backend_reason=reason)
+
+        _sweep_stale_staging(root, name)
+        table = _scale_table(
+            work, source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force,
+            data_options,
+        )
+        accuracy_batch = _batch_size(reference.inputs, profile, batch_size)
+        mixed = None
+        if precision == "int8" and budget:
+            mixed = _mixed_precision(work, table, encoding, per_channel, exclude_nodes, exclude_op_types, budget,
+                                     metrics, _accuracy_data(calib_data, val_data), accuracy_samples, accuracy_batch,
+                                     threads)
+            exclude_nodes = sorted(set(exclude_nodes) | set(mixed.float_nodes))
+        with atomic_directory(engine_dir) as staging:
+            model_file, model_info = _precision_model(work, staging, precision, table, encoding, per_channel,
+                                                      exclude_nodes, exclude_op_types, keep_io_types)
+            if table is not None:
+                table.save(staging / SCALE_TABLE_FILE)
+            built = be.build(staging / model_file, staging, options)
+            engine_path = staging / built.engine_file
+            manifest: dict[str, Any] = {
+                "schema_version": SCHEMA_VERSION, "name": name, "cache_key": cache_key,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "trtopt_version": __version__,
+                "command": _cli_command(),
+                "backend": {"name": be.name, "version": backend_version}, "device": device, "precision": precision,
+                "source": {"path": os.fspath(source), "sha256": source_sha},
+                "model": {"file": model_file, "sha256": sha256_file(staging / model_file), **model_info},
+                "engine": {
+                    "file": built.engine_file,
+                    "sha256": sha256_file(engine_path),
+                    "bytes": engine_path.stat().st_size,
+                },
+                "calibration": None
+                if table is None
+                else {
+                    "table_id": table.table_id,
+                    "method": table.method,
+                    "file": SCALE_TABLE_FILE,
+                    "data": calib_data,
+                    "samples": table.num_samples,
+                },
+                "io": {
+                    "inputs": [i.to_json() for i in reference.inputs],
+                    "outputs": [o.to_json() for o in reference.outputs],
+                    "profile": profile.to_json(),
+                },
+                "build_options": options.to_json(),
+                **built.manifest_fields,
+            }
+            report, timing, data_used = _measure_accuracy(be, staging, manifest, reference,
+                                                          _accuracy_data(calib_data, val_data), accuracy_samples,
+                                                          accuracy_batch, metrics, data_options)
+            problems = budget.violations(report, timing.get("speedup"))
+            if problems:
+                raise TrtoptError(
+                    f"engine {name!r} misses the accuracy budget: "
+                    + "; ".join(problems)
+                    + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
+                )
+            far_off = far_off_problems(report)
+            if far_off and not accept_accuracy_loss:
+                log.warning("engine %r is far off FP32: %s", name, "; ".join(far_off))
+            manifest["accuracy"] = {**report.to_json(), "data": data_used, "budget": budget.to_json() or None,
+                                    "metric_settings": metrics.to_json(), "far_off": far_off,
+                                    "far_off_accepted": bool(far_off) and accept_accuracy_loss}
+            if mixed is not None:
+                manifest["mixed_precision"] = mixed.to_json()
+            manifest["timing"] = timing
+            manifest["build_seconds"] = round(time.perf_counter() - started, 3)
+            atomic_write_json(staging / MANIFEST, manifest)
+        reference.close()
+        return BuildResult(name, engine_dir, read_manifest(engine_dir), cache_hit=False, backend_reason=reason)
+
+
+def _fed_constants(model: Any, backed: Mapping[str, TensorInfo], calib_data: str | None,
+                   val_data: str | None) -> dict[str, Any]:
+    """Values the user's data gives for initializer-backed inputs (old IR); checked against the initializers."""
+    from trtopt.data.sources import open_source
+    from trtopt.quantization.modelio import feed_inputs
+
+    fed: dict[str, Any] = {}
+    for spec in (calib_data, val_data):
+        if backed and spec and spec != "random":
+            fed.update(open_source(spec, feed_inputs(model), constants=backed).constant_feeds())
+    return fed
+
+
+def _observed_shapes(inputs: Sequence[TensorInfo], calib_data: str | None, val_data: str | None,
+                     backed: Mapping[str, TensorInfo], batch_size: int) -> dict[str, Any]:
+    """Sizes the calibration/validation data holds, for inputs with dynamic non-batch dimensions."""
+    from trtopt.data.sources import open_source
+    from trtopt.shapes import observe_shapes
+
+    if not any(is_dynamic(d) for info in inputs for d in info.shape[1:]):
+        return {}
+    observed: dict[str, Any] = {}
+    for spec in (calib_data, val_data):
+        if not spec or spec == "random":
+            continue
+        data = open_source(spec, inputs, batch_size=batch_size, constants=backed)
+        for name, (low, high) in observe_shapes(batch.feed for batch in data).items():
+            old_low, old_high = observed.get(name, (low, high))
+            observed[name] = (tuple(map(min, old_low, low)), tuple(map(max, old_high, high)))
+    return observed
 
 
 def _sweep_stale_staging(root: Path, name: str) -> None:
@@ -270,6 +341,7 @@ def _sweep_stale_staging(root: Path, name: str) -> None:
 
 
 def _scale_table(
+    work: Path,
     source: Path,
     precision: str,
     calib_data: str | None,
@@ -279,6 +351,7 @@ def _scale_table(
     reference: Any,
     batch_size: int,
     force: bool,
+    data_options: DataOptions,
 ) -> Any:
     """The INT8 scale table (loaded or calibrated now); FP16 uses one for its range rules when data is given."""
     from trtopt.quantization.table import ScaleTable
@@ -292,10 +365,9 @@ def _scale_table(
     from trtopt.data.sources import open_source
     from trtopt.quantization.calibrate import calibrate
 
-    data = open_source(
-        str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration"
-    )
-    return calibrate(source, data, method=method)
+    data = open_source(str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples,
+                       part="calibration", **data_options.for_source(str(calib_data)))
+    return calibrate(work, data, method=method)
 
 
 def _precision_model(
@@ -313,19 +385,21 @@ def _precision_model(
     if precision == "int8":
         from trtopt.quantization.qdq import quantize
 
+        # force: the table was checked against the user's model in _scale_table; `source` may be its prepared copy
         result = quantize(source, table, staging / "model.int8.onnx", encoding=encoding, per_channel=per_channel,
-                          exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types)
+                          exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types, force=True)
         return "model.int8.onnx", {"encoding": encoding, "quantized_activations": len(result.activations),
                                    "quantized_weights": len(result.weights), "missing_scales": result.missing_scales}
     if precision == "fp16":
         from trtopt.quantization.fp16 import convert_fp16
 
         result = convert_fp16(source, staging / "model.fp16.onnx", scales=table, keep_io_types=keep_io_types,
-                              exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types)
+                              exclude_nodes=exclude_nodes, exclude_op_types=exclude_op_types, force=True)
         return "model.fp16.onnx", {"kept_fp32": result.kept_fp32, "keep_io_types": keep_io_types}
-    from trtopt.fileio import atomic_write_bytes
+    from trtopt.quantization.modelio import load_onnx, save_onnx, uses_external_data
 
-    atomic_write_bytes(staging / "model.fp32.onnx", source.read_bytes())
+    # external weights travel with the model (the staging folder is published as one rename)
+    save_onnx(load_onnx(source), staging / "model.fp32.onnx", external=uses_external_data(source) or None)
     return "model.fp32.onnx", {}
 
 
@@ -354,7 +428,8 @@ def _mixed_precision(source: Path, table: Any, encoding: str, per_channel: bool,
 
 
 def _measure_accuracy(be: Any, staging: Path, manifest: dict[str, Any], reference: Any, data_spec: tuple[str, str],
-                      samples: int, batch: int, metrics: MetricSettings) -> tuple[Any, dict[str, Any], str]:
+                      samples: int, batch: int, metrics: MetricSettings,
+                      data_options: DataOptions) -> tuple[Any, dict[str, Any], str]:
     """Run the new engine and the FP32 ONNX on the same held-out batches, comparing every output; time both.
 
     Speed vs FP32 is measured only where the FP32 reference runs on the same backend (ONNX Runtime
@@ -367,18 +442,22 @@ def _measure_accuracy(be: Any, staging: Path, manifest: dict[str, Any], referenc
     from trtopt.progress import progress
 
     spec, part = data_spec
-    data = open_source(str(spec), reference.inputs, batch_size=batch, max_samples=samples, part=part)
+    data = open_source(str(spec), reference.inputs, batch_size=batch, max_samples=samples, part=part,
+                       **data_options.for_source(str(spec)))
     accumulator = AccuracyAccumulator(metrics)
     times, reference_times = [], []
     with be.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
+            feed, padded = fit_profile_batch(item.feed, data_options.profile)
             tic = time.perf_counter()
-            expected = reference.infer(item.feed)
+            expected = reference.infer(feed)
             reference_times.append(time.perf_counter() - tic)
             tic = time.perf_counter()
-            got = engine.infer(item.feed)
+            got = engine.infer(feed)
             times.append(time.perf_counter() - tic)
-            accumulator.update(expected, {k: np.asarray(v) for k, v in got.items()}, item.labels)
+            accumulator.update(unpad_outputs(expected, item.size, padded),
+                               unpad_outputs({k: np.asarray(v) for k, v in got.items()}, item.size, padded),
+                               item.labels)
     if accumulator.samples == 0:
         raise UsageError(f"accuracy data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
     timing: dict[str, Any] = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4),
