@@ -37,7 +37,7 @@ if [ "${SKIP_GPU_TESTS:-0}" = 1 ]; then
   echo "== GPU tests: not run here (SKIP_GPU_TESTS=1: the caller ran them)"
 else
   echo "== GPU tests (must pass, not skip)"
-  "$PYTHON" -m pytest -q -m "tensorrt or cuda" -rs tests/test_tensorrt_gpu.py tests/test_cuda_gpu.py | tee "$WORK/gpu-tests.txt"
+  "$PYTHON" -m pytest -q -m "tensorrt or cuda" -rs tests/test_tensorrt_gpu.py tests/test_cuda_gpu.py tests/test_cuda_torch_gpu.py | tee "$WORK/gpu-tests.txt"
   if grep -q "skipped" "$WORK/gpu-tests.txt"; then
     echo "gpu_acceptance: some GPU tests were skipped (see the reasons above)" >&2
     exit 1

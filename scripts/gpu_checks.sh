@@ -6,11 +6,12 @@
 #
 # 1. refuses (exit 2) when there is no NVIDIA GPU, driver or cuda-python: nothing is reported as
 #    passed where nothing ran;
-# 2. the CUDA layer without TensorRT (tests/test_cuda_gpu.py, cuda-python + PyTorch with CUDA):
-#    buffers, streams, CUDA graphs replayed for alternating batch 1/4/1/4 against a plain run, a
-#    misaligned torch input (torch.empty(n + 1)[1:]) through an aligned buffer, and a producer race
-#    (a long torch kernel writing the input, read at once, compared with the tensor after
-#    synchronizing) for DLPack, a streamless interface and a stream-stating interface;
+# 2. the CUDA layer without TensorRT: tests/test_cuda_gpu.py (cuda-python only: buffers, streams,
+#    CUDA graphs replayed for alternating batch 1/4/1/4 against a plain run) and
+#    tests/test_cuda_torch_gpu.py (with a CUDA build of PyTorch: a misaligned torch input,
+#    torch.empty(n + 1)[1:], through an aligned buffer, and a producer race, a long torch kernel
+#    writing the input, read at once, compared with the tensor after synchronizing, for DLPack, a
+#    streamless interface and a stream-stating interface);
 # 3. where TensorRT imports: the TensorRT GPU tests (tests/test_tensorrt_gpu.py) and
 #    scripts/gpu_acceptance.sh for the models in $MODELS (default: lenet), within what is left of
 #    the 10 minutes. Without TensorRT this part is reported as NOT RUN.
@@ -67,8 +68,9 @@ run_part() {  # name, seconds, command...: PASS only when it exits 0 and skipped
   else RESULT[$name]="PASS"; fi
 }
 
-run_part cuda-layer 180 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m cuda tests/test_cuda_gpu.py
-ORDER=(cuda-layer)
+run_part cuda-layer 90 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m cuda tests/test_cuda_gpu.py
+run_part torch-interop 120 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m cuda tests/test_cuda_torch_gpu.py
+ORDER=(cuda-layer torch-interop)
 if "$PYTHON" -c "import tensorrt" 2>/dev/null; then
   run_part tensorrt-tests "$(( $(left) > 240 ? 240 : $(left) ))" \
     "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m tensorrt tests/test_tensorrt_gpu.py

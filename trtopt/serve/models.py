@@ -26,14 +26,11 @@ from trtopt.errors import UsageError
 from trtopt.repository import MANIFEST, load, read_manifest
 from trtopt.serve.batcher import DynamicBatcher, Outputs, PendingRequest
 from trtopt.serve.codec import InferenceRequest
-from trtopt.serve.datatypes import config_name, v2_name
+from trtopt.serve.datatypes import v2_name
 from trtopt.serve.errors import BadRequest, NotFound, Unavailable
 from trtopt.serve.metrics import ModelStats, ServeMetrics
+from trtopt.serve.triton_config import model_config, platform_of, tensor_dims
 from trtopt.serve.settings import BatchingSettings, ServerSettings, effective_batching, engine_max_batch_size
-
-# Triton platform names of trtopt backends (what the engine file is)
-PLATFORMS = {"tensorrt": "tensorrt_plan"}
-DEFAULT_PLATFORM = "onnxruntime_onnx"
 
 
 def find_engines(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
@@ -103,8 +100,8 @@ class ServedModel:
         return self.stats.version
 
     @property
-    def platform(self) -> str:
-        return PLATFORMS.get(str(self.manifest["backend"].get("name")), DEFAULT_PLATFORM)
+    def backend(self) -> str:
+        return str(self.manifest["backend"].get("name"))
 
     @property
     def profile(self) -> Mapping[str, Any] | None:
@@ -113,7 +110,7 @@ class ServedModel:
     def load(self) -> None:
         """Open the runner pool, run the warm-up on each runner, start the batcher."""
         options = (
-            {"threads": self.requested.threads} if self.requested.threads and self.platform == DEFAULT_PLATFORM else {}
+            {"threads": self.requested.threads} if self.requested.threads and self.backend == "onnxruntime" else {}
         )
         for _ in range(self.requested.instances):
             self._runners.append(load(self.folder, **options))
@@ -195,59 +192,28 @@ class ServedModel:
             raise BadRequest(f"model {self.name!r} has no output(s) {unknown}; its outputs are {names}")
         return list(requested)
 
-    def _dims(self, info: TensorInfo, metadata: bool) -> list[int]:
-        dims = [d if isinstance(d, int) else -1 for d in info.shape]
-        return dims if metadata or not self.settings.max_batch_size else dims[1:]
-
     def _describe(self, info: TensorInfo) -> str:
-        return f"{info.name}: {v2_name(info.dtype)}{self._dims(info, metadata=True)}"
+        return f"{info.name}: {v2_name(info.dtype)}{tensor_dims(info, batched=False)}"
 
     def metadata(self) -> dict[str, Any]:
-        """The v2 model metadata response."""
+        """The v2 model metadata response (shapes with the batch axis, -1 where dynamic)."""
 
         def tensors(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
             return [
-                {"name": i.name, "datatype": v2_name(i.dtype), "shape": self._dims(i, metadata=True)} for i in infos
+                {"name": i.name, "datatype": v2_name(i.dtype), "shape": tensor_dims(i, batched=False)} for i in infos
             ]
 
         return {
             "name": self.name,
             "versions": [self.version],
-            "platform": self.platform,
+            "platform": platform_of(self.backend),
             "inputs": tensors(self.inputs),
             "outputs": tensors(self.outputs),
         }
 
     def config(self) -> dict[str, Any]:
-        """Triton's model configuration (ModelConfig message fields) for this model as served."""
-
-        def tensors(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
-            return [
-                {"name": i.name, "data_type": config_name(i.dtype), "dims": self._dims(i, metadata=False)}
-                for i in infos
-            ]
-
-        settings = self.settings
-        config: dict[str, Any] = {
-            "name": self.name,
-            "platform": self.platform,
-            "max_batch_size": settings.max_batch_size or 0,
-            "input": tensors(self.inputs),
-            "output": tensors(self.outputs),
-            "instance_group": [
-                {"count": settings.instances, "kind": "KIND_CPU" if self.platform == DEFAULT_PLATFORM else "KIND_GPU"}
-            ],
-        }
-        if settings.max_batch_size:
-            config["dynamic_batching"] = {
-                "preferred_batch_size": list(settings.preferred_batch_size),
-                "max_queue_delay_microseconds": settings.max_queue_delay_microseconds,
-                "default_queue_policy": {
-                    "max_queue_size": settings.max_queue_size,
-                    "default_timeout_microseconds": settings.default_timeout_microseconds,
-                },
-            }
-        return config
+        """Triton's model configuration for this model as served."""
+        return model_config(self.name, self.backend, self.inputs, self.outputs, self.settings)
 
 
 def _deadline(timeout_us: int | None) -> float:
