@@ -102,16 +102,6 @@ def feed_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
     return infos
 
 
-def check_initializer_feed(info: TensorInfo, value: np.ndarray, origin: str) -> np.ndarray:
-    """A user's value for an initializer-backed input: same dtype kind and exactly its shape."""
-    array = np.asarray(value)
-    if array.shape != tuple(info.shape) or array.dtype.kind != np.dtype(info.dtype).kind:
-        raise UsageError(f"{origin}: input {info.name!r} is an initializer of the model ({info.describe()}); "
-                         f"the data gives {array.dtype.name}{list(array.shape)}; feed exactly that shape, or leave "
-                         "it out to use the model's value")
-    return array.astype(info.dtype)
-
-
 def prepare_model(model: onnx.ModelProto, overrides: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """Initializer-backed inputs become constants (with the user's value where ``overrides`` has one).
 

@@ -114,8 +114,6 @@ class DataSource(abc.ABC):
     # --- shared behaviour ----------------------------------------------------------------------
     def constant_feeds(self) -> dict[str, np.ndarray]:
         """Values the data gives for initializer-backed inputs (read from the first chunk, checked)."""
-        from trtopt.quantization.modelio import check_initializer_feed
-
         if not self.constants:
             return {}
         for chunk in self._chunks():
@@ -209,6 +207,16 @@ class DataSource(abc.ABC):
                 raise UsageError(f"{chunk.origin}: {labels.shape[0]} labels for "
                                  f"{next(iter(feed.values())).shape[0]} samples")
         return feed, labels
+
+
+def check_initializer_feed(info: TensorInfo, value: np.ndarray, origin: str) -> np.ndarray:
+    """A user's value for an initializer-backed input: same dtype kind and exactly its shape."""
+    array = np.asarray(value)
+    if array.shape != tuple(info.shape) or array.dtype.kind != np.dtype(info.dtype).kind:
+        raise UsageError(f"{origin}: input {info.name!r} is an initializer of the model ({info.describe()}); "
+                         f"the data gives {array.dtype.name}{list(array.shape)}; feed exactly that shape, or leave "
+                         "it out to use the model's value")
+    return array.astype(info.dtype)
 
 
 def single_input(inputs: Sequence[TensorInfo], what: str) -> TensorInfo:
