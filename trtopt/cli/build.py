@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types, keep_io_types=args.keep_io_types,
         threads=args.threads, workspace_bytes=args.workspace, opt_level=args.opt_level, timing_cache=args.timing_cache,
         tf32=args.tf32, version_compatible=args.version_compatible, hardware_compat=args.hardware_compat,
-        batch_size=args.batch_size, force=args.force)
+        batch_size=args.batch_size, force=args.force, command=args.command_line)
     if args.json:
         print(
             json.dumps(
