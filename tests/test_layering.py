@@ -16,12 +16,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trtopt"
 
 # top-level part of trtopt (module or subpackage) -> layer; lower numbers may not import higher ones
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["", "errors", "fileio", "progress", "hostinfo", "tensors", "settings"], 0),
-    **dict.fromkeys(["data", "shapes", "quantization", "accuracy", "models", "cuda", "ortsession"], 1),
+    **dict.fromkeys(["", "errors", "fileio", "progress", "hostinfo", "tensors", "usercode"], 0),
+    **dict.fromkeys(["data", "shapes", "quantization", "accuracy", "budget", "settings", "models", "cuda",
+                     "ortsession"], 1),
     **dict.fromkeys(["train", "export"], 2),
     "backends": 3,
     "repository": 4,
-    **dict.fromkeys(["plan", "pipeline"], 5),
+    **dict.fromkeys(["plan", "pipeline", "int8_eval", "sensitivity", "mixed_precision"], 5),
     **dict.fromkeys(["bench", "serve", "demo"], 6),
     **dict.fromkeys(["cli", "__main__"], 7),
 }

@@ -227,3 +227,92 @@ def test_parser_errors_name_the_node(tmp_path: Path) -> None:
 
     with pytest.raises(TrtoptError, match="mystery"):
         BACKEND.build(tmp_path / "bad.onnx", tmp_path, BuildOptions())
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip(f"PyTorch {torch.__version__} here has no CUDA")
+    return torch
+
+
+@pytest.fixture(scope="module")
+def dynamic_engine(tmp_path_factory: pytest.TempPathFactory):
+    """One dynamic-batch (1..8) convnet engine shared by the runner tests below: (backend, manifest, folder)."""
+    folder = tmp_path_factory.mktemp("dynamic")
+    model = make_residual_convnet(folder / "m.onnx")
+    backend, manifest = _build(model, folder / "engine")
+    return backend, manifest, folder / "engine"
+
+
+def test_cuda_graph_alternating_batches_match_plain_runs(dynamic_engine) -> None:
+    backend, manifest, folder = dynamic_engine
+    with backend.load(folder, manifest) as plain, backend.load(folder, manifest, cuda_graph=True) as graphed:
+        for n in (1, 4, 1, 4, 1, 1, 4, 4):
+            batch = _batch(n) * (1 + n)
+            want = plain.infer({"input": batch})["logits"]
+            np.testing.assert_allclose(graphed.infer({"input": batch})["logits"], want, atol=1e-6)
+        assert len(graphed._all_slots[0].graphs) == 2  # one graph per batch size, replayed after an enqueue
+
+
+def test_infer_device_with_graphs_captures_once(tmp_path: Path) -> None:
+    from trtopt.cuda.interop import DeviceArray
+
+    model = make_residual_convnet(tmp_path / "m.onnx")
+    backend, manifest = _build(model, tmp_path / "engine", shapes="input:4x3x16x16")
+    batch = _batch(4)
+    with backend.load(tmp_path / "engine", manifest, cuda_graph=True) as runner:
+        want = runner.infer({"input": batch})["logits"]
+        for _ in range(4):  # a new output DeviceArray each call: still one graph
+            got = runner.infer_device({"input": DeviceArray.from_host(batch)})["logits"]
+            np.testing.assert_allclose(got.to_host(), want, atol=1e-6)
+        assert len(runner._all_slots[0].graphs) == 1
+
+
+@pytest.fixture
+def torch_and_runner(dynamic_engine):
+    """(torch with CUDA, a plain runner of the shared dynamic engine)."""
+    torch = _torch_cuda()
+    backend, manifest, folder = dynamic_engine
+    with backend.load(folder, manifest) as runner:
+        yield torch, runner
+
+
+def test_misaligned_torch_input_and_output(torch_and_runner) -> None:
+    torch, runner = torch_and_runner
+    batch = _batch(2)
+    want = runner.infer({"input": batch})["logits"]
+    tensor = torch.empty(batch.size + 1, device="cuda")[1:]  # 4 bytes past a 256-byte boundary
+    tensor.copy_(torch.from_numpy(batch.ravel()).cuda())
+    out = torch.empty(2 * 10 + 1, device="cuda")[1:].view(2, 10)
+    assert tensor.data_ptr() % 256 and out.data_ptr() % 256
+    runner.infer_device({"input": tensor.view(batch.shape)}, out={"logits": out})
+    np.testing.assert_allclose(out.cpu().numpy(), want, atol=1e-5)
+
+
+def test_producer_race_with_a_torch_kernel(torch_and_runner) -> None:
+    """infer right after a long torch kernel that writes the input: same result as after synchronizing."""
+    torch, runner = torch_and_runner
+    batch = _batch(4)
+    want = runner.infer({"input": batch})["logits"]
+    tensor = torch.zeros(batch.shape, device="cuda")
+    source = torch.from_numpy(batch).cuda()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(300_000_000)  # a long kernel (~0.2 s) on torch's stream, then the write
+    tensor.copy_(source)
+    got = runner.infer({"input": tensor})["logits"]  # at once: no synchronize in between
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(runner.infer({"input": tensor})["logits"], want, atol=1e-5)
+
+
+def test_runner_dropped_without_close_is_released(dynamic_engine) -> None:
+    import gc
+
+    backend, manifest, folder = dynamic_engine
+    runner = backend.load(folder, manifest, cuda_graph=True)
+    runner.infer({"input": _batch(1)})
+    finalizer = runner._finalizer
+    del runner
+    gc.collect()
+    assert not finalizer.alive  # contexts, streams, buffers and graphs were released

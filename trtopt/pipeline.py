@@ -11,6 +11,7 @@ reference session, the staging folder, the engine under test) is held in a ``wit
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -20,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from trtopt import __version__
+from trtopt.accuracy import far_off_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_directory, atomic_write_json, sha256_file
-from trtopt.plan import BuildPlan, budget_violations, build_options_json, plan_build
+from trtopt.plan import BuildPlan, build_options_json, plan_build
 from trtopt.repository import MANIFEST, SCHEMA_VERSION, cached_manifest, read_manifest
 from trtopt.settings import BuildSettings
+
+log = logging.getLogger("trtopt.build")
 
 SCALE_TABLE_FILE = "scales.json"
 # A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
@@ -88,22 +92,32 @@ def execute(plan: BuildPlan) -> BuildResult:
         if cached is not None:
             return BuildResult(plan.name, plan.engine_dir, cached, cache_hit=True, backend_reason=plan.backend_reason)
     _sweep_stale_staging(plan.engine_dir.parent, plan.name)
+    accuracy = plan.settings.accuracy
     with OnnxRuntimeRunner(plan.source, threads=plan.settings.engine.threads) as reference:
         table = _scale_table(plan, reference)
+        batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
+        mixed = _mixed_precision(plan, table, batch) if plan.settings.precision == "int8" and plan.budget else None
         with atomic_directory(plan.engine_dir) as staging:
-            model_file, model_info = _precision_model(plan, staging, table)
+            model_file, model_info = _precision_model(plan, staging, table, mixed.float_nodes if mixed else ())
             if table is not None:
                 table.save(staging / SCALE_TABLE_FILE)
             built = plan.backend.build(staging / model_file, staging, plan.options)
             manifest = _manifest(plan, staging, model_file, model_info, built, table)
-            accuracy, timing, data_used = _measure_accuracy(plan, staging, manifest, reference)
-            problems = budget_violations(accuracy, plan.budget)
+            report, timing, data_used = _measure_accuracy(plan, staging, manifest, reference, batch)
+            problems = plan.budget.violations(report, timing.get("speedup"))
             if problems:
                 raise TrtoptError(
                     f"engine {plan.name!r} misses the accuracy budget: " + "; ".join(problems)
                     + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
                 )
-            manifest["accuracy"] = {**accuracy, "data": data_used, "budget": plan.budget or None}
+            far_off = far_off_problems(report)
+            if far_off and not accuracy.accept_loss:
+                log.warning("engine %r is far off FP32: %s", plan.name, "; ".join(far_off))
+            manifest["accuracy"] = {**report.to_json(), "data": data_used, "budget": plan.budget.to_json() or None,
+                                    "metric_settings": accuracy.metrics.to_json(), "far_off": far_off,
+                                    "far_off_accepted": bool(far_off) and accuracy.accept_loss}
+            if mixed is not None:
+                manifest["mixed_precision"] = mixed.to_json()
             manifest["timing"] = timing
             manifest["build_seconds"] = round(time.perf_counter() - plan.started, 3)
             atomic_write_json(staging / MANIFEST, manifest)
@@ -156,8 +170,11 @@ def _scale_table(plan: BuildPlan, reference: Any) -> Any:
     return calibrate(plan.source, data, calibration, threads=plan.settings.engine.threads)
 
 
-def _precision_model(plan: BuildPlan, staging: Path, table: Any) -> tuple[str, dict[str, Any]]:
-    """Write the ONNX the backend builds (a copy, Q/DQ or FP16) into the staging folder.
+def _precision_model(
+    plan: BuildPlan, staging: Path, table: Any, float_nodes: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """Write the ONNX the backend builds (a copy, Q/DQ or FP16) into the staging folder; `float_nodes`
+    (from the mixed-precision search) stay float in addition to --exclude-nodes.
 
     ``force=True`` below: the plan already matched the table against these exact bytes (or the user
     accepted a mismatch with --force), so the conversions need not hash the model again.
@@ -167,7 +184,7 @@ def _precision_model(plan: BuildPlan, staging: Path, table: Any) -> tuple[str, d
         from trtopt.quantization.qdq import quantize
 
         result = quantize(plan.source, table, staging / "model.int8.onnx", encoding=plan.options.encoding,
-                          per_channel=qdq.per_channel, exclude_nodes=qdq.exclude_nodes,
+                          per_channel=qdq.per_channel, exclude_nodes=sorted({*qdq.exclude_nodes, *float_nodes}),
                           exclude_op_types=qdq.exclude_op_types, force=True)
         return "model.int8.onnx", {"encoding": plan.options.encoding, "quantized_activations": len(result.activations),
                                    "quantized_weights": len(result.weights), "missing_scales": result.missing_scales}
@@ -183,33 +200,67 @@ def _precision_model(plan: BuildPlan, staging: Path, table: Any) -> tuple[str, d
     return "model.fp32.onnx", {}
 
 
-def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any],
-                      reference: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Run the new engine and the FP32 ONNX on the same held-out batches; also time the engine's batches."""
+def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:
+    """(spec, part) of the accuracy data: --val-data, else the held-out part of --calib-data, else random."""
+    val_data, calib_data = plan.settings.accuracy.data, plan.settings.calibration.data
+    return (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
+
+
+def _mixed_precision(plan: BuildPlan, table: Any, batch: int) -> Any:
+    """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
+    from trtopt.int8_eval import Evaluator, QuantSettings, load_heldout, quantized_layers
+    from trtopt.mixed_precision import BudgetUnreachable, search
+
+    qdq, threads = plan.settings.qdq, plan.settings.engine.threads
+    quant = QuantSettings(plan.options.encoding, qdq.per_channel, tuple(sorted(qdq.exclude_nodes)),
+                          tuple(sorted(qdq.exclude_op_types)))
+    spec, part = _accuracy_data(plan)
+    heldout = load_heldout(plan.source, str(spec), part, plan.settings.accuracy.samples, batch, threads)
+    with Evaluator(plan.source, table, quant, heldout, plan.settings.accuracy.metrics, threads) as evaluator:
+        try:
+            result = search(evaluator, quantized_layers(plan.source, table, quant), plan.budget)
+        except BudgetUnreachable as exc:
+            raise TrtoptError(f"{exc}; nothing was written") from None
+    log.info("mixed precision: %d layer(s) kept float after %d variants in %.1f s", len(result.kept_float),
+             result.evaluations, result.seconds)
+    return result
+
+
+def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], reference: Any,
+                      batch: int) -> tuple[Any, dict[str, Any], str]:
+    """Run the new engine and the FP32 ONNX on the same held-out batches, comparing every output; time both.
+
+    Speed vs FP32 is measured only where the FP32 reference runs on the same backend (ONNX Runtime
+    on the CPU); for other backends the timing records the engine alone.
+    """
     import numpy as np
 
     from trtopt.accuracy import AccuracyAccumulator
     from trtopt.data.sources import open_source
     from trtopt.progress import progress
 
-    val_data, calib_data = plan.settings.accuracy.data, plan.settings.calibration.data
-    spec, part = (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
-    batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
+    spec, part = _accuracy_data(plan)
     data = open_source(str(spec), plan.inputs, batch_size=batch, max_samples=plan.settings.accuracy.samples, part=part)
-    accumulator = AccuracyAccumulator()
-    times = []
-    output = plan.outputs[0].name
+    accumulator = AccuracyAccumulator(plan.settings.accuracy.metrics)
+    times, reference_times = [], []
     with plan.backend.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
-            expected = reference.infer(item.feed)[output]
             tic = time.perf_counter()
-            got = engine.infer(item.feed)[output]
+            expected = reference.infer(item.feed)
+            reference_times.append(time.perf_counter() - tic)
+            tic = time.perf_counter()
+            got = engine.infer(item.feed)
             times.append(time.perf_counter() - tic)
-            accumulator.update(expected, np.asarray(got, dtype=np.float32), item.labels)
+            accumulator.update(expected, {k: np.asarray(v) for k, v in got.items()}, item.labels)
     if accumulator.samples == 0:
         raise UsageError(f"accuracy data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
-    timing = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4), "batches": len(times)}
-    return accumulator.report().to_json(), timing, f"{spec} ({part})"
+    timing: dict[str, Any] = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4),
+                              "batches": len(times)}
+    if plan.backend.name == "onnxruntime" and plan.settings.precision != "fp32":
+        fp32_ms = 1000 * float(np.median(reference_times))
+        timing.update(fp32_median_ms=round(fp32_ms, 4), speedup=round(fp32_ms / max(timing["median_ms"], 1e-9), 4))
+        timing["slower_than_fp32"] = timing["speedup"] < 1.0
+    return accumulator.report(), timing, f"{spec} ({part})"
 
 
 def _batch_size(inputs: Sequence[Any], profile: Any, wanted: int) -> int:

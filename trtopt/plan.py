@@ -16,26 +16,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trtopt import __version__
 from trtopt.backends.registry import Backend, BuildOptions
+from trtopt.budget import AccuracyBudget
 from trtopt.errors import UsageError
 from trtopt.fileio import ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.settings import BuildSettings, check
 from trtopt.tensors import ShapeProfile, TensorInfo
-
-_BUDGET_KEYS = {
-    # name: (AccuracyReport attribute, True when larger is worse)
-    "top1-drop": ("accuracy_drop_points", True),
-    "agreement": ("top1_agreement", False),
-    "cosine": ("cosine_similarity", False),
-    "snr": ("snr_db", False),
-    "max-abs-error": ("max_abs_error", True),
-}
 
 
 @dataclass(frozen=True)
@@ -53,7 +44,7 @@ class BuildPlan:
     outputs: list[TensorInfo]
     options: BuildOptions
     table: Any  # ScaleTable given with --calib-table, already matched; None when calibrating now or not needed
-    budget: dict[str, float]
+    budget: AccuracyBudget
     engine_dir: Path
     cache_key: str
     started: float  # perf_counter() when planning began (build_seconds counts from here)
@@ -95,7 +86,8 @@ def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> Bu
                          "on this model")
     source = Path(onnx_path)
     load_onnx(source)
-    budget = parse_accuracy_budget(settings.accuracy.budget)
+    metrics = settings.accuracy.metrics
+    budget = AccuracyBudget.parse(settings.accuracy.budget, user_metrics=bool(metrics.user_metrics))
     backend_name, reason = select_backend(settings.engine.backend)
     backend = get_backend(backend_name)
     name = settings.name or f"{source.stem}-{settings.precision}"
@@ -152,7 +144,9 @@ def cache_key(plan: BuildPlan) -> str:
                         "percentile": calibration.percentile, "samples": calibration.samples,
                         "nan_policy": calibration.nan_policy,
                         "table": plan.table.table_id if plan.table is not None else None} if plan.needs_table else None,
-        "accuracy": {"data": data_fingerprint(accuracy.data), "samples": accuracy.samples, "budget": plan.budget},
+        "accuracy": {"data": data_fingerprint(accuracy.data), "samples": accuracy.samples,
+                     "budget": plan.budget.to_json(), "metrics": accuracy.metrics.to_json(),
+                     "metric_files": [data_fingerprint(m) for m in accuracy.metrics.user_metrics]},
     }
     return sha256_bytes(repr(sorted(key_parts.items())).encode())
 
@@ -171,43 +165,3 @@ def data_fingerprint(spec: str | None) -> str | None:
         return f"{spec}@{sha256_bytes(repr(listing).encode())}"
     return str(spec)
 
-
-def parse_accuracy_budget(text: str | Mapping[str, float] | None) -> dict[str, float]:
-    """``"top1-drop=0.5,cosine=0.999"`` -> {"top1-drop": 0.5, "cosine": 0.999} (UsageError when malformed)."""
-    if not text:
-        return {}
-    if isinstance(text, Mapping):
-        items = [(str(k), v) for k, v in text.items()]
-    else:
-        items = []
-        for part in str(text).split(","):
-            key, sep, value = part.strip().partition("=")
-            if not sep:
-                raise UsageError(
-                    f"--accuracy-budget {text!r}: expected KEY=VALUE[,KEY=VALUE] with keys {sorted(_BUDGET_KEYS)}"
-                )
-            items.append((key.strip(), value.strip()))
-    budget = {}
-    for key, value in items:
-        if key not in _BUDGET_KEYS:
-            raise UsageError(f"--accuracy-budget: unknown key {key!r}; use {sorted(_BUDGET_KEYS)}")
-        try:
-            budget[key] = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"--accuracy-budget: {key}={value!r} is not a number") from None
-    return budget
-
-
-def budget_violations(accuracy: Mapping[str, Any], budget: Mapping[str, float]) -> list[str]:
-    """The budget entries the measured accuracy misses (top1-drop needs labels and is in points)."""
-    problems = []
-    for key, limit in budget.items():
-        attribute, larger_is_worse = _BUDGET_KEYS[key]
-        value = accuracy.get(attribute)
-        if value is None:
-            if key == "snr":  # None means identical outputs: infinite SNR passes any budget
-                continue
-            problems.append(f"{key}: not measurable (the accuracy data has no labels); use agreement= instead")
-        elif (value > limit) if larger_is_worse else (value < limit):
-            problems.append(f"{key} {value:.4g} {'>' if larger_is_worse else '<'} budget {limit:g}")
-    return problems

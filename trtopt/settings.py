@@ -3,7 +3,8 @@
 ``BuildSettings`` is composed of small parts, one per concern: calibration, Q/DQ, shapes, engine
 and accuracy. The Python API (``build(onnx, settings=None, **overrides)``), the CLI's argument
 groups and benchmark suites all produce these objects, so a default is never written twice.
-Nothing here imports onnx, onnxruntime or torch: settings are plain data, checked by
+Nothing here imports onnx, onnxruntime or torch (only the accuracy metric and budget types, which
+are numpy-only): settings are plain data, checked by
 ``trtopt.plan.plan_build`` before any work starts.
 
 Each field may carry metadata:
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trtopt.accuracy import MetricSettings
+from trtopt.budget import AccuracyBudget
 from trtopt.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -45,7 +48,9 @@ class CalibrationSettings:
     table: str | None = field(default=None, metadata=_help(
         "scale table JSON from `trtopt calibrate` on this model (instead of calibration data)"))
     # one of trtopt.quantization.calibrators.METHODS (checked there and by the plan)
-    method: str = field(default="entropy", metadata=_help("calibration method (default entropy)"))
+    method: str = field(default="auto", metadata=_help(
+        "calibration method; auto (default): per tensor, the candidate (entropy, percentiles, MSE, max) with the "
+        "least quantization error"))
     percentile: float = field(default=99.99, metadata=_help("for the percentile method (default 99.99)"))
     samples: int | None = field(default=512, metadata=_help("most calibration samples to use (default 512)"))
     seed: int = field(default=0, metadata=_help("seed for random calibration data (default 0)"))
@@ -132,8 +137,15 @@ class AccuracySettings:
     data: str | None = field(default=None, metadata=_help(
         "accuracy data (default: held-out part of the calibration data)", keyword="val_data"))
     samples: int = field(default=512, metadata=_help("most samples for the accuracy check (default 512)"))
-    budget: str | Mapping[str, float] | None = field(default=None, metadata=_help(
-        "fail (keeping nothing) when worse: top1-drop=POINTS, agreement=FRACTION, cosine=, snr=DB, max-abs-error="))
+    budget: str | Mapping[str, float] | AccuracyBudget | None = field(default=None, metadata=_help(
+        "METRIC[@OUTPUT]=VALUE,...: agreement=, cosine=, snr=DB, iou=, max-abs-error=, mean-abs-error=, "
+        "top1-drop=POINTS, a --metric score name, speedup=X (vs FP32). With --int8, the most harmful "
+        "layers are kept float until it holds; fails (keeping nothing) when no assignment meets it"))
+    metrics: MetricSettings = field(default_factory=MetricSettings, metadata=_help(
+        "how outputs are compared with FP32 (class axes, IoU threshold, user metrics)", keyword="metrics"))
+    accept_loss: bool = field(default=False, metadata=_help(
+        "do not warn on the terminal when the engine is far off FP32 (the manifest still records it)",
+        keyword="accept_accuracy_loss"))
 
 
 # part name -> (settings class, prefix of its flat keyword names in build(**overrides))

@@ -67,6 +67,11 @@ SAVED_OPTIMIZATION = "extended"  # portable across CPUs of one ISA; "all" is app
 _SIMULATE_QDQ = {"session.disable_quant_qdq": "1"}
 
 
+def qdq_session_config(encoding: str | None) -> dict[str, str]:
+    """Session config entries for a Q/DQ model of ``encoding`` (``tensorrt``: simulated, see above)."""
+    return dict(_SIMULATE_QDQ) if encoding == "tensorrt" else {}
+
+
 class OnnxRuntimeBackend:
     """Backend protocol (trtopt.backends.registry.Backend) for ONNX Runtime on the CPU."""
 
@@ -95,7 +100,7 @@ class OnnxRuntimeBackend:
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
         threads = options.engine.threads
-        config = dict(_SIMULATE_QDQ) if options.encoding == "tensorrt" else {}
+        config = qdq_session_config(options.encoding)
         session = {
             "graph_optimization": "all",
             "saved_optimization": SAVED_OPTIMIZATION,

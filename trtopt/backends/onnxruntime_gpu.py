@@ -7,12 +7,15 @@ or Q/DQ ONNX runs on the GPU through ONNX Runtime. The "build" keeps the source 
 fused ops) plus the provider settings; the runner is the ONNX Runtime runner with these providers.
 The TensorRT provider caches its engines and timing cache in the engine folder, so the second
 load does not rebuild. It is also given the build's optimization profile
-(``trt_profile_min_shapes`` / ``_opt_`` / ``_max_``, ONNX Runtime's TensorRT EP options): without
+(``trt_profile_min_shapes`` / ``_opt_`` / ``_max_``, ONNX Runtime's TensorRT EP options since
+onnxruntime PR 15546, for every dynamic input, in trtexec's ``name:1x3x16x16`` spelling): without
 them it builds for the shapes it first sees and rebuilds whenever a call falls outside them, at
-run time. For Q/DQ INT8 models it gets ``trt_int8_enable``: ONNX Runtime's TensorRT EP builds
-weakly typed networks, where TensorRT 10 refuses INT8 Q/DQ layers unless the builder's INT8 flag is
-set ("int8 is not configured in the builder", onnxruntime issue 13381); with Q/DQ nodes present
-the EP uses their scales and needs no calibration table (onnxruntime PR 8969).
+run time. They are stored in ``session.json`` and passed on every load, as the EP compares them
+with its cached engine's profile to decide whether to rebuild. For Q/DQ INT8 models it gets
+``trt_int8_enable``: ONNX Runtime's TensorRT EP builds weakly typed networks, where TensorRT 10
+refuses INT8 Q/DQ layers unless the builder's INT8 flag is set ("int8 is not configured in the
+builder", onnxruntime issue 13381); with Q/DQ nodes present the EP uses their scales and needs no
+calibration table (onnxruntime PR 8969).
 """
 from __future__ import annotations
 

@@ -117,17 +117,14 @@ def _outputs_on_pool(runner: Runner, library: QueryLibrary) -> dict[str, np.ndar
 
 def _accuracy(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], labels: np.ndarray | None,
               target: str) -> dict[str, Any]:
-    name = next(iter(reference))
-    if name not in candidate:
-        raise UsageError(
-            f"target {target!r} has no output {name!r} (it has {sorted(candidate)}); it cannot be compared with the "
-            "baseline"
-        )
-    count = min(len(reference[name]), len(candidate[name]))
-    report = compare_outputs(
-        reference[name][:count], candidate[name][:count], None if labels is None else labels[:count]
-    )
-    return {"output": name, **report.to_json()}
+    missing = sorted(set(reference) - set(candidate))
+    if missing:
+        raise UsageError(f"target {target!r} has no output(s) {missing} (it has {sorted(candidate)}); "
+                         "it cannot be compared with the baseline")
+    count = min(min(len(v) for v in reference.values()), min(len(candidate[n]) for n in reference))
+    report = compare_outputs({n: v[:count] for n, v in reference.items()},
+                             {n: candidate[n][:count] for n in reference}, None if labels is None else labels[:count])
+    return {"output": next(iter(reference)), **report.to_json()}
 
 
 def _task_accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:

@@ -92,7 +92,7 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
     if report.get("baseline") and speed:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
         for name, median, acc in speed:
-            agreement = 1.0 if acc is None else acc["top1_agreement"]
+            agreement = 1.0 if acc is None or acc.get("top1_agreement") is None else acc["top1_agreement"]
             snr = acc.get("snr_db") if acc else None
             left.scatter(median, 100 * agreement, s=60)
             left.annotate(name, (median, 100 * agreement), textcoords="offset points", xytext=(5, 5))

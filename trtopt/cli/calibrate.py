@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib-data", metavar="SRC",
                         help="digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION]")
     parser.add_argument("--method", "--calib-method", dest="method", default="entropy",
-                        choices=["entropy", "percentile", "max", "mse"], help="calibration method (default entropy)")
+                        choices=["entropy", "auto", "percentile", "max", "mse"],
+                        help="calibration method (default entropy; auto picks per tensor the candidate with the least "
+                             "quantization error, as `build` does by default)")
     parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
     parser.add_argument(
         "--all-tensors", action="store_true", help="calibrate every float activation, not only Q/DQ targets"

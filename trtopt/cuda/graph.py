@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trtopt.cuda.api import CudaError, call, cudart
+from trtopt.errors import TrtoptError
 from trtopt.cuda.stream import Stream
 
 
@@ -35,7 +36,9 @@ class GraphStep(enum.Enum):
     REPLAY = "replay"  # same shapes, graph captured for these addresses: launch it
 
 
-class _Closable(Protocol):
+class _Graph(Protocol):
+    def launch(self, stream: Stream) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -49,7 +52,7 @@ class GraphCache:
         if capacity < 1:
             raise ValueError(f"graph cache capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._graphs: OrderedDict[GraphKey, _Closable] = OrderedDict()
+        self._graphs: OrderedDict[GraphKey, _Graph] = OrderedDict()
         self._last_shapes: tuple[tuple[int, ...], ...] | None = None
 
     def __len__(self) -> int:
@@ -65,11 +68,11 @@ class GraphCache:
         """Record that the context executed with `key`'s shapes (by any step)."""
         self._last_shapes = key.shapes
 
-    def get(self, key: GraphKey) -> _Closable:
+    def get(self, key: GraphKey) -> _Graph:
         self._graphs.move_to_end(key)
         return self._graphs[key]
 
-    def add(self, key: GraphKey, graph: _Closable) -> None:
+    def add(self, key: GraphKey, graph: _Graph) -> None:
         """Keep `graph`; the least recently used one is closed when the cache is full."""
         self._graphs[key] = graph
         self._graphs.move_to_end(key)
@@ -126,3 +129,26 @@ class CudaGraph:
         if self._graph is not None:
             graph, self._graph = self._graph, None
             call("cudaGraphDestroy", graph)
+
+
+def run_graphed(cache: GraphCache, key: GraphKey, stream: Stream, enqueue: Callable[[], None],
+                capture: Callable[[Stream, Callable[[], None]], Any] = CudaGraph) -> TrtoptError | None:
+    """Put the work of `enqueue` for `key` on `stream` as `cache` decides: a plain enqueue, a capture
+    (``capture(stream, enqueue)``) then a launch, or a replay. A failed capture is returned (the
+    work then ran plainly, so the call still produces its result); the caller should stop using
+    graphs."""
+    step = cache.step(key)
+    if step is GraphStep.REPLAY:
+        cache.get(key).launch(stream)
+    elif step is GraphStep.CAPTURE:
+        try:
+            graph = capture(stream, enqueue)
+        except TrtoptError as exc:
+            enqueue()
+            return exc
+        cache.add(key, graph)
+        graph.launch(stream)
+    else:
+        enqueue()
+    cache.ran(key)
+    return None

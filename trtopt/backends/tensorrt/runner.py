@@ -41,7 +41,7 @@ from trtopt.backends.tensorrt.builder import ENGINE_FILE
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
 from trtopt.backends.tensorrt.logger import LogRouter, make_trt_logger
 from trtopt.backends.tensorrt.runtime import deserialize
-from trtopt.cuda.graph import CudaGraph, GraphCache, GraphKey, GraphStep
+from trtopt.cuda.graph import GraphCache, GraphKey, run_graphed
 from trtopt.cuda.interop import DeviceArray, DeviceView, device_view, resolve_raw_dtype
 from trtopt.cuda.memory import (
     BufferPool,
@@ -129,23 +129,11 @@ class _Slot:
         if self.graphs is None:
             self._enqueue()
             return
-        step = self.graphs.step(key)
-        if step is GraphStep.REPLAY:
-            self.graphs.get(key).launch(self.stream)
-        elif step is GraphStep.CAPTURE:
-            try:
-                graph = CudaGraph(self.stream, self._enqueue)
-            except TrtoptError as exc:
-                log.warning("CUDA graph capture failed, running without graphs from now on: %s", exc)
-                self.graphs.clear()
-                self.graphs = None
-                self._enqueue()
-                return
-            self.graphs.add(key, graph)
-            graph.launch(self.stream)
-        else:
-            self._enqueue()
-        self.graphs.ran(key)
+        failure = run_graphed(self.graphs, key, self.stream, self._enqueue)
+        if failure is not None:
+            log.warning("CUDA graph capture failed, running without graphs from now on: %s", failure)
+            self.graphs.clear()
+            self.graphs = None
 
     def _bind_input(
         self, info: TensorInfo, host: np.ndarray | None, view: DeviceView | None
