@@ -211,21 +211,26 @@ def _noise_ratio(reference: np.ndarray, candidate: np.ndarray) -> float:
     return noise / signal if signal > 0 else (0.0 if noise == 0 else float("inf"))
 
 
+def _activations(graph: onnx.GraphProto) -> set[str]:
+    initializers = {init.name for init in graph.initializer}
+    inputs = {value.name for value in graph.input if value.name not in initializers}
+    return inputs | {name for node in graph.node if node.op_type != "Constant" for name in node.output if name}
+
+
 def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 2) -> list[tuple[Layer, float]]:
     """Layers sorted by the noise each adds in the full INT8 variant (one pass over a few batches)."""
     graph = onnx.load(os.fspath(evaluator.model_path), load_external_data=False).graph
     nodes = {node.name: node for node in graph.node}
-    constants = {init.name for init in graph.initializer}
-    watched = {
-        name
-        for layer in layers
-        for name in [*nodes[layer.name].input, *nodes[layer.name].output]
-        if name and name not in constants
-    }
     folder = evaluator.workdir
     quantized = evaluator.variant((), folder / "ranking-int8.onnx")
     fp32 = folder / "ranking-fp32.onnx"
     onnx.save(onnx.load(os.fspath(evaluator.model_path)), os.fspath(fp32))
+    # activations only: values computed by a (non-Constant) node, or graph inputs, in both models
+    computed = _activations(graph) & _activations(onnx.load(os.fspath(quantized), load_external_data=False).graph)
+    constants = {name for node in graph.node for name in [*node.input, *node.output]} - computed
+    watched = {
+        name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output] if name in computed
+    }
     ratios: dict[str, list[float]] = {}
     with (
         evaluator._runner(fp32, sorted(watched)) as ref_runner,
