@@ -237,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         input_ranges=args.input_range,
         force=args.force,
+        command=args.command_line,
     )
     if args.json:
         print(

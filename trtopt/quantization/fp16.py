@@ -134,11 +134,11 @@ def convert_fp16(model_path: str | os.PathLike[str], output_path: str | os.PathL
     """Write an FP16 mixed-precision copy of `model_path` and say which nodes kept FP32.
 
     Written atomically; a model too large for one protobuf keeps its weights in external data.
-    `force` skips the check that a scale table was computed on these exact model bytes.
+    A ScaleTable computed on different model bytes is refused unless `force`, as in ``quantize()``.
     """
     model = prepare_model(load_onnx(model_path))
-    if scales is not None and hasattr(scales, "ensure_matches") and not force:
-        scales.ensure_matches(model_path)  # type: ignore[union-attr]
+    if scales is not None and hasattr(scales, "ensure_matches"):
+        scales.ensure_matches(model_path, force=force)  # type: ignore[union-attr]
     converted, kept = convert_model_fp16(model, scales=scales, keep_io_types=keep_io_types, exclude_nodes=exclude_nodes,
                                          exclude_op_types=exclude_op_types, rules=rules)
     converted.metadata_props.add(key="trtopt.precision", value="fp16")
