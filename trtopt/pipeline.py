@@ -153,7 +153,7 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
     part of `calib_data`, or on `val_data` when given; FP32/FP16 builds without data use seeded
     random inputs (agreement only, no task accuracy).
     """
-    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+    from trtopt.backends.onnxruntime import OnnxRuntimeRunner, check_threads
     from trtopt.backends.registry import BuildOptions, get_backend
     from trtopt.backends.select import select_backend
     from trtopt.quantization.modelio import load_onnx
@@ -163,6 +163,9 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
     source = Path(onnx_path)
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is unknown; use one of {PRECISIONS} (--fp16 / --int8)")
+    if batch_size < 1:  # an FP32 build never opens a calibration source, which would refuse it too
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    check_threads(threads)
     if precision == "int8" and calib_data is None and calib_table is None:
         raise UsageError("--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
                          "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model")

@@ -49,6 +49,9 @@ def validate_feed(feed: Mapping[str, Any], inputs: Sequence[TensorInfo]) -> dict
 
     Returns the feed as contiguous numpy arrays. Raises UsageError naming the tensor.
     """
+    if not isinstance(feed, Mapping):
+        raise UsageError(f"the feed must be a dict of input name -> array, got a {type(feed).__name__}; "
+                         f"the model expects {[i.describe() for i in inputs]}")
     expected = {info.name: info for info in inputs}
     missing = [name for name in expected if name not in feed]
     unknown = [name for name in feed if name not in expected]
@@ -81,6 +84,11 @@ def check_tensor(info: TensorInfo, dtype: np.dtype, shape: tuple[int, ...]) -> N
         bound = info.bounds[axis] if info.bounds else None
         if bound is not None and not bound[0] <= got <= bound[1]:
             raise UsageError(f"input {name!r}: dimension {axis} is {got}, outside the built profile [{bound[0]}, {bound[1]}]; rebuild with wider --min-shapes/--max-shapes")
+
+
+def closed_runner(backend: str) -> UsageError:
+    """The error for infer() after close(): the caller's mistake, so a usage error (exit 2)."""
+    return UsageError(f"this {backend} runner is closed; load the engine again (trtopt.load) to run it")
 
 
 class Runner(abc.ABC):

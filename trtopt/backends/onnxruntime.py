@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from trtopt.backends.base import Runner, TensorInfo, validate_feed
+from trtopt.backends.base import Runner, TensorInfo, closed_runner, validate_feed
 from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile, exact_match_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_json, read_json
@@ -38,9 +38,16 @@ def _tensor_info(node_arg: Any) -> TensorInfo:
     return TensorInfo(node_arg.name, np.dtype(dtype), shape)
 
 
+def check_threads(threads: int | None) -> None:
+    """--threads: None (ONNX Runtime's default) or a positive count; ORT itself accepts -1 silently."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"--threads must be a whole number of at least 1, got {threads!r}")
+
+
 def make_session_options(threads: int | None = None, optimized_model_path: Path | None = None,
                          graph_optimization: str = "all", config: Mapping[str, str] | None = None) -> ort.SessionOptions:
     """Session options used both to build (serialize the optimized model) and to run."""
+    check_threads(threads)
     options = ort.SessionOptions()
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
@@ -94,6 +101,8 @@ class OnnxRuntimeRunner(Runner):
         return self._session.get_providers()
 
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if self._session is None:
+            raise closed_runner(self.backend)
         arrays = validate_feed(feed, self._inputs)
         results = self._session.run(self._output_names, arrays)
         return dict(zip(self._output_names, results))
@@ -150,7 +159,7 @@ class OnnxRuntimeBackend:
         from trtopt.shapes import profile_from_json
 
         folder = Path(engine_dir)
-        session = read_json(folder / SESSION_FILE, "ONNX Runtime session options")
+        session = _read_session(folder / SESSION_FILE)
         threads = runner_options.pop("threads", None) or session.get("intra_op_num_threads")
         if runner_options:
             raise UsageError(f"the onnxruntime backend takes only threads=, not {sorted(runner_options)}")
@@ -160,6 +169,26 @@ class OnnxRuntimeBackend:
         engine_file = (manifest.get("engine") or {}).get("file", ENGINE_FILE)
         return OnnxRuntimeRunner(folder / str(engine_file), session_options=options,
                                  providers=session.get("providers"), profile=profile)
+
+
+_SESSION_FIELDS = {  # session.json key: (check, what it must be)
+    "graph_optimization": (lambda v: v in ("disabled", "basic", "extended", "all"), "one of disabled, basic, extended, all"),
+    "intra_op_num_threads": (lambda v: v is None or (type(v) is int and v >= 1), "null or a positive integer"),
+    "providers": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of provider names"),
+    "config": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())),
+               "a mapping of strings to strings"),
+}
+
+
+def _read_session(path: Path) -> dict[str, Any]:
+    """The engine's recorded session options, checked: a hand-edited file is a usage error naming it."""
+    session = read_json(path, "ONNX Runtime session options")
+    if not isinstance(session, dict):
+        raise UsageError(f"{path}: expected a JSON object of session options; rebuild the engine")
+    for key, (valid, what) in _SESSION_FIELDS.items():
+        if key in session and not valid(session[key]):
+            raise UsageError(f"{path}: {key!r} must be {what}, got {session[key]!r}; rebuild the engine")
+    return session
 
 
 BACKEND = OnnxRuntimeBackend()

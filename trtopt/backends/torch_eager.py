@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trtopt.backends.base import Runner, TensorInfo, validate_feed
+from trtopt.backends.base import Runner, TensorInfo, closed_runner, validate_feed
 from trtopt.export import BATCH_AXIS, INPUT_NAME, OUTPUT_NAME
 from trtopt.models import InputSpec, model_input_spec
 from trtopt.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -61,6 +61,8 @@ class TorchRunner(Runner):
         self.compiled = True
 
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if self._model is None:
+            raise closed_runner(self.backend)
         arrays = validate_feed(feed, self._inputs)
         with torch.inference_mode():
             result = self._model(torch.from_numpy(arrays[INPUT_NAME]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trtopt.code_loaders import CODE_WARNING
 from trtopt.errors import UsageError
 
 
@@ -35,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("targets", nargs="*", metavar="TARGET", help="engine folder, .onnx file or checkpoint (.pt); NAME=PATH to name it")
     parser.add_argument("--baseline", metavar="TARGET", help="FP32 reference for accuracy (added to the targets if not among them)")
     parser.add_argument("--suite", type=Path, metavar="SUITE.toml", help="run a benchmark suite (builds missing engines) instead of TARGETs")
+    parser.add_argument("--allow-code", action="store_true",
+                        help="let the suite's data/calib_data name file.py:fn loaders, which import and run that "
+                             "Python file (refused without this flag: a suite file may come from anyone)")
     load = parser.add_argument_group("load")
     load.add_argument("--scenarios", type=_scenario_list, metavar="LIST",
                       help="comma list of single-stream, offline, server, concurrency (default: single-stream,offline, "
@@ -49,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--threads", type=int, help="intra-op threads for CPU backends (default: library default)")
     load.add_argument("--torch-compile", action="store_true", help="run checkpoint targets through torch.compile (falls back to eager, noted, when it fails)")
     data = parser.add_argument_group("inputs")
-    data.add_argument("--data", metavar="SRC", help="data source as in calibration (.npy/.npz, folder, digits); labels give task accuracy")
+    data.add_argument("--data", metavar="SRC", help="data source as in calibration (.npy/.npz, folder, image folder, "
+                                                    f"file.py:fn, digits); labels give task accuracy ({CODE_WARNING})")
     data.add_argument("--data-part", choices=("all", "calibration", "heldout"), default="heldout", help="part of --data to use (default heldout)")
     data.add_argument("--samples", type=int, default=128, help="samples in the input pool (default 128)")
     data.add_argument("--seed", type=int, default=0, help="seed for generated inputs and server arrivals (default 0)")
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         from trtopt.bench.suite import run_suite
 
         return run_suite(args.suite, history=args.history, compare_to=args.compare_to, threshold=args.threshold,
-                         spread_k=args.spread_k, store=not args.no_history)
+                         spread_k=args.spread_k, store=not args.no_history, allow_code=args.allow_code)
     if not args.targets and not args.baseline:
         raise UsageError("no targets given; pass TARGET... (engine folders, .onnx files, checkpoints) or --suite SUITE.toml")
     report = benchmark(args.targets, args.baseline, _config(args))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from trtopt.code_loaders import CODE_WARNING
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -44,11 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--int8", action="store_true", help="explicit INT8 (Q/DQ) from calibration")
     precision.add_argument("--fp16", action="store_true", help="mixed precision FP16 (I/O stay FP32)")
-    p.add_argument("--calib-data", metavar="SRC", help="calibration data: .npz/.npy, folder, image folder, file.py:fn, digits")
+    p.add_argument("--calib-data", metavar="SRC",
+                   help=f"calibration data: .npz/.npy, folder, image folder, file.py:fn, digits ({CODE_WARNING})")
     p.add_argument("--calib-method", default="entropy", choices=["entropy", "percentile", "max", "mse"])
     p.add_argument("--calib-table", metavar="JSON", help="scale table from `trtopt calibrate` (instead of --calib-data)")
     p.add_argument("--calib-samples", type=int, default=512, help="most calibration samples to use (default 512)")
-    p.add_argument("--val-data", metavar="SRC", help="accuracy data (default: held-out part of --calib-data)")
+    p.add_argument("--val-data", metavar="SRC",
+                   help=f"accuracy data, same forms as --calib-data (default: its held-out part; {CODE_WARNING})")
     p.add_argument("--accuracy-samples", type=int, default=512, help="most samples for the accuracy check")
     p.add_argument("--accuracy-budget", metavar="K=V,...",
                    help="fail (keeping nothing) when worse: top1-drop=POINTS, agreement=FRACTION, cosine=, snr=DB, max-abs-error=")

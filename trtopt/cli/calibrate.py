@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from trtopt.code_loaders import CODE_WARNING
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "TensorRT calibration cache.")
     parser.add_argument("model", help="FP32 ONNX model")
     parser.add_argument("--calib-data", metavar="SRC",
-                        help="digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION]")
+                        help=f"digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION] ({CODE_WARNING})")
     parser.add_argument("--method", "--calib-method", dest="method", default="entropy",
                         choices=["entropy", "percentile", "max", "mse"], help="calibration method (default entropy)")
     parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")

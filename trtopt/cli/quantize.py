@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {node}: {reason}")
         return 0
     if table is None:
-        raise UsageError("INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --data SRC` first), or use --fp16")
+        raise UsageError("INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --calib-data SRC -o TABLE.json` first), or use --fp16")
     from trtopt.quantization.qdq import quantize
 
     result = quantize(args.onnx, table, args.output, encoding=args.encoding or "onnxruntime-cpu", per_channel=not args.per_tensor,

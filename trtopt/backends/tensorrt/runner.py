@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from trtopt.backends.base import Runner, TensorInfo, check_tensor, validate_feed
+from trtopt.backends.base import Runner, TensorInfo, check_tensor, closed_runner, validate_feed
 from trtopt.backends.tensorrt import compat
 from trtopt.backends.tensorrt.builder import ENGINE_FILE
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
@@ -222,6 +222,8 @@ class TensorRTRunner(Runner):
         return int(self._engine.device_memory_size_v2) * len(self._all_slots)
 
     def _split_feed(self, feed: Mapping[str, Any], slot: _Slot) -> tuple[dict[str, np.ndarray], dict[str, DeviceView]]:
+        if not isinstance(feed, Mapping):
+            validate_feed(feed, self._inputs)  # raises the shared not-a-dict message
         views = {}
         for name, value in feed.items():
             view = device_view(value, slot.stream.ptr, f"input {name!r}")
@@ -238,7 +240,7 @@ class TensorRTRunner(Runner):
 
     def _run(self, feed: Mapping[str, Any], out: Mapping[str, Any] | None, to_device: bool) -> dict[str, Any]:
         if not self._all_slots:
-            raise TrtoptError("this TensorRT runner is closed")
+            raise closed_runner(self.backend)
         slot = self._slots.get()
         try:
             host, dev = self._split_feed(feed, slot)

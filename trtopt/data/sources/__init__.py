@@ -13,6 +13,8 @@ a folder of images                 decoded, resized, normalized (``layout``, ``i
 
 Every source is an iterable of :class:`Batch` checked against the model's inputs; see
 :mod:`trtopt.data.sources.base` for the batching rules and the held-out split.
+
+A ``file.py[:function]`` spec imports and runs that file (see :mod:`trtopt.code_loaders`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trtopt.backends.base import TensorInfo
+from trtopt.code_loaders import runs_code
 from trtopt.data.sources.base import PARTS, Batch, DataSource
 from trtopt.errors import UsageError
 
@@ -42,7 +45,7 @@ def open_source(spec: str, inputs: Sequence[TensorInfo], *, batch_size: int = 16
         from trtopt.data.sources.synthetic import RandomSource
 
         return RandomSource(inputs, seed=seed, **common, **_only(options, {"shapes"}, spec))
-    if ".py:" in spec or spec.endswith(".py"):
+    if runs_code(spec):
         from trtopt.data.sources.loader import LoaderSource
 
         return LoaderSource(spec, inputs, **common, **_only(options, set(), spec))
