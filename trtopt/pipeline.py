@@ -7,6 +7,7 @@ a failed, interrupted or over-budget build leaves no engine behind.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from trtopt import __version__
+from trtopt.accuracy import MetricSettings, far_off_problems
+from trtopt.budget import AccuracyBudget
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_directory, atomic_write_json, ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.repository import MANIFEST, SCHEMA_VERSION, cached_manifest, read_manifest
 
+log = logging.getLogger("trtopt.build")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_ACCURACY_SAMPLES = 512
@@ -29,14 +33,6 @@ SCALE_TABLE_FILE = "scales.json"
 # A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
 # belong to no running build (TensorRT builds of large models take minutes to an hour) and are swept.
 STALE_STAGING_S = 6 * 3600
-_BUDGET_KEYS = {
-    # name: (AccuracyReport attribute, True when larger is worse, scale applied to the user's number)
-    "top1-drop": ("accuracy_drop_points", True),
-    "agreement": ("top1_agreement", False),
-    "cosine": ("cosine_similarity", False),
-    "snr": ("snr_db", False),
-    "max-abs-error": ("max_abs_error", True),
-}
 
 
 @dataclass
@@ -72,45 +68,6 @@ class BuildResult:
         return load(self.engine_dir, **runner_options)
 
 
-def parse_accuracy_budget(text: str | Mapping[str, float] | None) -> dict[str, float]:
-    """``"top1-drop=0.5,cosine=0.999"`` -> {"top1-drop": 0.5, "cosine": 0.999} (UsageError when malformed)."""
-    if not text:
-        return {}
-    if isinstance(text, Mapping):
-        items = [(str(k), v) for k, v in text.items()]
-    else:
-        items = []
-        for part in str(text).split(","):
-            key, sep, value = part.strip().partition("=")
-            if not sep:
-                raise UsageError(f"--accuracy-budget {text!r}: expected KEY=VALUE[,KEY=VALUE] with keys {sorted(_BUDGET_KEYS)}")
-            items.append((key.strip(), value.strip()))
-    budget = {}
-    for key, value in items:
-        if key not in _BUDGET_KEYS:
-            raise UsageError(f"--accuracy-budget: unknown key {key!r}; use {sorted(_BUDGET_KEYS)}")
-        try:
-            budget[key] = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"--accuracy-budget: {key}={value!r} is not a number") from None
-    return budget
-
-
-def budget_violations(accuracy: Mapping[str, Any], budget: Mapping[str, float]) -> list[str]:
-    """The budget entries the measured accuracy misses (top1-drop needs labels and is in points)."""
-    problems = []
-    for key, limit in budget.items():
-        attribute, larger_is_worse = _BUDGET_KEYS[key]
-        value = accuracy.get(attribute)
-        if value is None:
-            if key == "snr":  # None means identical outputs: infinite SNR passes any budget
-                continue
-            problems.append(f"{key}: not measurable (the accuracy data has no labels); use agreement= instead")
-        elif (value > limit) if larger_is_worse else (value < limit):
-            problems.append(f"{key} {value:.4g} {'>' if larger_is_worse else '<'} budget {limit:g}")
-    return problems
-
-
 def data_fingerprint(spec: str | None) -> str | None:
     """Identify a data source for the cache key without reading it all (names, sizes, mtimes)."""
     if spec is None:
@@ -119,7 +76,9 @@ def data_fingerprint(spec: str | None) -> str | None:
     if path.is_file():
         return f"{spec}@{sha256_file(path)}"
     if path.is_dir():
-        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+        listing = sorted(
+            (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()
+        )
         return f"{spec}@{sha256_bytes(repr(listing).encode())}"
     return str(spec)
 
@@ -135,17 +94,41 @@ def _cli_command() -> str | None:
     return None
 
 
-def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_data: str | None = None,
-          calib_method: str = "entropy", calib_table: str | os.PathLike[str] | None = None, calib_samples: int | None = 512,
-          val_data: str | None = None, accuracy_samples: int = DEFAULT_ACCURACY_SAMPLES,
-          accuracy_budget: str | Mapping[str, float] | None = None, backend: str = "auto", name: str | None = None,
-          engines_dir: str | os.PathLike[str] = "engines", shapes: str | Mapping[str, Sequence[int]] | None = None,
-          min_shapes: str | Mapping[str, Sequence[int]] | None = None, opt_shapes: str | Mapping[str, Sequence[int]] | None = None,
-          max_shapes: str | Mapping[str, Sequence[int]] | None = None, encoding: str | None = None, per_channel: bool = True,
-          exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (), keep_io_types: bool = True,
-          threads: int | None = None, workspace_bytes: int | None = None, opt_level: int | None = None,
-          timing_cache: str | os.PathLike[str] | None = None, tf32: bool = True, version_compatible: bool = False,
-          hardware_compat: str = "none", batch_size: int = 32, force: bool = False) -> BuildResult:
+def build(
+    onnx_path: str | os.PathLike[str],
+    *,
+    precision: str = "fp32",
+    calib_data: str | None = None,
+    calib_method: str = "auto",
+    calib_table: str | os.PathLike[str] | None = None,
+    calib_samples: int | None = 512,
+    val_data: str | None = None,
+    accuracy_samples: int = DEFAULT_ACCURACY_SAMPLES,
+    accuracy_budget: str | Mapping[str, float] | AccuracyBudget | None = None,
+    metrics: MetricSettings | None = None,
+    accept_accuracy_loss: bool = False,
+    backend: str = "auto",
+    name: str | None = None,
+    engines_dir: str | os.PathLike[str] = "engines",
+    shapes: str | Mapping[str, Sequence[int]] | None = None,
+    min_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    opt_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    max_shapes: str | Mapping[str, Sequence[int]] | None = None,
+    encoding: str | None = None,
+    per_channel: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+    keep_io_types: bool = True,
+    threads: int | None = None,
+    workspace_bytes: int | None = None,
+    opt_level: int | None = None,
+    timing_cache: str | os.PathLike[str] | None = None,
+    tf32: bool = True,
+    version_compatible: bool = False,
+    hardware_compat: str = "none",
+    batch_size: int = 32,
+    force: bool = False,
+) -> BuildResult:
     """Build ``engines/NAME`` from an FP32 ONNX; see the module docstring for the stages.
 
     INT8 needs calibration data (`calib_data`, any spec trtopt.data.sources.open_source takes) or a
@@ -153,7 +136,8 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
     part of `calib_data`, or on `val_data` when given; FP32/FP16 builds without data use seeded
     random inputs (agreement only, no task accuracy).
     """
-    from trtopt.backends.onnxruntime import OnnxRuntimeRunner, check_threads
+    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+    from trtopt.ortsession import check_threads
     from trtopt.backends.registry import BuildOptions, get_backend
     from trtopt.backends.select import select_backend
     from trtopt.quantization.modelio import load_onnx
@@ -167,10 +151,13 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     check_threads(threads)
     if precision == "int8" and calib_data is None and calib_table is None:
-        raise UsageError("--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
-                         "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model")
+        raise UsageError(
+            "--int8 needs calibration: pass --calib-data SRC (an .npz/.npy file, a folder of arrays or images, "
+            "file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` on this model"
+        )
     load_onnx(source)
-    budget = parse_accuracy_budget(accuracy_budget)
+    metrics = metrics or MetricSettings()
+    budget = AccuracyBudget.parse(accuracy_budget, user_metrics=bool(metrics.user_metrics))
     backend_name, reason = select_backend(backend)
     be = get_backend(backend_name)
     encoding = encoding or _default_encoding(backend_name)
@@ -196,7 +183,8 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
         "backend_version": backend_version, "device": device, "options": options.to_json(),
         "calibration": {"data": data_fingerprint(calib_data), "method": calib_method, "samples": calib_samples,
                         "table": calib_table_sha} if precision in ("int8", "fp16") else None,
-        "accuracy": {"data": data_fingerprint(val_data), "samples": accuracy_samples, "budget": budget},
+        "accuracy": {"data": data_fingerprint(val_data), "samples": accuracy_samples, "budget": budget.to_json(),
+                     "metrics": metrics.to_json(), "metric_files": [data_fingerprint(m) for m in metrics.user_metrics]},
     }
     cache_key = sha256_bytes(repr(sorted(key_parts.items())).encode())
     if not force:
@@ -206,7 +194,15 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             return BuildResult(name, engine_dir, cached, cache_hit=True, backend_reason=reason)
 
     _sweep_stale_staging(root, name)
-    table = _scale_table(source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force)
+    table = _scale_table(
+        source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force
+    )
+    accuracy_batch = _batch_size(reference.inputs, profile, batch_size)
+    mixed = None
+    if precision == "int8" and budget:
+        mixed = _mixed_precision(source, table, encoding, per_channel, exclude_nodes, exclude_op_types, budget, metrics,
+                                 _accuracy_data(calib_data, val_data), accuracy_samples, accuracy_batch, threads)
+        exclude_nodes = sorted(set(exclude_nodes) | set(mixed.float_nodes))
     with atomic_directory(engine_dir) as staging:
         model_file, model_info = _precision_model(source, staging, precision, table, encoding, per_channel,
                                                   exclude_nodes, exclude_op_types, keep_io_types)
@@ -221,22 +217,46 @@ def build(onnx_path: str | os.PathLike[str], *, precision: str = "fp32", calib_d
             "backend": {"name": be.name, "version": backend_version}, "device": device, "precision": precision,
             "source": {"path": os.fspath(source), "sha256": source_sha},
             "model": {"file": model_file, "sha256": sha256_file(staging / model_file), **model_info},
-            "engine": {"file": built.engine_file, "sha256": sha256_file(engine_path), "bytes": engine_path.stat().st_size},
-            "calibration": None if table is None else {
-                "table_id": table.table_id, "method": table.method, "file": SCALE_TABLE_FILE,
-                "data": calib_data, "samples": table.num_samples},
-            "io": {"inputs": [i.to_json() for i in reference.inputs], "outputs": [o.to_json() for o in reference.outputs],
-                   "profile": profile.to_json()},
+            "engine": {
+                "file": built.engine_file,
+                "sha256": sha256_file(engine_path),
+                "bytes": engine_path.stat().st_size,
+            },
+            "calibration": None
+            if table is None
+            else {
+                "table_id": table.table_id,
+                "method": table.method,
+                "file": SCALE_TABLE_FILE,
+                "data": calib_data,
+                "samples": table.num_samples,
+            },
+            "io": {
+                "inputs": [i.to_json() for i in reference.inputs],
+                "outputs": [o.to_json() for o in reference.outputs],
+                "profile": profile.to_json(),
+            },
             "build_options": options.to_json(),
             **built.manifest_fields,
         }
-        accuracy, timing, data_used = _measure_accuracy(be, staging, manifest, reference, calib_data, val_data,
-                                                        accuracy_samples, batch_size, profile)
-        problems = budget_violations(accuracy, budget)
+        report, timing, data_used = _measure_accuracy(be, staging, manifest, reference,
+                                                      _accuracy_data(calib_data, val_data), accuracy_samples,
+                                                      accuracy_batch, metrics)
+        problems = budget.violations(report, timing.get("speedup"))
         if problems:
-            raise TrtoptError(f"engine {name!r} misses the accuracy budget: " + "; ".join(problems)
-                              + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)")
-        manifest["accuracy"] = {**accuracy, "data": data_used, "budget": budget or None}
+            raise TrtoptError(
+                f"engine {name!r} misses the accuracy budget: "
+                + "; ".join(problems)
+                + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
+            )
+        far_off = far_off_problems(report)
+        if far_off and not accept_accuracy_loss:
+            log.warning("engine %r is far off FP32: %s", name, "; ".join(far_off))
+        manifest["accuracy"] = {**report.to_json(), "data": data_used, "budget": budget.to_json() or None,
+                                "metric_settings": metrics.to_json(), "far_off": far_off,
+                                "far_off_accepted": bool(far_off) and accept_accuracy_loss}
+        if mixed is not None:
+            manifest["mixed_precision"] = mixed.to_json()
         manifest["timing"] = timing
         manifest["build_seconds"] = round(time.perf_counter() - started, 3)
         atomic_write_json(staging / MANIFEST, manifest)
@@ -253,8 +273,17 @@ def _sweep_stale_staging(root: Path, name: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _scale_table(source: Path, precision: str, calib_data: str | None, method: str, calib_table: Any, samples: int | None,
-                 reference: Any, batch_size: int, force: bool) -> Any:
+def _scale_table(
+    source: Path,
+    precision: str,
+    calib_data: str | None,
+    method: str,
+    calib_table: Any,
+    samples: int | None,
+    reference: Any,
+    batch_size: int,
+    force: bool,
+) -> Any:
     """The INT8 scale table (loaded or calibrated now); FP16 uses one for its range rules when data is given."""
     from trtopt.quantization.table import ScaleTable
 
@@ -267,12 +296,23 @@ def _scale_table(source: Path, precision: str, calib_data: str | None, method: s
     from trtopt.data.sources import open_source
     from trtopt.quantization.calibrate import calibrate
 
-    data = open_source(str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration")
+    data = open_source(
+        str(calib_data), reference.inputs, batch_size=batch_size, max_samples=samples, part="calibration"
+    )
     return calibrate(source, data, method=method)
 
 
-def _precision_model(source: Path, staging: Path, precision: str, table: Any, encoding: str, per_channel: bool,
-                     exclude_nodes: Iterable[str], exclude_op_types: Iterable[str], keep_io_types: bool) -> tuple[str, dict[str, Any]]:
+def _precision_model(
+    source: Path,
+    staging: Path,
+    precision: str,
+    table: Any,
+    encoding: str,
+    per_channel: bool,
+    exclude_nodes: Iterable[str],
+    exclude_op_types: Iterable[str],
+    keep_io_types: bool,
+) -> tuple[str, dict[str, Any]]:
     """Write the ONNX the backend builds (a copy, Q/DQ or FP16) into the staging folder."""
     if precision == "int8":
         from trtopt.quantization.qdq import quantize
@@ -293,32 +333,65 @@ def _precision_model(source: Path, staging: Path, precision: str, table: Any, en
     return "model.fp32.onnx", {}
 
 
-def _measure_accuracy(be: Any, staging: Path, manifest: dict[str, Any], reference: Any, calib_data: str | None,
-                      val_data: str | None, samples: int, batch_size: int, profile: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Run the new engine and the FP32 ONNX on the same held-out batches; also time the engine's batches."""
+def _accuracy_data(calib_data: str | None, val_data: str | None) -> tuple[str, str]:
+    """(spec, part) of the accuracy data: --val-data, else the held-out part of --calib-data, else random."""
+    return (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
+
+
+def _mixed_precision(source: Path, table: Any, encoding: str, per_channel: bool, exclude_nodes: Iterable[str],
+                     exclude_op_types: Iterable[str], budget: AccuracyBudget, metrics: MetricSettings,
+                     data: tuple[str, str], samples: int, batch: int, threads: int | None) -> Any:
+    """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
+    from trtopt.int8_eval import Evaluator, QuantSettings, load_heldout, quantized_layers
+    from trtopt.mixed_precision import BudgetUnreachable, search
+
+    quant = QuantSettings(encoding, per_channel, tuple(sorted(exclude_nodes)), tuple(sorted(exclude_op_types)))
+    heldout = load_heldout(source, str(data[0]), data[1], samples, batch, threads)
+    with Evaluator(source, table, quant, heldout, metrics, threads) as evaluator:
+        try:
+            result = search(evaluator, quantized_layers(source, table, quant), budget)
+        except BudgetUnreachable as exc:
+            raise TrtoptError(f"{exc}; nothing was written") from None
+    log.info("mixed precision: %d layer(s) kept float after %d variants in %.1f s", len(result.kept_float),
+             result.evaluations, result.seconds)
+    return result
+
+
+def _measure_accuracy(be: Any, staging: Path, manifest: dict[str, Any], reference: Any, data_spec: tuple[str, str],
+                      samples: int, batch: int, metrics: MetricSettings) -> tuple[Any, dict[str, Any], str]:
+    """Run the new engine and the FP32 ONNX on the same held-out batches, comparing every output; time both.
+
+    Speed vs FP32 is measured only where the FP32 reference runs on the same backend (ONNX Runtime
+    on the CPU); for other backends the timing records the engine alone.
+    """
     import numpy as np
 
     from trtopt.accuracy import AccuracyAccumulator
     from trtopt.data.sources import open_source
     from trtopt.progress import progress
 
-    spec, part = (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
-    batch = _batch_size(reference.inputs, profile, batch_size)
+    spec, part = data_spec
     data = open_source(str(spec), reference.inputs, batch_size=batch, max_samples=samples, part=part)
-    accumulator = AccuracyAccumulator()
-    times = []
-    output = reference.outputs[0].name
+    accumulator = AccuracyAccumulator(metrics)
+    times, reference_times = [], []
     with be.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
-            expected = reference.infer(item.feed)[output]
             tic = time.perf_counter()
-            got = engine.infer(item.feed)[output]
+            expected = reference.infer(item.feed)
+            reference_times.append(time.perf_counter() - tic)
+            tic = time.perf_counter()
+            got = engine.infer(item.feed)
             times.append(time.perf_counter() - tic)
-            accumulator.update(expected, np.asarray(got, dtype=np.float32), item.labels)
+            accumulator.update(expected, {k: np.asarray(v) for k, v in got.items()}, item.labels)
     if accumulator.samples == 0:
         raise UsageError(f"accuracy data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
-    timing = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4), "batches": len(times)}
-    return accumulator.report().to_json(), timing, f"{spec} ({part})"
+    timing: dict[str, Any] = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4),
+                              "batches": len(times)}
+    if be.name == "onnxruntime" and manifest["precision"] != "fp32":
+        fp32_ms = 1000 * float(np.median(reference_times))
+        timing.update(fp32_median_ms=round(fp32_ms, 4), speedup=round(fp32_ms / max(timing["median_ms"], 1e-9), 4))
+        timing["slower_than_fp32"] = timing["speedup"] < 1.0
+    return accumulator.report(), timing, f"{spec} ({part})"
 
 
 def _batch_size(inputs: Sequence[Any], profile: Any, wanted: int) -> int:

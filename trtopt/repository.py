@@ -50,19 +50,27 @@ def read_manifest(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of an engine folder, schema-checked; UsageError when the folder is not an engine."""
     folder = Path(engine_dir)
     if not folder.is_dir():
-        raise UsageError(f"engine folder not found: {folder} (build one with `trtopt build MODEL.onnx --name {folder.name}`)")
+        raise UsageError(
+            f"engine folder not found: {folder} (build one with `trtopt build MODEL.onnx --name {folder.name}`)"
+        )
     path = folder / MANIFEST
     if not path.is_file():
-        raise UsageError(f"{folder} is not an engine folder: no {MANIFEST} (an interrupted build leaves none; rebuild it)")
+        raise UsageError(
+            f"{folder} is not an engine folder: no {MANIFEST} (an interrupted build leaves none; rebuild it)"
+        )
     manifest = read_json(path, "engine manifest")
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise UsageError(f"{path}: manifest schema version {printable(repr(found))}, this trtopt reads {SCHEMA_VERSION}; "
-                         "rebuild the engine")
+        raise UsageError(
+            f"{path}: manifest schema version {printable(repr(found))}, this trtopt reads {SCHEMA_VERSION}; "
+            "rebuild the engine"
+        )
     for key, kind in (("backend", dict), ("device", dict), ("engine", dict), ("precision", str)):
         if not isinstance(manifest.get(key), kind):
-            raise UsageError(f"{path}: manifest entry {key!r} is missing or not a {'mapping' if kind is dict else 'string'} "
-                             "(hand-edited?); rebuild the engine")
+            raise UsageError(
+                f"{path}: manifest entry {key!r} is missing or not a {'mapping' if kind is dict else 'string'} "
+                "(hand-edited?); rebuild the engine"
+            )
     return manifest
 
 
@@ -97,7 +105,9 @@ def engine_member(engine_dir: Path, relative: Any, what: str) -> Path:
     name = str(relative) if isinstance(relative, str) else ""
     candidate = Path(name)
     if not name or candidate.is_absolute() or ".." in candidate.parts:
-        raise UsageError(f"{folder / MANIFEST}: {what} {printable(repr(relative))} is not a file name inside the engine folder")
+        raise UsageError(
+            f"{folder / MANIFEST}: {what} {printable(repr(relative))} is not a file name inside the engine folder"
+        )
     path = folder / candidate
     root = folder.resolve()
     if root not in path.resolve().parents:
@@ -114,8 +124,10 @@ def verify_engine_file(engine_dir: Path, manifest: dict[str, Any]) -> Path:
         raise TrtoptError(f"engine {label}: engine file {path} is missing; {rebuild_hint(manifest)}")
     digest = sha256_file(path)
     if digest != engine.get("sha256"):
-        raise TrtoptError(f"engine {label}: {path} has sha256 {digest[:16]}..., the manifest recorded "
-                          f"{printable(str(engine.get('sha256')))[:16]}... (modified or corrupt); {rebuild_hint(manifest)}")
+        raise TrtoptError(
+            f"engine {label}: {path} has sha256 {digest[:16]}..., the manifest recorded "
+            f"{printable(str(engine.get('sha256')))[:16]}... (modified or corrupt); {rebuild_hint(manifest)}"
+        )
     return path
 
 
@@ -161,7 +173,9 @@ def _load_version(folder: Path, **runner_options: Any) -> Runner:
         raise TrtoptError(f"engine {label} needs the {backend.name} backend, which cannot run here: {why}")
     problems = backend.compatibility_problems(manifest)
     if problems:
-        raise TrtoptError(f"cannot load engine {label}: " + "; ".join(printable(p) for p in problems) + f"; {rebuild_hint(manifest)}")
+        raise TrtoptError(
+            f"cannot load engine {label}: " + "; ".join(printable(p) for p in problems) + f"; {rebuild_hint(manifest)}"
+        )
     verify_engine_file(folder, manifest)
     return backend.load(folder, manifest, **runner_options)
 

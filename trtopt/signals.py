@@ -9,6 +9,7 @@ reports it the same way (exit 130).
 SIGKILL cannot be caught, so a killed launcher cannot stop its workers; each worker therefore asks
 the kernel for a signal when its parent dies (:func:`die_with_parent`, Linux ``prctl``).
 """
+
 from __future__ import annotations
 
 import contextlib

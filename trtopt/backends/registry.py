@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from trtopt.backends.base import Runner
 from trtopt.errors import UsageError
+from trtopt.tensors import ShapeProfile
 
 # name -> module that defines BACKEND (or "module:ATTRIBUTE" when one module serves several)
 BACKEND_MODULES: dict[str, str] = {
@@ -21,18 +22,8 @@ BACKEND_MODULES: dict[str, str] = {
     "onnxruntime-cuda": "trtopt.backends.onnxruntime_gpu:CUDA_BACKEND",
     "onnxruntime-tensorrt": "trtopt.backends.onnxruntime_gpu:TENSORRT_EP_BACKEND",
 }
-
-
-@dataclass
-class ShapeProfile:
-    """min/opt/max shape per input name (trtexec's --min-shapes/--opt-shapes/--max-shapes)."""
-
-    min: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    opt: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    max: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: {n: list(s) for n, s in getattr(self, k).items()} for k in ("min", "opt", "max")}
+# `--backend auto` takes the first of these whose availability() says yes; the last one always can.
+AUTO_ORDER: tuple[str, ...] = ("tensorrt", "onnxruntime")
 
 
 @dataclass
@@ -74,6 +65,7 @@ class BuiltEngine:
 
 class Backend(Protocol):
     name: str
+    title: str  # how messages name it, e.g. "ONNX Runtime on the CPU"
 
     def availability(self) -> tuple[bool, str]:
         """(usable here?, one-line reason naming what is missing when not)."""
@@ -88,7 +80,7 @@ class Backend(Protocol):
 
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine: ...
 
-    def load(self, engine_dir: Path, manifest: dict[str, Any]) -> Runner: ...
+    def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner: ...
 
 
 def exact_match_problems(manifest: dict[str, Any], version: str, device: dict[str, Any]) -> list[str]:
@@ -96,7 +88,9 @@ def exact_match_problems(manifest: dict[str, Any], version: str, device: dict[st
     problems = []
     built_version = manifest["backend"].get("version")
     if built_version != version:
-        problems.append(f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}")
+        problems.append(
+            f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}"
+        )
     if manifest["device"] != device:
         problems.append(f"it was built for device {_describe(manifest['device'])}, this machine is {_describe(device)}")
     return problems

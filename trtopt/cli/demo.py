@@ -7,10 +7,13 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="the main job: train lenet on digits (DDP), export, build FP32/FP16/INT8, benchmark",
-                              description="The main job: DDP training of the bundled CNN on the bundled digits, "
-                                          "verified ONNX export, FP32/FP16/INT8 engines checked against FP32, "
-                                          "a benchmark with HTML/JSON reports, and a summary (OUT/demo.json).")
+    p = subparsers.add_parser(
+        "demo",
+        help="the main job: train lenet on digits (DDP), export, build FP32/FP16/INT8, benchmark",
+        description="The main job: DDP training of the bundled CNN on the bundled digits, "
+        "verified ONNX export, FP32/FP16/INT8 engines checked against FP32, "
+        "a benchmark with HTML/JSON reports, and a summary (OUT/demo.json).",
+    )
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: enough for >= 97%%)")
     p.add_argument("--nproc", type=int, default=2, help="training processes")
@@ -26,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet and not args.json:
             print(f"== {step}", file=sys.stderr, flush=True)
 
-    result = run_demo(args.out, epochs=DEMO_EPOCHS if args.epochs is None else args.epochs, nproc=args.nproc, seed=args.seed, on_step=announce)
+    epochs = DEMO_EPOCHS if args.epochs is None else args.epochs  # 0 is refused, not taken for "default"
+    result = run_demo(args.out, epochs=epochs, nproc=args.nproc, seed=args.seed, on_step=announce)
     print(json.dumps(result.to_json(), indent=2) if args.json else format_summary(result))
     return 0

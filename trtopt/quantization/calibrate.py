@@ -10,7 +10,8 @@ from typing import Any
 from trtopt.data.sources import DataSource, open_source
 from trtopt.errors import UsageError
 from trtopt.fileio import sha256_file
-from trtopt.quantization.calibrators import METHODS, NUM_LEVELS, entropy_bins, mse_bins, percentile_bins
+from trtopt.quantization.calibrators import (AUTO_CANDIDATES, METHODS, NUM_LEVELS, auto_bins, entropy_bins, mse_bins,
+                                            percentile_bins)
 from trtopt.quantization.collect import Collected, TargetRunner, collect
 from trtopt.quantization.histogram import NUM_BINS
 from trtopt.quantization.table import ScaleTable, TensorStats
@@ -22,20 +23,24 @@ log = logging.getLogger("trtopt.calibrate")
 DEGENERATE_AMAX = 1.0
 
 
-def _amax(name: str, collected: Collected, method: str, percentile: float) -> float:
+def _amax(name: str, collected: Collected, method: str, percentile: float) -> tuple[float, str]:
+    """(amax, method that produced it): ``auto`` names the candidate it chose for this tensor."""
     absmax = collected.ranges[name].absmax
     if absmax == 0:
         log.warning("tensor %r is zero everywhere (or had no finite values); amax set to %s", name, DEGENERATE_AMAX)
-        return DEGENERATE_AMAX
+        return DEGENERATE_AMAX, method
     if method == "max":
-        return absmax
+        return absmax, method
     hist = collected.histograms[name]  # type: ignore[index]
+    if method == "auto":
+        kept, chosen = auto_bins(hist.counts, hist.nonzero_counts())
+        return (kept * hist.width if kept < hist.bins else absmax), chosen
     if method == "percentile":
         kept = percentile_bins(hist.counts, percentile)
     else:
         nonzero = hist.nonzero_counts()
         kept = entropy_bins(nonzero) if method == "entropy" else mse_bins(nonzero)
-    return kept * hist.width if kept < hist.bins else absmax
+    return (kept * hist.width if kept < hist.bins else absmax), method
 
 
 def _stats(name: str, collected: Collected, amax: float) -> TensorStats:
@@ -82,7 +87,8 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, met
         raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
     if not model.graph.node:
         raise UsageError(f"{path} has an empty graph: no activations to calibrate")
-    runner = TargetRunner(model, calibration_targets(model, all_tensors=all_tensors), threads=threads, source=os.fspath(path))
+    targets = calibration_targets(model, all_tensors=all_tensors)
+    runner = TargetRunner(model, targets, threads=threads, source=os.fspath(path))
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(
@@ -93,13 +99,18 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, met
     finally:
         runner.close()
     tensors = {}
+    chosen: dict[str, str] = {}
     for name in runner.targets:
-        tensors[name] = _stats(name, collected, _amax(name, collected, method, percentile))
+        amax, chosen[name] = _amax(name, collected, method, percentile)
+        tensors[name] = _stats(name, collected, amax)
     params: dict[str, object] = {"nan_policy": nan_policy, "all_tensors": all_tensors, "data": source.describe()}
     if method != "max":
         params.update(bins=NUM_BINS, range="two-pass: [0, max|x|]")
-    if method == "entropy":
+    if method in ("entropy", "auto"):
         params["levels"] = NUM_LEVELS
+    if method == "auto":
+        params["candidates"] = list(AUTO_CANDIDATES)
+        params["chosen"] = chosen  # per tensor: the candidate with the smallest quantization error
     if method == "percentile":
         params["percentile"] = percentile
     return ScaleTable(digest, method, params, collected.samples, tensors)

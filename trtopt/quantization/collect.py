@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources import DataSource
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.progress import progress
@@ -38,7 +38,7 @@ class TargetRunner:
     def __init__(self, model: onnx.ModelProto, targets: Sequence[str], threads: int | None = None,
                  source: str = "the model") -> None:
         """`source` names the user's file in errors: the session opens a temporary copy of it."""
-        from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
+        from trtopt.ortsession import OrtSession, make_session_options
 
         model = onnx.ModelProto.FromString(model.SerializeToString())
         present = {out.name for out in model.graph.output}
@@ -53,7 +53,7 @@ class TargetRunner:
             options = make_session_options(threads)
             options.enable_cpu_mem_arena = False
             try:
-                self.runner = OnnxRuntimeRunner(path, session_options=options)
+                self.runner = OrtSession(path, options)
             except UsageError as exc:  # ONNX Runtime names the temporary copy; the user knows their file
                 raise UsageError(str(exc).replace(os.fspath(path), source)) from exc
         float_outputs = {info.name for info in self.runner.outputs if np.dtype(info.dtype).kind == "f"}
@@ -67,7 +67,7 @@ class TargetRunner:
         """Yield (batch index, batch size, target activations), with a progress bar over samples."""
         with progress(total=data.num_samples, desc=desc, unit="sample") as bar:
             for index, batch in enumerate(data):
-                outputs = self.runner.infer(batch.feed)
+                outputs = self.runner.run(batch.feed)
                 yield index, batch.size, {name: outputs[name] for name in self.targets}
                 del outputs
                 bar.update(batch.size)

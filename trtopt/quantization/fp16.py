@@ -40,9 +40,15 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def convert_model_fp16(model: onnx.ModelProto, *, scales: ScaleSource | Mapping[str, float] | None = None,
-                       keep_io_types: bool = True, exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (),
-                       rules: Iterable[Rule] = DEFAULT_RULES) -> tuple[onnx.ModelProto, dict[str, str]]:
+def convert_model_fp16(
+    model: onnx.ModelProto,
+    *,
+    scales: ScaleSource | Mapping[str, float] | None = None,
+    keep_io_types: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+    rules: Iterable[Rule] = DEFAULT_RULES,
+) -> tuple[onnx.ModelProto, dict[str, str]]:
     """Convert an in-memory model; returns (mixed-precision model, {node kept FP32: reason})."""
     from onnxconverter_common import float16
 

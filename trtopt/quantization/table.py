@@ -51,8 +51,9 @@ class TensorStats:
         if not (math.isfinite(self.amax) and self.amax > 0):
             raise UsageError(f"amax must be a finite positive number, got {self.amax}")
         if not _FLOAT32_TINY <= self.amax / 127.0 <= _FLOAT32_MAX:
-            raise UsageError(f"amax {self.amax:g} gives the scale {self.amax / 127.0:g}, outside float32's normal range "
-                             f"[{_FLOAT32_TINY:g}, {_FLOAT32_MAX:g}]; recalibrate (a near-zero amax means a constant tensor)")
+            raise UsageError(f"amax {self.amax:g} gives the scale {self.amax / 127.0:g}, outside float32's normal "
+                             f"range [{_FLOAT32_TINY:g}, {_FLOAT32_MAX:g}]; recalibrate (a near-zero amax means a "
+                             "constant tensor)")
 
     @property
     def non_negative(self) -> bool | None:

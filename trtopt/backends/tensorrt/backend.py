@@ -5,8 +5,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.registry import BuildOptions, BuiltEngine
 from trtopt.backends.base import Runner
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.backends.tensorrt.availability import tensorrt_availability, tensorrt_status
 from trtopt.errors import TrtoptError
 
 
@@ -14,11 +15,19 @@ class TensorRTBackend:
     """Builds with TensorRT's builder and runs with TensorRT's runtime through cuda-python."""
 
     name = "tensorrt"
+    title = "TensorRT"
 
     def availability(self) -> tuple[bool, str]:
-        from trtopt.backends.select import tensorrt_availability
+        """TensorRT importable, a GPU present, and cuda-python built for the TensorRT wheel's CUDA major."""
+        from trtopt.cuda.stack import detect_stack, stack_problems
 
-        return tensorrt_availability()
+        usable, why = tensorrt_availability()
+        if not usable:
+            return False, why  # a failed device probe already explains a driver mismatch
+        problems = stack_problems(detect_stack())
+        if problems:
+            return False, f"{why}, but " + "; ".join(problems)
+        return True, why
 
     def _require(self) -> None:
         usable, why = self.availability()
@@ -26,8 +35,6 @@ class TensorRTBackend:
             raise TrtoptError(f"the tensorrt backend cannot run here: {why}")
 
     def version(self) -> str:
-        from trtopt.backends.select import tensorrt_status
-
         version, why = tensorrt_status()
         if version is None:
             raise TrtoptError(f"the tensorrt backend cannot run here: {why}")

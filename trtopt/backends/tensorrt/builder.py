@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.tensors import ShapeProfile
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
 from trtopt.backends.tensorrt.inspector import parse_engine_information
 from trtopt.backends.tensorrt.logger import LogRouter, make_trt_logger
+from trtopt.backends.tensorrt.runtime import deserialize
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_bytes, atomic_write_text
 from trtopt.shapes import format_shape, is_dynamic
@@ -61,7 +63,9 @@ def check_options(options: BuildOptions) -> None:
     compat.hardware_compat_level(options.hardware_compat)
     profiles = options.extra.get("profiles", 1)
     if not isinstance(profiles, int) or profiles < 1:
-        raise UsageError(f"profiles must be a positive integer (one per concurrent execution context), got {profiles!r}")
+        raise UsageError(
+            f"profiles must be a positive integer (one per concurrent execution context), got {profiles!r}"
+        )
 
 
 def io_record(names: Sequence[str], modes: Mapping[str, str], dtypes: Mapping[str, str],
@@ -87,7 +91,9 @@ def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
     lines = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
-        lines.append(parser_error_line(error.code(), error.desc(), error.node_name(), error.node_operator(), error.node()))
+        lines.append(
+            parser_error_line(error.code(), error.desc(), error.node_name(), error.node_operator(), error.node())
+        )
     raise TrtoptError(parse_failure_message(onnx_path, lines))
 
 
@@ -185,10 +191,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     timing_cache.save_cache_bytes(cache_path, cache_bytes)
     atomic_write_bytes(staging_dir / TIMING_CACHE_FILE, cache_bytes)
 
-    runtime = trt.Runtime(logger)
-    if options.version_compatible:
-        runtime.engine_host_code_allowed = True  # version-compatible plans embed the lean runtime
-    engine = runtime.deserialize_cuda_engine(bytes(memoryview(plan)))
+    _runtime, engine = deserialize(trt, logger, bytes(memoryview(plan)), options.version_compatible)
     if engine is None:
         raise TrtoptError(router.explain(f"TensorRT could not load the engine it just built from {onnx_path}"))
     info_json = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
@@ -199,7 +202,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     record.update({
         "strongly_typed": True,
         "optimization_profiles": profiles,
-        "device_memory_bytes": int(engine.device_memory_size_v2),
+        "device_memory_bytes": compat.engine_device_memory_bytes(engine, version),
         "build_seconds": round(build_seconds, 3),
         "timing_cache": str(cache_path),
         "inspector_file": INSPECTOR_FILE,
@@ -213,5 +216,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     log.info("built %s in %.1f s: %d layers, %d reformats, precisions %s", engine_path.name, build_seconds,
              summary.layers, summary.reformat_layers, dict(summary.precisions))
     if summary.reformat_layers and options.precision == "int8":
-        log.warning("%d reformat layers in the INT8 engine: Q/DQ placement may be costing speed", summary.reformat_layers)
+        log.warning(
+            "%d reformat layers in the INT8 engine: Q/DQ placement may be costing speed", summary.reformat_layers
+        )
     return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"tensorrt": record})

@@ -14,7 +14,7 @@ a folder of images                 decoded, resized, normalized (``layout``, ``i
 Every source is an iterable of :class:`Batch` checked against the model's inputs; see
 :mod:`trtopt.data.sources.base` for the batching rules and the held-out split.
 
-A ``file.py[:function]`` spec imports and runs that file (see :mod:`trtopt.code_loaders`).
+A ``file.py[:function]`` spec imports and runs that file (see :mod:`trtopt.usercode`).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.base import TensorInfo
-from trtopt.code_loaders import runs_code
+from trtopt.usercode import runs_code
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import PARTS, Batch, DataSource
 from trtopt.errors import UsageError
 
