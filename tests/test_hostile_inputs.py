@@ -158,7 +158,7 @@ def test_tensorrt_cache_naming_unknown_tensors_warns(residual_convnet, tmp_path,
 
 def test_bad_thread_counts_are_refused(residual_convnet):
     for threads in (-1, 0):
-        with pytest.raises(UsageError, match=f"--threads must be a whole number of at least 1, got {threads}"):
+        with pytest.raises(UsageError, match=f"--threads must be positive, got {threads}"):
             OnnxRuntimeRunner(residual_convnet, threads=threads)
 
 
@@ -240,11 +240,11 @@ def test_cli_usage_errors_exit_2_with_one_line(residual_convnet, tmp_path):
         (("quantize", residual_convnet, "-o", tmp_path / "q.onnx"), "--calib-data SRC -o TABLE.json"),
         (
             ("build", residual_convnet, "--batch-size", "0", "--engines-dir", tmp_path / "e"),
-            "--batch-size must be at least 1",
+            "--batch-size must be positive, got 0",
         ),
         (
             ("build", residual_convnet, "--threads", "-1", "--engines-dir", tmp_path / "e"),
-            "--threads must be a whole number",
+            "--threads must be positive, got -1",
         ),
         (("demo", "--epochs", "0", "--out", tmp_path / "demo"), "--epochs must be at least 1, got 0"),
         (("bench", "--suite", tmp_path / "suite.toml", "--no-history"), "is a Python loader: it would import and run"),

@@ -43,7 +43,7 @@ def tensor_info(node_arg: Any) -> TensorInfo:
 def check_threads(threads: int | None) -> None:
     """--threads: None (ONNX Runtime's default) or a positive count; ORT itself accepts -1 silently."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise UsageError(f"--threads must be a whole number of at least 1, got {threads!r}")
+        raise UsageError(f"--threads must be positive, got {threads!r}")
 
 
 def make_session_options(
