@@ -41,7 +41,7 @@ def test_lenet_int8_fp16_fp32_builds_reuse_and_table(trained_lenet, tmp_path, mo
     engines = tmp_path / "engines"
     int8 = build(trained_lenet.onnx, precision="int8", calib_data="digits", engines_dir=engines, threads=1)
     m = int8.manifest
-    assert m["schema_version"] == 1 and m["backend"]["name"] == "onnxruntime" and m["device"]["kind"] == "cpu"
+    assert m["schema_version"] == 2 and m["backend"]["name"] == "onnxruntime" and m["device"]["kind"] == "cpu"
     assert m["calibration"]["method"] == "auto" and len(m["calibration"]["table_id"]) == 64
     assert (int8.engine_dir / m["engine"]["file"]).is_file() and (int8.engine_dir / "scales.json").is_file()
     assert m["io"]["inputs"][0]["name"] == "input" and "profile" in m["io"]

@@ -77,6 +77,8 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     title = "ONNX Runtime on the CPU"
+    default_encoding = "onnxruntime-cpu"
+    engine_fields = ("threads",)  # recorded in session.json, which the engine folder holds
 
     def availability(self) -> tuple[bool, str]:
         return True, f"onnxruntime {ort.__version__} on the CPU"
@@ -92,19 +94,21 @@ class OnnxRuntimeBackend:
     def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
         return exact_match_problems(manifest, self.version(), self.device())
 
+    def check_options(self, options: BuildOptions) -> None:
+        """Every option ONNX Runtime reads (threads) is checked by the settings themselves."""
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
-        config = qdq_session_config(options.extra.get("encoding"))
+        threads = options.engine.threads
+        config = qdq_session_config(options.encoding)
         session = {
             "graph_optimization": "all",
             "saved_optimization": SAVED_OPTIMIZATION,
-            "intra_op_num_threads": options.threads,
+            "intra_op_num_threads": threads,
             "providers": ["CPUExecutionProvider"],
             "config": config,
         }
-        build_options = make_session_options(
-            options.threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config
-        )
+        build_options = make_session_options(threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config)
         try:
             ort.InferenceSession(os.fspath(onnx_path), build_options, providers=session["providers"])
         except Exception as exc:  # ORT's own exception types: report the model and the first line

@@ -233,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         hardware_compat=args.hardware_compat,
         batch_size=args.batch_size,
         force=args.force,
+        command=args.command_line,
     )
     if args.json:
         print(

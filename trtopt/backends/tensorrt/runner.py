@@ -5,7 +5,7 @@ Thread-safety: a TensorRT execution context is not thread-safe, so the runner ow
 for the duration of the call. One runner may therefore be shared by threads: up to ``contexts``
 calls run concurrently, further callers wait. With dynamic shapes each context needs its own
 optimization profile, so the number of contexts is capped by the profiles the engine was built
-with (BuildOptions.extra["profiles"]).
+with (``--contexts``, EngineSettings.contexts; load() opens that many by default).
 
 Per call: input shapes are checked against the engine's profile (UsageError naming the tensor
 outside it), numpy inputs are staged in pinned memory and copied asynchronously, device inputs
