@@ -168,7 +168,8 @@ def test_bad_inputs_are_clear_usage_errors(residual_convnet, tmp_path):
     cases = {
         "corrupt": (["build", str(corrupt)], "corrupt.onnx"),
         "truncated": (["build", str(truncated)], "truncated.onnx"),
-        "no float input": (["build", str(_int_input_model(tmp_path / "ints.onnx"))], "no floating-point input"),
+        "no float computation": (["build", str(_int_input_model(tmp_path / "ints.onnx"))],
+                                 "no floating-point computation"),
         "calib names": (
             ["build", str(residual_convnet), "--int8", "--calib-data", str(tmp_path / "wrong_name.npz")],
             "no array for input",

@@ -129,6 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-shapes", help="profile minimum shapes")
     p.add_argument("--opt-shapes", help="profile optimum shapes")
     p.add_argument("--max-shapes", help="profile maximum shapes")
+    p.add_argument("--input-range", metavar="NAME:LO:HI,...",
+                   help="value range of generated (random) data per input, e.g. ids:0:30522; required for integer "
+                        "inputs when no --calib-data/--val-data is given")
     add_quantization_arguments(p)
     p.add_argument("--fp16-io", dest="keep_io_types", action="store_false", help="FP16 inputs/outputs (with --fp16)")
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (build, accuracy check and the engine)")
@@ -240,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         version_compatible=args.version_compatible,
         hardware_compat=args.hardware_compat,
         batch_size=args.batch_size,
+        input_ranges=args.input_range,
         force=args.force,
         command=args.command_line,
     )
