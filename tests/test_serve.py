@@ -236,6 +236,10 @@ def test_grpc_bad_input_maps_to_status_codes(server):
         client.infer(MODEL, [tensor])
     with pytest.raises(InferenceServerException, match="NOT_FOUND.*unknown model"):
         client.infer("nope", [tensor])
+    huge = grpcclient.InferInput("input", [MAX_BATCH * 12, 3, 16, 16], "FP32")
+    huge.set_data_from_numpy(np.zeros((MAX_BATCH * 12, 3, 16, 16), np.float32))  # 288 KiB > the 256 KiB limit
+    with pytest.raises(InferenceServerException, match="RESOURCE_EXHAUSTED"):
+        client.infer(MODEL, [huge])
     assert client.is_server_ready()
 
 
