@@ -98,7 +98,10 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
         model = onnx.load(os.fspath(path))
     except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
         raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
-    runner = TargetRunner(model, calibration_targets(model, all_tensors=all_tensors), threads=threads)
+    if not model.graph.node:
+        raise UsageError(f"{path} has an empty graph: no activations to calibrate")
+    targets = calibration_targets(model, all_tensors=all_tensors)
+    runner = TargetRunner(model, targets, threads=threads, source=os.fspath(path))
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(

@@ -35,7 +35,9 @@ class Collected:
 class TargetRunner:
     """An ONNX Runtime runner of the model with every target tensor exposed as an output."""
 
-    def __init__(self, model: onnx.ModelProto, targets: Sequence[str], threads: int | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, targets: Sequence[str], threads: int | None = None,
+                 source: str = "the model") -> None:
+        """`source` names the user's file in errors: the session opens a temporary copy of it."""
         from trtopt.ortsession import OrtSession, make_session_options
 
         model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -50,7 +52,10 @@ class TargetRunner:
             # shows up as peak memory creeping with the number of batches
             options = make_session_options(threads)
             options.enable_cpu_mem_arena = False
-            self.runner = OrtSession(path, options)
+            try:
+                self.runner = OrtSession(path, options)
+            except UsageError as exc:  # ONNX Runtime names the temporary copy; the user knows their file
+                raise UsageError(str(exc).replace(os.fspath(path), source)) from exc
         float_outputs = {info.name for info in self.runner.outputs if np.dtype(info.dtype).kind == "f"}
         self.targets = [name for name in targets if name in float_outputs]
 
