@@ -11,8 +11,8 @@ from trtopt.data.sources import DataSource, open_source
 from trtopt.errors import UsageError
 from trtopt.fileio import sha256_file
 from trtopt.quantization.calibrators import METHODS, NUM_LEVELS, entropy_bins, mse_bins, percentile_bins
-from trtopt.quantization.collect import Collected, TargetRunner, collect
-from trtopt.quantization.histogram import NUM_BINS
+from trtopt.quantization.collect import Collected, collect
+from trtopt.quantization.histogram import FINE_BINS, NUM_BINS
 from trtopt.quantization.table import ScaleTable, TensorStats
 
 log = logging.getLogger("trtopt.calibrate")
@@ -57,15 +57,18 @@ def _stats(name: str, collected: Collected, amax: float) -> TensorStats:
 def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, method: str = "entropy",
               percentile: float = 99.99, all_tensors: bool = False, nan_policy: str = "error",
               batch_size: int = 16, max_samples: int | None = None, threads: int | None = None, seed: int = 0,
-              part: str = "all", source_options: Mapping[str, Any] | None = None) -> ScaleTable:
+              part: str = "all", source_options: Mapping[str, Any] | None = None, device: str = "auto") -> ScaleTable:
     """Calibrate every activation a Q/DQ pass may need (all float activations with ``all_tensors``).
 
     ``data`` is a DataSource or a spec for :func:`trtopt.data.sources.open_source` (then
     ``batch_size``, ``max_samples``, ``seed``, ``part`` and ``source_options`` such as image
-    ``layout`` or random ``shapes`` apply). The table records the sha256 of the exact model bytes.
+    ``layout`` or random ``shapes`` apply). ``device`` picks where the forward pass runs (see
+    :mod:`trtopt.quantization.providers`). The table records the sha256 of the exact model bytes.
     """
     import onnx
 
+    from trtopt.quantization.providers import select_providers
+    from trtopt.quantization.session import TargetRunner
     from trtopt.quantization.targets import calibration_targets
 
     if method not in METHODS:
@@ -75,27 +78,30 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, met
     path = Path(model_path)
     if not path.is_file():
         raise UsageError(f"ONNX model not found: {path}")
+    providers = select_providers(device)
     digest = sha256_file(path)
     try:
-        model = onnx.load(os.fspath(path))
+        model = onnx.load(os.fspath(path), load_external_data=False)  # the graph; weights are read by the session
     except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
         raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
-    runner = TargetRunner(model, calibration_targets(model, all_tensors=all_tensors), threads=threads)
+    runner = TargetRunner(path, model, calibration_targets(model, all_tensors=all_tensors), providers, threads=threads)
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(
             data, runner.inputs, batch_size=batch_size, max_samples=max_samples, seed=seed, part=part,
             **(source_options or {}))
-        log.info("calibrating %d tensors of %s on %s", len(runner.targets), path, source.describe())
+        log.info("calibrating %d tensors of %s on %s (%s)", len(runner.targets), path, source.describe(),
+                 providers.reason)
         collected = collect(runner, source, histograms=method != "max", nan_policy=nan_policy)
     finally:
         runner.close()
     tensors = {}
     for name in runner.targets:
         tensors[name] = _stats(name, collected, _amax(name, collected, method, percentile))
-    params: dict[str, object] = {"nan_policy": nan_policy, "all_tensors": all_tensors, "data": source.describe()}
+    params: dict[str, object] = {"nan_policy": nan_policy, "all_tensors": all_tensors, "data": source.describe(),
+                                 "provider": providers.providers[0]}
     if method != "max":
-        params.update(bins=NUM_BINS, range="two-pass: [0, max|x|]")
+        params.update(bins=NUM_BINS, range=f"one pass: [0, max|x|], re-binned from {FINE_BINS} power-of-two bins")
     if method == "entropy":
         params["levels"] = NUM_LEVELS
     if method == "percentile":

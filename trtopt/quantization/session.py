@@ -1,0 +1,102 @@
+"""The calibration session: the FP32 model with every target tensor exposed as an output.
+
+Bounded memory for big models: the model is read without its external data (the graph only), the
+target outputs are added to that graph, and the augmented graph is written to a temporary folder
+that ONNX Runtime loads by path. Weights that live in external files stay there: the session is
+told to resolve external data against the original model's folder
+(``session.model_external_initializers_file_folder_path``), so a model above 2 GB is never held,
+serialized or copied by trtopt. Weights embedded in the ``.onnx`` file (a model below 2 GB) are
+moved into an external file next to the augmented graph while it is written, which releases them
+from the in-memory graph instead of serializing a second copy.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtopt.backends.base import TensorInfo
+from trtopt.quantization.providers import ProviderChoice
+
+EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+_WEIGHTS_FILE = "weights.bin"
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor stored in the graph: initializers and attribute tensors, subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def has_external_data(model: onnx.ModelProto) -> bool:
+    return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in _tensors(model.graph))
+
+
+def write_augmented(model: onnx.ModelProto, source_folder: Path, folder: Path) -> tuple[Path, dict[str, str]]:
+    """Write ``model`` (read without external data, outputs already added) under ``folder``.
+
+    Returns the path to load and the session config entries that load needs. ``model`` is changed:
+    embedded weights are moved out of it into ``folder``.
+    """
+    path = folder / "targets.onnx"
+    if has_external_data(model):
+        onnx.save_model(model, os.fspath(path))
+        return path, {EXTERNAL_FOLDER_KEY: os.fspath(source_folder.resolve())}
+    onnx.save_model(model, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=_WEIGHTS_FILE, size_threshold=1024)
+    return path, {}
+
+
+class TargetRunner:
+    """An ONNX Runtime session of the model with every target tensor exposed as an output.
+
+    Takes ownership of ``model`` (the graph read with ``load_external_data=False``; it is changed).
+    """
+
+    def __init__(self, model_path: Path, model: onnx.ModelProto, targets: Sequence[str], providers: ProviderChoice,
+                 threads: int | None = None) -> None:
+        from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
+
+        present = {out.name for out in model.graph.output}
+        for name in targets:
+            if name not in present:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+        with tempfile.TemporaryDirectory(prefix="trtopt-calib-") as folder:
+            path, config = write_augmented(model, Path(model_path).parent, Path(folder))
+            del model
+            options = make_session_options(threads, config=config)
+            # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
+            # shows up as peak memory creeping with the number of batches
+            options.enable_cpu_mem_arena = False
+            self.runner = OnnxRuntimeRunner(path, session_options=options, providers=providers.providers)
+        self.providers = providers
+        float_outputs = {info.name for info in self.runner.outputs if np.dtype(info.dtype).kind == "f"}
+        self.targets = [name for name in targets if name in float_outputs]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self.runner.inputs
+
+    def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The target activations of one batch."""
+        outputs = self.runner.infer(feed)
+        return {name: outputs[name] for name in self.targets}
+
+    def close(self) -> None:
+        self.runner.close()
