@@ -21,14 +21,12 @@ from trtopt.quantization.collect import collect
 from trtopt.quantization.histogram import FINE_BINS, NUM_BINS, AbsHistogram, PowerOfTwoHistogram, RangeStats
 from trtopt.quantization.providers import select_providers
 from trtopt.quantization.session import TargetRunner
-from trtopt.quantization.targets import calibration_targets
 
 LIGHT_MODELS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 
 def _runner(model_path: Path) -> TargetRunner:
-    model = onnx.load(model_path, load_external_data=False)
-    return TargetRunner(model_path, model, calibration_targets(model), select_providers("cpu"))
+    return TargetRunner(model_path, onnx.load(model_path, load_external_data=False), select_providers("cpu"))
 
 
 def exact_two_pass(runner: TargetRunner, data: DataSource) -> dict[str, AbsHistogram]:

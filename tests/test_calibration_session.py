@@ -13,7 +13,7 @@ import pytest
 from trtopt.errors import UsageError
 from trtopt.quantization.calibrate import calibrate
 from trtopt.quantization.providers import CPU, CUDA, TENSORRT, calibration_providers, select_providers
-from trtopt.quantization.session import EXTERNAL_FOLDER_KEY, write_augmented
+from trtopt.quantization.session import EXTERNAL_FOLDER_KEY, detach_weights
 
 
 def _with_external_weights(source: Path, folder: Path) -> Path:
@@ -32,19 +32,21 @@ def test_external_data_model_calibrates_in_place_like_the_embedded_one(tmp_path:
     in_place = calibrate(external, str(tmp_path / "d.npz"), batch_size=4)
     assert {name: stats.amax for name, stats in in_place.tensors.items()} == \
         {name: stats.amax for name, stats in embedded.tensors.items()}
-    # the augmented graph references the original weight files; nothing of the weights is rewritten
+    # the session reads the original weight files; nothing of the weights is rewritten
     graph = onnx.load(external, load_external_data=False)
     (tmp_path / "augmented").mkdir()
-    path, config = write_augmented(graph, external.parent, tmp_path / "augmented")
+    config = detach_weights(graph, external.parent, tmp_path / "augmented")
     assert config == {EXTERNAL_FOLDER_KEY: os.fspath(external.parent.resolve())}
-    assert os.listdir(tmp_path / "augmented") == [path.name] and path.stat().st_size < 4096
+    assert not os.listdir(tmp_path / "augmented") and graph.ByteSize() < 4096
 
 
 def test_embedded_weights_leave_the_graph_when_written(tmp_path: Path, residual_convnet: Path) -> None:
     model = onnx.load(residual_convnet)
     large = {init.name for init in model.graph.initializer if len(init.raw_data) >= 1024}
-    path, config = write_augmented(model, residual_convnet.parent, tmp_path)
-    assert config == {} and large and (tmp_path / "weights.bin").stat().st_size >= 1024 * len(large)
+    (tmp_path / "detached").mkdir()
+    config = detach_weights(model, residual_convnet.parent, tmp_path / "detached")
+    [weights] = (tmp_path / "detached").iterdir()
+    assert config == {} and large and weights.stat().st_size >= 1024 * len(large)
     moved = {init.name for init in model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL}
     assert moved == large and not any(init.raw_data for init in model.graph.initializer if init.name in moved)
 

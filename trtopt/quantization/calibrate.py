@@ -69,7 +69,6 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, met
 
     from trtopt.quantization.providers import select_providers
     from trtopt.quantization.session import TargetRunner
-    from trtopt.quantization.targets import calibration_targets
 
     if method not in METHODS:
         raise UsageError(f"--method must be one of {list(METHODS)}, got {method!r}")
@@ -84,7 +83,7 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, met
         model = onnx.load(os.fspath(path), load_external_data=False)  # the graph; weights are read by the session
     except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
         raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
-    runner = TargetRunner(path, model, calibration_targets(model, all_tensors=all_tensors), providers, threads=threads)
+    runner = TargetRunner(path, model, providers, all_tensors=all_tensors, threads=threads)
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(

@@ -6,25 +6,28 @@ that ONNX Runtime loads by path. Weights that live in external files stay there:
 told to resolve external data against the original model's folder
 (``session.model_external_initializers_file_folder_path``), so a model above 2 GB is never held,
 serialized or copied by trtopt. Weights embedded in the ``.onnx`` file (a model below 2 GB) are
-moved into an external file next to the augmented graph while it is written, which releases them
-from the in-memory graph instead of serializing a second copy.
+moved into an external file next to the augmented graph first, which releases them from the
+in-memory graph instead of serializing a second copy (and keeps shape inference light).
 """
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
+from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
+
 from trtopt.backends.base import TensorInfo
 from trtopt.quantization.providers import ProviderChoice
+from trtopt.quantization.targets import calibration_targets
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
-_WEIGHTS_FILE = "weights.bin"
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -48,37 +51,40 @@ def has_external_data(model: onnx.ModelProto) -> bool:
     return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in _tensors(model.graph))
 
 
-def write_augmented(model: onnx.ModelProto, source_folder: Path, folder: Path) -> tuple[Path, dict[str, str]]:
-    """Write ``model`` (read without external data, outputs already added) under ``folder``.
+def detach_weights(model: onnx.ModelProto, source_folder: Path, folder: Path) -> dict[str, str]:
+    """Leave only the graph in ``model`` (read without external data); returns the session config.
 
-    Returns the path to load and the session config entries that load needs. ``model`` is changed:
-    embedded weights are moved out of it into ``folder``.
+    Weights embedded in it move to a file in ``folder`` (released from memory as they are
+    written); weights already in external files stay there, and the session is pointed at them.
     """
-    path = folder / "targets.onnx"
     if has_external_data(model):
-        onnx.save_model(model, os.fspath(path))
-        return path, {EXTERNAL_FOLDER_KEY: os.fspath(source_folder.resolve())}
-    onnx.save_model(model, os.fspath(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=_WEIGHTS_FILE, size_threshold=1024)
-    return path, {}
+        return {EXTERNAL_FOLDER_KEY: os.fspath(source_folder.resolve())}
+    # a unique name: onnx refuses a location that exists relative to the working directory
+    location = f"weights-{uuid.uuid4().hex}.bin"
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+    write_external_data_tensors(model, os.fspath(folder))
+    return {}
 
 
 class TargetRunner:
     """An ONNX Runtime session of the model with every target tensor exposed as an output.
 
     Takes ownership of ``model`` (the graph read with ``load_external_data=False``; it is changed).
+    The targets are :func:`calibration_targets` of the graph once its weights are detached, which
+    keeps shape inference from serializing them.
     """
 
-    def __init__(self, model_path: Path, model: onnx.ModelProto, targets: Sequence[str], providers: ProviderChoice,
-                 threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, model: onnx.ModelProto, providers: ProviderChoice, *,
+                 all_tensors: bool = False, threads: int | None = None) -> None:
         from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
 
-        present = {out.name for out in model.graph.output}
-        for name in targets:
-            if name not in present:
-                model.graph.output.append(onnx.ValueInfoProto(name=name))
         with tempfile.TemporaryDirectory(prefix="trtopt-calib-") as folder:
-            path, config = write_augmented(model, Path(model_path).parent, Path(folder))
+            config = detach_weights(model, Path(model_path).parent, Path(folder))
+            targets = calibration_targets(model, all_tensors=all_tensors)
+            present = {out.name for out in model.graph.output}
+            model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in targets if name not in present)
+            path = Path(folder) / "targets.onnx"
+            onnx.save_model(model, os.fspath(path))
             del model
             options = make_session_options(threads, config=config)
             # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
