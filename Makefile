@@ -29,7 +29,9 @@ browser:
 	  apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || \
 	  echo "note: chromium is not installed; the HTML render test will be skipped"
 
+# lint first: a ruff finding fails the target before the (minutes long) test suite starts
 test: setup browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 clean:

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,9 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
 
     def conv(x: str, out_ch: int, in_ch: int, k: int, stride: int, name: str, relu: bool = True) -> str:
         std = np.sqrt(2.0 / (in_ch * k * k))
-        inits.append(numpy_helper.from_array((rng.standard_normal((out_ch, in_ch, k, k)) * std).astype(np.float32), f"{name}.w"))
+        inits.append(
+            numpy_helper.from_array((rng.standard_normal((out_ch, in_ch, k, k)) * std).astype(np.float32), f"{name}.w")
+        )
         inits.append(numpy_helper.from_array((rng.standard_normal(out_ch) * 0.05).astype(np.float32), f"{name}.b"))
         nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [f"{name}.out"], name=name,
                                       kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
@@ -70,7 +73,11 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
             name = f"layer{stage + 1}.{block}"
             y = conv(x, width, channels, 3, stride, f"{name}.conv1")
             y = conv(y, width, width, 3, 1, f"{name}.conv2", relu=False)
-            shortcut = conv(x, width, channels, 1, stride, f"{name}.down", relu=False) if stride != 1 or channels != width else x
+            shortcut = (
+                conv(x, width, channels, 1, stride, f"{name}.down", relu=False)
+                if stride != 1 or channels != width
+                else x
+            )
             nodes.append(helper.make_node("Add", [y, shortcut], [f"{name}.add"]))
             nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"]))
             x, channels = f"{name}.out", width
@@ -79,15 +86,20 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
     inits.append(numpy_helper.from_array((rng.standard_normal((1000, 512)) * 0.03).astype(np.float32), "fc.w"))
     inits.append(numpy_helper.from_array(np.zeros(1000, np.float32), "fc.b"))
     nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
-    graph = helper.make_graph(nodes, "resnet18", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "resnet18",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, path)
     return path
 
 
-def feeds(samples: int, batch_size: int):
+def feeds(samples: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The same seeded images for both tools, generated batch by batch (never all at once)."""
     for start in range(0, samples, batch_size):
         rows = min(batch_size, samples - start)
@@ -95,7 +107,9 @@ def feeds(samples: int, batch_size: int):
         yield {"input": rng.standard_normal((rows, 3, SIZE, SIZE), dtype=np.float32)}
 
 
-def load_data():  # trtopt's loader entry point (file.py:function); sizes come from the environment
+def load_data() -> Iterator[
+    dict[str, np.ndarray]
+]:  # trtopt's loader entry point (file.py:function); sizes come from the environment
     return feeds(int(os.environ["BENCH_SAMPLES"]), int(os.environ["BENCH_BATCH"]))
 
 
@@ -110,13 +124,13 @@ class _Reader:
         self.samples, self.batch_size = samples, batch_size
         self.batches = feeds(samples, batch_size)
 
-    def get_next(self):
+    def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.batches, None)
 
     def rewind(self) -> None:
         self.batches = feeds(self.samples, self.batch_size)
 
-    def get_first(self):
+    def get_first(self) -> dict[str, np.ndarray]:
         return next(feeds(self.samples, self.batch_size))
 
 
@@ -277,7 +291,8 @@ def _summary(results: list[dict], notes: list[str]) -> None:
             speedup = _ratio(by_key.get(("onnxruntime", batch, samples)), ours, "wall_s")
             memory = _ratio(ours, by_key.get(("onnxruntime", batch, samples)), "peak_rss_mb")
             modelopt = _ratio(by_key.get(("modelopt", batch, samples)), ours, "wall_s")
-            print(f"batch {batch}, {samples} samples: trtopt / plain pass wall {_verdict(plain, '<= 1.5', (plain or 9) <= 1.5)}; "
+            within = _verdict(plain, "<= 1.5", (plain or 9) <= 1.5)
+            print(f"batch {batch}, {samples} samples: trtopt / plain pass wall {within}; "
                   f"ORT entropy / trtopt wall {_verdict(speedup, '>= 5', (speedup or 0) >= 5)}; "
                   f"trtopt / ORT peak RSS {_verdict(memory, '<= 0.10', (memory or 9) <= 0.10)}; "
                   f"ModelOpt / trtopt wall {'not measured' if modelopt is None else f'{modelopt:.2f}'}")

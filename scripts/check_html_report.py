@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     pixels = plot_pixels(args.screenshot)
     print(f"screenshot {args.screenshot}: {pixels} plot-coloured pixels")
     if pixels < _MIN_PLOT_PIXELS:
-        print(f"check_html_report: plots not visible (fewer than {_MIN_PLOT_PIXELS} plot-coloured pixels)", file=sys.stderr)
+        print(
+            f"check_html_report: plots not visible (fewer than {_MIN_PLOT_PIXELS} plot-coloured pixels)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

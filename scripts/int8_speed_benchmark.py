@@ -49,22 +49,23 @@ def build_engines(fp32: Path, work: Path, encodings: list[str], threads: int, ca
     """label -> Runner, each built by the ONNX Runtime backend from the model trtopt writes."""
     from trtopt.backends.onnxruntime import BACKEND
     from trtopt.backends.registry import BuildOptions
+    from trtopt.settings import EngineSettings
     from trtopt.quantization.calibrate import calibrate
     from trtopt.quantization.qdq import quantize
 
     table = calibrate(fp32, "random", method="max", max_samples=calib_samples, batch_size=8, threads=threads)
-    models = {"fp32 engine": (fp32, {})}
+    models: dict[str, tuple[Path, str | None]] = {"fp32 engine": (fp32, None)}
     for encoding in encodings:
         models[f"int8 ({encoding})"] = (quantize(fp32, table, work / f"int8-{encoding}.onnx", encoding=encoding).path,
-                                        {"encoding": encoding})
+                                        encoding)
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 
     # the exported ONNX as a user would run it without trtopt, next to trtopt's FP32 engine
     runners = {"fp32 (exported ONNX)": OnnxRuntimeRunner(fp32, threads=threads)}
-    for label, (path, extra) in models.items():
+    for label, (path, encoding) in models.items():
         folder = work / label.replace(" ", "_").replace("(", "").replace(")", "")
         folder.mkdir()
-        built = BACKEND.build(path, folder, BuildOptions(threads=threads, extra=extra))
+        built = BACKEND.build(path, folder, BuildOptions(encoding=encoding, engine=EngineSettings(threads=threads)))
         runners[label] = BACKEND.load(folder, {"engine": {"file": built.engine_file}, "io": {}})
     return runners
 
@@ -95,7 +96,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--calib-samples", type=int, default=32)
-    parser.add_argument("--tensorrt-encoding", action="store_true", help="also time the tensorrt encoding (reference only)")
+    parser.add_argument(
+        "--tensorrt-encoding", action="store_true", help="also time the tensorrt encoding (reference only)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -126,16 +129,26 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"ResNet-18 {args.size}x{args.size}, batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds; "
-              f"{report['environment']['cpu']}, onnxruntime {report['environment']['libraries'].get('onnxruntime')}")
+        print(
+            f"ResNet-18 {args.size}x{args.size}, batch {args.batch}, {args.threads} threads, {args.rounds} "
+            "interleaved rounds; "
+            f"{report['environment']['cpu']}, onnxruntime {report['environment']['libraries'].get('onnxruntime')}"
+        )
         print("| model | median ms | p90 ms | samples/s | vs FP32 engine |")
         print("|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['model']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['throughput']:.1f} | {r['vs_fp32']:.2f}x |")
-        print(f"INT8 (onnxruntime-cpu) / FP32 engine throughput: {ratio:.2f}x (target >= {TARGET}x): "
-              f"{'PASS' if ratio >= TARGET else 'FAIL'}; vs the exported FP32 ONNX: {vs_exported:.2f}x")
-        print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} CPUs "
-              "(above the CPU count means other work competed for the cores)")
+            print(
+                f"| {r['model']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['throughput']:.1f} | "
+                f"{r['vs_fp32']:.2f}x |"
+            )
+        print(
+            f"INT8 (onnxruntime-cpu) / FP32 engine throughput: {ratio:.2f}x (target >= {TARGET}x): "
+            f"{'PASS' if ratio >= TARGET else 'FAIL'}; vs the exported FP32 ONNX: {vs_exported:.2f}x"
+        )
+        print(
+            f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} CPUs "
+            "(above the CPU count means other work competed for the cores)"
+        )
     return 0 if ratio >= TARGET else 1
 
 

@@ -34,8 +34,20 @@ def train_and_export(name: str, work: Path, epochs: int | None, threads: int) ->
     from trtopt.train import TrainConfig, train
 
     spec = MODELS[name]
-    result = train(TrainConfig(model=name, dataset="digits", out=str(work / name), epochs=epochs or spec["epochs"],
-                               batch_size=32, lr=spec["lr"], optimizer=spec["optimizer"], seed=0, threads=threads, model_config=dict(spec["config"])))
+    result = train(
+        TrainConfig(
+            model=name,
+            dataset="digits",
+            out=str(work / name),
+            epochs=epochs or spec["epochs"],
+            batch_size=32,
+            lr=spec["lr"],
+            optimizer=spec["optimizer"],
+            seed=0,
+            threads=threads,
+            model_config=dict(spec["config"]),
+        )
+    )
     return Path(export_onnx(result.checkpoint, work / f"{name}.onnx").path)
 
 
@@ -45,18 +57,38 @@ def evaluate(name: str, onnx_path: Path, engines: Path, threads: int) -> dict[st
     common = {"engines_dir": engines, "threads": threads, "backend": "onnxruntime"}
     runs = {
         "fp32": build(onnx_path, calib_data="digits", accuracy_samples=10_000, name=f"{name}-fp32", **common),
-        "fp16": build(onnx_path, precision="fp16", calib_data="digits", accuracy_samples=10_000, name=f"{name}-fp16", **common),
-        "int8": build(onnx_path, precision="int8", calib_data="digits", accuracy_samples=10_000, name=f"{name}-int8", **common),
-        "int8-per-tensor": build(onnx_path, precision="int8", calib_data="digits", accuracy_samples=10_000, per_channel=False,
-                                 name=f"{name}-int8-pt", **common),
+        "fp16": build(
+            onnx_path, precision="fp16", calib_data="digits", accuracy_samples=10_000, name=f"{name}-fp16", **common
+        ),
+        "int8": build(
+            onnx_path, precision="int8", calib_data="digits", accuracy_samples=10_000, name=f"{name}-int8", **common
+        ),
+        "int8-per-tensor": build(
+            onnx_path,
+            precision="int8",
+            calib_data="digits",
+            accuracy_samples=10_000,
+            per_channel=False,
+            name=f"{name}-int8-pt",
+            **common,
+        ),
     }
     test = runs["int8"].accuracy or {}
-    row: dict[str, object] = {"model": name, "fp32_accuracy": test.get("reference_accuracy"), "samples": test.get("samples")}
+    row: dict[str, object] = {
+        "model": name,
+        "fp32_accuracy": test.get("reference_accuracy"),
+        "samples": test.get("samples"),
+    }
     for label, result in runs.items():
         acc = result.accuracy or {}
-        row[label] = {"accuracy": acc.get("candidate_accuracy"), "drop_points": acc.get("accuracy_drop_points"),
-                      "agreement": acc.get("top1_agreement"), "cosine": acc.get("cosine_similarity"), "snr_db": acc.get("snr_db"),
-                      "engine_mb": result.engine_bytes / 1e6}
+        row[label] = {
+            "accuracy": acc.get("candidate_accuracy"),
+            "drop_points": acc.get("accuracy_drop_points"),
+            "agreement": acc.get("top1_agreement"),
+            "cosine": acc.get("cosine_similarity"),
+            "snr_db": acc.get("snr_db"),
+            "engine_mb": result.engine_bytes / 1e6,
+        }
     return row
 
 
@@ -72,17 +104,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="zoo-accuracy-") as tmp:
         work = Path(tmp)
         for name in args.models:
-            rows.append(evaluate(name, train_and_export(name, work, args.epochs, args.threads), work / "engines", args.threads))
+            rows.append(
+                evaluate(name, train_and_export(name, work, args.epochs, args.threads), work / "engines", args.threads)
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print("digits test split (calibration: val split, entropy); accuracy in %, drop in points vs FP32")
-        print("| model | FP32 acc | INT8 acc | INT8 drop | INT8 per-tensor drop | INT8 agreement | FP16 agreement | FP16 drop |")
+        print(
+            "| model | FP32 acc | INT8 acc | INT8 drop | INT8 per-tensor drop | INT8 agreement | FP16 agreement | "
+            "FP16 drop |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['model']} | {100 * r['fp32_accuracy']:.2f} | {100 * r['int8']['accuracy']:.2f} | "
-                  f"{r['int8']['drop_points']:+.2f} | {r['int8-per-tensor']['drop_points']:+.2f} | "
-                  f"{100 * r['int8']['agreement']:.2f}% | {100 * r['fp16']['agreement']:.2f}% | {r['fp16']['drop_points']:+.2f} |")
+            print(
+                f"| {r['model']} | {100 * r['fp32_accuracy']:.2f} | {100 * r['int8']['accuracy']:.2f} | "
+                f"{r['int8']['drop_points']:+.2f} | {r['int8-per-tensor']['drop_points']:+.2f} | "
+                f"{100 * r['int8']['agreement']:.2f}% | {100 * r['fp16']['agreement']:.2f}% | "
+                f"{r['fp16']['drop_points']:+.2f} |"
+            )
     lenet = next((r for r in rows if r["model"] == "lenet"), None)
     if lenet is None:
         return 0

@@ -88,4 +88,6 @@ def trained_lenet(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     result = train(TrainConfig(model="lenet", dataset="digits", out=str(out), epochs=3, batch_size=32, lr=0.05,
                                seed=0, threads=1))
     exported = export_onnx(result.checkpoint, out / "lenet.onnx")
-    return TrainedModel(checkpoint=Path(result.checkpoint), onnx=Path(exported.path), test_accuracy=result.test_accuracy)
+    return TrainedModel(
+        checkpoint=Path(result.checkpoint), onnx=Path(exported.path), test_accuracy=result.test_accuracy
+    )

@@ -7,9 +7,12 @@ import sys
 import pytest
 
 from trtopt.backends import select
+from trtopt.backends.tensorrt import availability
 from trtopt.errors import TrtoptError, UsageError
 
-pytestmark = pytest.mark.skipif(select.tensorrt_status()[0] is not None, reason="TensorRT is installed here; these tests cover its absence")
+pytestmark = pytest.mark.skipif(
+    availability.tensorrt_status()[0] is not None, reason="TensorRT is installed here; these tests cover its absence"
+)
 
 
 def test_auto_falls_back_with_one_line_reason() -> None:
@@ -21,7 +24,7 @@ def test_auto_falls_back_with_one_line_reason() -> None:
 
 def test_auto_names_the_missing_gpu_when_tensorrt_imports(monkeypatch: pytest.MonkeyPatch) -> None:
     # The GPU probe is real (cuda-python or the driver via ctypes); only the TensorRT import is replaced.
-    monkeypatch.setattr(select, "tensorrt_status", lambda: ("10.9.0.34", ""))
+    monkeypatch.setattr(availability, "tensorrt_status", lambda: ("10.9.0.34", ""))
     name, reason = select.select_backend("auto")
     assert name == "onnxruntime"
     assert "TensorRT 10.9.0.34 is installed but" in reason and "falling back" in reason
@@ -33,7 +36,9 @@ def test_unknown_backend_is_a_usage_error() -> None:
 
 
 def test_explicit_tensorrt_fails_with_reason() -> None:
-    with pytest.raises(TrtoptError, match="--backend tensorrt cannot run here: the tensorrt Python package is not installed") as info:
+    with pytest.raises(
+        TrtoptError, match="--backend tensorrt cannot run here: the tensorrt Python package is not installed"
+    ) as info:
         select.select_backend("tensorrt")
     assert not isinstance(info.value, UsageError)
 

@@ -27,7 +27,13 @@ def two_targets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                         "--history", str(root / "h.sqlite"))
     assert result.returncode == 0, result.stderr
     assert "top-1 agreement" in result.stdout and "other" in result.stdout  # the terminal tables
-    return {"root": root, "json": out / "r.json", "md": out / "r.md", "html": out / "r.html", "history": root / "h.sqlite"}
+    return {
+        "root": root,
+        "json": out / "r.json",
+        "md": out / "r.md",
+        "html": out / "r.html",
+        "history": root / "h.sqlite",
+    }
 
 
 def test_json_report_validates_against_its_schema(two_targets: dict[str, Path]) -> None:

@@ -43,6 +43,15 @@ def test_server_without_qps_and_unknown_compare_run(tmp_path: Path) -> None:
     model = make_residual_convnet(tmp_path / "m.onnx")
     result = trtopt_cli("bench", str(model), "--scenarios", "server", "--no-history")
     assert result.returncode == 2 and "--qps" in _error_line(result)
-    result = trtopt_cli("bench", str(model), *FAST, "--scenarios", "single-stream", "--history", str(tmp_path / "h.sqlite"),
-                        "--compare-to", "42")
+    result = trtopt_cli(
+        "bench",
+        str(model),
+        *FAST,
+        "--scenarios",
+        "single-stream",
+        "--history",
+        str(tmp_path / "h.sqlite"),
+        "--compare-to",
+        "42",
+    )
     assert result.returncode == 2 and "--compare-to 42: no such run" in _error_line(result)

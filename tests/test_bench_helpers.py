@@ -29,13 +29,22 @@ def make_conv_stack(path: Path, width: int, depth: int, channels: int = 3, size:
         nodes += [helper.make_node("Conv", [previous, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
         previous, cin = f"r{i}", width
-    inits += [numpy_helper.from_array((rng.standard_normal((classes, width)) * 0.1).astype(np.float32), "fc.w"),
-              numpy_helper.from_array(np.zeros(classes, np.float32), "fc.b")]
-    nodes += [helper.make_node("GlobalAveragePool", [previous], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
-              helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "conv_stack",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, size, size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], initializer=inits)
+    inits += [
+        numpy_helper.from_array((rng.standard_normal((classes, width)) * 0.1).astype(np.float32), "fc.w"),
+        numpy_helper.from_array(np.zeros(classes, np.float32), "fc.b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [previous], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_stack",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, path)

@@ -44,14 +44,28 @@ def test_slower_target_under_the_same_name_exits_3_and_reruns_do_not(tmp_path: P
     assert comparison["against_run_id"] == 2 and comparison["regressions"] == 0 and comparison["metrics"]
 
 
-@pytest.mark.parametrize(("old", "new", "spread", "expected"), [
-    (1.0, 1.30, 0.01, "regressed"),   # 30% slower, steady windows
-    (1.0, 1.30, 0.20, "unchanged"),   # 30% slower but the windows wandered more than that
-    (1.0, 1.05, 0.0, "unchanged"),    # below the relative threshold
-    (1.0, 0.70, 0.01, "improved"),
-])
-def test_timing_threshold_needs_relative_change_and_spread(old: float, new: float, spread: float, expected: str) -> None:
-    assert _judge("best_window_median_ms", Metric(old, spread, False, "timing"), Metric(new, spread, False, "timing"), 0.15, 3.0) == expected
+@pytest.mark.parametrize(
+    ("old", "new", "spread", "expected"),
+    [
+        (1.0, 1.30, 0.01, "regressed"),  # 30% slower, steady windows
+        (1.0, 1.30, 0.20, "unchanged"),  # 30% slower but the windows wandered more than that
+        (1.0, 1.05, 0.0, "unchanged"),  # below the relative threshold
+        (1.0, 0.70, 0.01, "improved"),
+    ],
+)
+def test_timing_threshold_needs_relative_change_and_spread(
+    old: float, new: float, spread: float, expected: str
+) -> None:
+    assert (
+        _judge(
+            "best_window_median_ms",
+            Metric(old, spread, False, "timing"),
+            Metric(new, spread, False, "timing"),
+            0.15,
+            3.0,
+        )
+        == expected
+    )
 
 
 def test_accuracy_drop_beyond_one_point_regresses() -> None:

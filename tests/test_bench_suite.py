@@ -16,7 +16,7 @@ SUITE = """
 [suite]
 name = "mini"
 history = "history.sqlite"
-threshold = 10.0  # sub-0.1 ms latencies on a shared machine vary 2x run to run; this test checks the suite mechanics, not the detector
+threshold = 10.0  # sub-0.1 ms latencies vary 2x run to run on a shared machine; this checks the suite, not the detector
 
 [bench]
 scenarios = ["single-stream", "offline"]
@@ -36,8 +36,14 @@ calib_data = "random"
 
 def _scheduled(suite: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRTOPT_NO_PROGRESS": "1"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "scheduled_bench.py"), str(suite)], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "scheduled_bench.py"), str(suite)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_suite_builds_missing_engines_then_reuses_them(tmp_path: Path) -> None:

@@ -41,8 +41,8 @@ def test_lenet_int8_fp16_fp32_builds_reuse_and_table(trained_lenet, tmp_path, mo
     engines = tmp_path / "engines"
     int8 = build(trained_lenet.onnx, precision="int8", calib_data="digits", engines_dir=engines, threads=1)
     m = int8.manifest
-    assert m["schema_version"] == 1 and m["backend"]["name"] == "onnxruntime" and m["device"]["kind"] == "cpu"
-    assert m["calibration"]["method"] == "entropy" and len(m["calibration"]["table_id"]) == 64
+    assert m["schema_version"] == 2 and m["backend"]["name"] == "onnxruntime" and m["device"]["kind"] == "cpu"
+    assert m["calibration"]["method"] == "auto" and len(m["calibration"]["table_id"]) == 64
     assert (int8.engine_dir / m["engine"]["file"]).is_file() and (int8.engine_dir / "scales.json").is_file()
     assert m["io"]["inputs"][0]["name"] == "input" and "profile" in m["io"]
     acc = m["accuracy"]
@@ -58,7 +58,9 @@ def test_lenet_int8_fp16_fp32_builds_reuse_and_table(trained_lenet, tmp_path, mo
     again = build(trained_lenet.onnx, precision="int8", calib_data="digits", engines_dir=engines, threads=1)
     assert again.cache_hit and again.manifest["cache_key"] == m["cache_key"]
     monkeypatch.undo()
-    forced = build(trained_lenet.onnx, precision="int8", calib_data="digits", engines_dir=engines, threads=1, force=True)
+    forced = build(
+        trained_lenet.onnx, precision="int8", calib_data="digits", engines_dir=engines, threads=1, force=True
+    )
     assert not forced.cache_hit and forced.manifest["created"] >= m["created"]
 
     fp16 = build(trained_lenet.onnx, precision="fp16", calib_data="digits", engines_dir=engines, threads=1)
@@ -152,7 +154,11 @@ def test_bad_inputs_are_clear_usage_errors(residual_convnet, tmp_path):
     corrupt.write_bytes(b"\x08\x07garbage" * 50)
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(residual_convnet.read_bytes()[: residual_convnet.stat().st_size // 2])
-    np.savez(tmp_path / "wrong_name.npz", pixels=np.zeros((8, 3, 16, 16), np.float32), depth=np.zeros((8, 3, 16, 16), np.float32))
+    np.savez(
+        tmp_path / "wrong_name.npz",
+        pixels=np.zeros((8, 3, 16, 16), np.float32),
+        depth=np.zeros((8, 3, 16, 16), np.float32),
+    )
     np.savez(tmp_path / "wrong_shape.npz", input=np.zeros((8, 5, 16, 16), np.float32))
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -163,8 +169,14 @@ def test_bad_inputs_are_clear_usage_errors(residual_convnet, tmp_path):
         "corrupt": (["build", str(corrupt)], "corrupt.onnx"),
         "truncated": (["build", str(truncated)], "truncated.onnx"),
         "no float input": (["build", str(_int_input_model(tmp_path / "ints.onnx"))], "no floating-point input"),
-        "calib names": (["build", str(residual_convnet), "--int8", "--calib-data", str(tmp_path / "wrong_name.npz")], "no array for input"),
-        "calib shapes": (["build", str(residual_convnet), "--int8", "--calib-data", str(tmp_path / "wrong_shape.npz")], "5"),
+        "calib names": (
+            ["build", str(residual_convnet), "--int8", "--calib-data", str(tmp_path / "wrong_name.npz")],
+            "no array for input",
+        ),
+        "calib shapes": (
+            ["build", str(residual_convnet), "--int8", "--calib-data", str(tmp_path / "wrong_shape.npz")],
+            "5",
+        ),
         "engines dir": (["build", str(residual_convnet), "--engines-dir", str(blocker / "engines")], "engines"),
         "foreign table": (["build", str(residual_convnet), "--int8", "--calib-table", str(table)], "sha256"),
     }

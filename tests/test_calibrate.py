@@ -55,9 +55,12 @@ def _loader(tmp_path: Path, body: str) -> str:
 def test_edge_tensors_varying_sizes_and_empty_slices(tmp_path: Path) -> None:
     model = make_edge_model(tmp_path / "edge.onnx")
     # spatial size changes between batches; at 3x3 the slice from row 4 on has zero elements
-    data = _loader(tmp_path, "    rng = np.random.default_rng(0)\n"
-                              "    for size in (6, 3, 6, 3):\n"
-                              "        yield {'x': (np.abs(rng.standard_normal((4, 2, size, size))) + 0.5).astype(np.float32)}\n")
+    data = _loader(
+        tmp_path,
+        "    rng = np.random.default_rng(0)\n"
+        "    for size in (6, 3, 6, 3):\n"
+        "        yield {'x': (np.abs(rng.standard_normal((4, 2, size, size))) + 0.5).astype(np.float32)}\n",
+    )
     table = calibrate(model, data, all_tensors=True, batch_size=4)
     assert table.num_samples == 16
     zeros, constant, negative = table.tensors["zeros"], table.tensors["constant"], table.tensors["negative"]
@@ -138,16 +141,36 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_cli_calibrate_writes_table_and_cache_and_imports_it(tmp_path: Path, residual_convnet: Path) -> None:
     np.savez(tmp_path / "d.npz", input=np.random.default_rng(0).standard_normal((20, 3, 16, 16)).astype(np.float32))
-    done = _cli("calibrate", str(residual_convnet), "--calib-data", str(tmp_path / "d.npz"), "--calib-part", "all", "--method", "percentile",
-                "--percentile", "99.9", "--batch-size", "8", "-o", "t.json", "--trt-cache", "t.cache",
-                "--trt-version", "8.6.1", cwd=tmp_path)
+    done = _cli(
+        "calibrate",
+        str(residual_convnet),
+        "--calib-data",
+        str(tmp_path / "d.npz"),
+        "--calib-part",
+        "all",
+        "--method",
+        "percentile",
+        "--percentile",
+        "99.9",
+        "--batch-size",
+        "8",
+        "-o",
+        "t.json",
+        "--trt-cache",
+        "t.cache",
+        "--trt-version",
+        "8.6.1",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "on 20 samples (method percentile)" in done.stdout
     data = json.loads((tmp_path / "t.json").read_text())
     assert data["params"]["percentile"] == 99.9 and data["num_samples"] == 20
     assert (tmp_path / "t.cache").read_text().startswith("TRT-8601-EntropyCalibration2\n")
     # by default the CLI leaves the held-out part (every fifth sample) for accuracy checks, as build does
-    default = _cli("calibrate", str(residual_convnet), "--calib-data", str(tmp_path / "d.npz"), "-o", "d.json", cwd=tmp_path)
+    default = _cli(
+        "calibrate", str(residual_convnet), "--calib-data", str(tmp_path / "d.npz"), "-o", "d.json", cwd=tmp_path
+    )
     assert default.returncode == 0, default.stderr
     assert json.loads((tmp_path / "d.json").read_text())["num_samples"] == 16
     back = _cli("calibrate", str(residual_convnet), "--import-trt-cache", "t.cache", "-o", "back.json", cwd=tmp_path)

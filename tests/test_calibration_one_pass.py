@@ -152,7 +152,8 @@ REAL_MODELS = {
 
 
 @pytest.mark.parametrize("name", list(REAL_MODELS))
-def test_one_pass_matches_exact_two_pass_on_real_models(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_one_pass_matches_exact_two_pass_on_real_models(name: str, tmp_path: Path, request: pytest.FixtureRequest
+                                                        ) -> None:
     if REAL_MODELS[name] is None:
         trained = request.getfixturevalue("trained_lenet")
         real = RealModel(trained.onnx, "digits", 16)
@@ -170,8 +171,9 @@ def test_one_pass_matches_exact_two_pass_on_real_models(name: str, tmp_path: Pat
     for target, hist in exact.items():
         assert collected.ranges[target].absmax == hist.range_max, target  # max |x|: exact
         assert_histogram_within_one_bin(collected.histograms[target], hist, f"{name}: {target}")
-        entropy_within += hist.range_max == 0 or assert_amax_agrees(collected.histograms[target], hist, f"{name}: {target}")
-    assert entropy_within >= 0.85 * len(exact), f"{name}: entropy within one bin on {entropy_within}/{len(exact)} tensors"
+        where = f"{name}: {target}"
+        entropy_within += hist.range_max == 0 or assert_amax_agrees(collected.histograms[target], hist, where)
+    assert entropy_within >= 0.85 * len(exact), f"{name}: entropy within one bin on {entropy_within}/{len(exact)}"
 
 
 def _split(values: np.ndarray, seed: int, pieces: int) -> list[np.ndarray]:

@@ -77,14 +77,31 @@ def test_cuda_graph_replays_captured_copy() -> None:
     assert np.array_equal(target.to_host(), data)
 
 
-def test_torch_cuda_tensor_is_seen_without_copy() -> None:
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("PyTorch here has no CUDA")
-    from trtopt.cuda.interop import device_view
+def test_graph_replay_alternating_batches_matches_plain_run() -> None:
+    """The runner's graph rule (trtopt.cuda.graph.run_graphed) on real captured graphs: batch 1/4
+    alternating, each result compared with the same work enqueued plainly."""
+    from trtopt.cuda.api import call
+    from trtopt.cuda.graph import GraphCache, GraphKey, run_graphed
+    from trtopt.cuda.interop import DeviceArray
+    from trtopt.cuda.memory import copy_dtod_async
+    from trtopt.cuda.stream import Stream
 
-    tensor = torch.arange(12, dtype=torch.float32, device="cuda").reshape(3, 4)
-    view = device_view(tensor, stream=None)
-    assert view is not None and view.ptr == tensor.data_ptr() and view.shape == (3, 4)
-    wrapped = torch.as_tensor(_upload(np.ones((2, 2), np.float32)), device="cuda")
-    assert float(wrapped.sum()) == 4.0
+    rows, width = 4, 4096
+    source = _upload(np.arange(1, rows * width + 1, dtype=np.float32).reshape(rows, width))
+    graphed, plain = DeviceArray((rows, width), np.float32), DeviceArray((rows, width), np.float32)
+    cache = GraphCache()
+    with Stream() as stream:
+        def work(batch: int, target: DeviceArray) -> None:  # shape-dependent work: clear, then copy `batch` rows
+            call("cudaMemsetAsync", target.ptr, 0, target.nbytes, stream.handle)
+            copy_dtod_async(target.ptr, source.ptr, batch * width * 4, stream.handle)
+
+        for batch in (1, 4, 1, 4, 1, 1, 4, 4):
+            key = GraphKey(((batch, width),), (source.ptr, graphed.ptr))
+            assert run_graphed(cache, key, stream, lambda: work(batch, graphed)) is None
+            work(batch, plain)
+            stream.synchronize()
+            got, want = graphed.to_host(), plain.to_host()
+            np.testing.assert_array_equal(got, want)
+            assert np.all(got[:batch] > 0) and not np.any(got[batch:])
+        assert len(cache) == 2  # one graph per batch size
+        cache.clear()

@@ -33,7 +33,10 @@ def test_same_images_as_scikit_learn():
     bunch = load_digits()
     x, y = load_digits_split("test")
     # every test sample is one of scikit-learn's digits with its label, transformed by normalize()
-    reference = {normalize(bunch.images[i : i + 1].astype(np.float32) / 16.0).tobytes(): int(bunch.target[i]) for i in range(len(bunch.target))}
+    reference = {
+        normalize(bunch.images[i : i + 1].astype(np.float32) / 16.0).tobytes(): int(bunch.target[i])
+        for i in range(len(bunch.target))
+    }
     assert all(reference[x[i : i + 1].tobytes()] == y[i] for i in range(x.shape[0]))
     counts = np.bincount(y, minlength=10)
     assert counts.min() >= 25 and counts.max() <= 30  # stratified: ~15% of each class
@@ -58,7 +61,10 @@ def test_unknown_split():
 
 def test_digits_import_is_torch_free():
     code = "import sys; from trtopt.data.digits import load_digits_split as f; f('val'); print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_npz_dataset_holdout_and_explicit_splits(tmp_path):

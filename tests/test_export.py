@@ -83,7 +83,9 @@ def test_static_batch_and_opset(tmp_path):
     from trtopt.export import export_onnx
 
     _checkpoint(tmp_path / "m.pt", "lenet", {})
-    result = export_onnx(tmp_path / "m.pt", tmp_path / "s.onnx", dynamic_batch=False, verify_batch_sizes=(4, 8), opset=18)
+    result = export_onnx(
+        tmp_path / "m.pt", tmp_path / "s.onnx", dynamic_batch=False, verify_batch_sizes=(4, 8), opset=18
+    )
     dim = onnx.load(result.path).graph.input[0].type.tensor_type.shape.dim[0]
     assert result.batch_sizes == (4,) and dim.dim_value == 4 and result.opset == 18
     with pytest.raises(UsageError, match="opset must be >= 17"):

@@ -49,7 +49,9 @@ def test_lenet_is_the_classic_cnn():
     assert model_input_spec("lenet").shape == (1, 16, 16)
 
 
-@pytest.mark.parametrize("name, params", [("resnet18", 11_689_512), ("resnet50", 25_557_032), ("mobilenetv2", 3_504_872)])
+@pytest.mark.parametrize(
+    "name, params", [("resnet18", 11_689_512), ("resnet50", 25_557_032), ("mobilenetv2", 3_504_872)]
+)
 def test_imagenet_defaults_match_published_sizes(name, params):
     from trtopt.models import create_model
 

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pytest
 
 from trtopt.backends.onnxruntime import BACKEND, OnnxRuntimeRunner
-from trtopt.backends.registry import BuildOptions, ShapeProfile, get_backend
-from trtopt.errors import UsageError
+from trtopt.backends.registry import BuildOptions, get_backend
+from trtopt.settings import EngineSettings
 from trtopt.quantization.calibrate import calibrate
 from trtopt.quantization.qdq import quantize
 
@@ -27,7 +26,9 @@ def test_registry_identity_version_and_device():
 def test_build_writes_optimized_model_and_session_options(residual_convnet, tmp_path):
     table = calibrate(residual_convnet, "random", method="max", max_samples=32)
     qdq = quantize(residual_convnet, table, tmp_path / "int8.onnx").path
-    built = BACKEND.build(qdq, tmp_path, BuildOptions(precision="int8", threads=1, extra={"encoding": "onnxruntime-cpu"}))
+    built = BACKEND.build(
+        qdq, tmp_path, BuildOptions(precision="int8", encoding="onnxruntime-cpu", engine=EngineSettings(threads=1))
+    )
     engine = tmp_path / built.engine_file
     ops = [n.op_type for n in onnx.load(engine).graph.node]
     assert "QLinearConv" in ops and "Conv" not in ops, "the saved engine holds the fused integer graph"
@@ -37,22 +38,15 @@ def test_build_writes_optimized_model_and_session_options(residual_convnet, tmp_
     manifest = {"engine": {"file": built.engine_file}, "io": {"profile": None}}
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
     with BACKEND.load(tmp_path, manifest) as runner, OnnxRuntimeRunner(qdq) as reference:
-        np.testing.assert_allclose(runner.infer({"input": x})["logits"], reference.infer({"input": x})["logits"], atol=1e-4)
+        np.testing.assert_allclose(
+            runner.infer({"input": x})["logits"], reference.infer({"input": x})["logits"], atol=1e-4
+        )
 
 
 def test_tensorrt_encoding_runs_with_qdq_fusion_off(residual_convnet, tmp_path):
     table = calibrate(residual_convnet, "random", method="max", max_samples=32)
     qdq = quantize(residual_convnet, table, tmp_path / "int8.onnx", encoding="tensorrt").path
-    BACKEND.build(qdq, tmp_path, BuildOptions(precision="int8", extra={"encoding": "tensorrt"}))
+    BACKEND.build(qdq, tmp_path, BuildOptions(precision="int8", encoding="tensorrt"))
     session = json.loads((tmp_path / "session.json").read_text())
     assert session["config"] == {"session.disable_quant_qdq": "1"}
 
-
-def test_profile_bounds_reject_shapes_outside_the_build(residual_convnet, tmp_path):
-    BACKEND.build(residual_convnet, tmp_path, BuildOptions())
-    profile = ShapeProfile(min={"input": (1, 3, 16, 16)}, opt={"input": (4, 3, 16, 16)}, max={"input": (4, 3, 16, 16)})
-    manifest = {"engine": {"file": "model.ort.onnx"}, "io": {"profile": profile.to_json()}}
-    with BACKEND.load(tmp_path, manifest) as runner:
-        runner.infer({"input": np.zeros((4, 3, 16, 16), np.float32)})
-        with pytest.raises(UsageError, match="outside the built profile"):
-            runner.infer({"input": np.zeros((8, 3, 16, 16), np.float32)})

@@ -120,9 +120,13 @@ def test_weight_axes_per_op(tmp_path):
         helper.make_node("Gemm", ["h1", "gw"], ["h2"], name="gemm"),
         helper.make_node("MatMul", ["h2", "mw"], ["y"], name="matmul"),
     ]
-    graph = helper.make_graph(nodes, "axes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
-                              [w("cw", (4, 2, 3, 3)), w("tw", (4, 5, 3, 3)), w("gw_t", (7, 320)), w("gw", (7, 6)), w("mw", (6, 3))])
+    graph = helper.make_graph(
+        nodes,
+        "axes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [w("cw", (4, 2, 3, 3)), w("tw", (4, 5, 3, 3)), w("gw_t", (7, 320)), w("gw", (7, 6)), w("mw", (6, 3))],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     path = tmp_path / "axes.onnx"
@@ -131,7 +135,13 @@ def test_weight_axes_per_op(tmp_path):
     quantize(path, _exact_amax(path, x), tmp_path / "q.onnx", encoding="tensorrt")
     q = onnx.load(tmp_path / "q.onnx")
     producers = _by_output(q)
-    expected = {"conv": (0, 4), "deconv": (1, 5), "gemm_t": (0, 7), "gemm": (1, 6), "matmul": (1, 3)}  # (axis, channels)
+    expected = {
+        "conv": (0, 4),
+        "deconv": (1, 5),
+        "gemm_t": (0, 7),
+        "gemm": (1, 6),
+        "matmul": (1, 3),
+    }  # (axis, channels)
     original = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in q.graph.node:
         if node.name in expected:
@@ -193,7 +203,9 @@ def test_exclusions_keep_nodes_float(convnet, tmp_path):
     producers = _by_output(model)
     for node in model.graph.node:
         if node.name in ("conv1", "fc"):
-            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), node.name
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input), (
+                node.name
+            )
         if node.name == "conv2":
             assert producers[node.input[0]].op_type == "DequantizeLinear"
     with pytest.raises(UsageError, match="no node named"):

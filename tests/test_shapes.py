@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
-from trtopt.shapes import (derive_profile, format_shapes, parse_shapes, profile_bounds, profile_from_json)
+from trtopt.shapes import (derive_profile, format_shapes, parse_shapes, profile_bounds)
 
 IMAGE = TensorInfo("input", np.dtype(np.float32), ("batch", 3, 16, 16))
 TOKENS = TensorInfo("mask", np.dtype(np.int64), ("batch", "seq"))
@@ -38,8 +38,14 @@ def test_parse_errors_name_the_flag(text: str, fragment: str) -> None:
     assert "--opt-shapes" in str(info.value)
 
 
-@given(st.dictionaries(st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="'\""), min_size=1, max_size=8),
-                       st.lists(st.integers(1, 4096), min_size=1, max_size=5).map(tuple), min_size=1, max_size=4))
+@given(
+    st.dictionaries(
+        st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="'\""), min_size=1, max_size=8),
+        st.lists(st.integers(1, 4096), min_size=1, max_size=5).map(tuple),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_format_then_parse_round_trips(shapes: dict[str, tuple[int, ...]]) -> None:
     shapes = {name: shape for name, shape in shapes.items() if name.strip() == name}
     if shapes:
@@ -94,5 +100,5 @@ def test_bounds_and_json_round_trip() -> None:
     profile = derive_profile([IMAGE], min_shapes="input:2x3x16x16", max_shapes="input:9x3x16x16")
     assert profile_bounds(IMAGE, profile) == ((2, 9), None, None, None)
     assert profile_bounds(STATIC, profile) is None
-    restored = profile_from_json(profile.to_json())
+    restored = ShapeProfile.from_json(profile.to_json())
     assert isinstance(restored, ShapeProfile) and restored == profile

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_residual_convnet
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.data.sources import open_source
 from trtopt.errors import UsageError
@@ -115,9 +114,13 @@ def test_python_loader_varying_spatial_size_is_batched_per_shape(tmp_path: Path)
         open_source(f"{script}:missing", dynamic)
 
 
-def test_random_is_opt_in_warns_and_is_batch_size_independent(inputs: list[TensorInfo], caplog: pytest.LogCaptureFixture) -> None:
+def test_random_is_opt_in_warns_and_is_batch_size_independent(
+    inputs: list[TensorInfo], caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="trtopt.data"):
-        a = np.concatenate([b.feed["input"] for b in open_source("random", inputs, batch_size=3, max_samples=7, seed=5)])
+        a = np.concatenate(
+            [b.feed["input"] for b in open_source("random", inputs, batch_size=3, max_samples=7, seed=5)]
+        )
     assert "meaningless for accuracy" in caplog.text
     b = np.concatenate([b.feed["input"] for b in open_source("random", inputs, batch_size=7, max_samples=7, seed=5)])
     np.testing.assert_array_equal(a, b)

@@ -10,8 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import BuildOptions, ShapeProfile
+from trtopt.backends.registry import BuildOptions
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.builder import (check_options, io_record, missing_profiles, parse_failure_message,
                                               parser_error_line)
@@ -19,6 +18,8 @@ from trtopt.backends.tensorrt.dtypes import numpy_dtype, trt_type_name
 from trtopt.backends.tensorrt.inspector import parse_engine_information, precision_of
 from trtopt.backends.tensorrt.logger import LogRouter
 from trtopt.errors import TrtoptError, UsageError
+from trtopt.settings import EngineSettings
+from trtopt.tensors import ShapeProfile, TensorInfo
 
 A100 = {"name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"}
 A30 = {"name": "NVIDIA A30", "compute_capability": "8.0"}
@@ -42,10 +43,59 @@ def test_version_parsing_and_strong_typing_rule() -> None:
     ("10.9.0.34", "10.10.0.31", False, False),
     ("10.9.0.34", "10.10.0.31", True, True),
     ("10.10.0.31", "10.9.0.34", True, False),
-    ("10.9.0.34", "11.4.0.1", True, False),
+    ("10.9.0.34", "11.4.0.1", True, True),  # NVIDIA: version-compatible 10.x engines run on 11.x
+    ("10.9.0.34", "11.4.0.1", False, False),
+    ("11.4.0.1", "10.16.1", True, False),  # never on an older runtime
+    ("11.0.0", "11.1.0", True, True),
+    ("8.6.1", "10.3.0", True, True),  # the other documented cross-major pair
+    ("8.6.1", "11.0.0", True, False),  # "a TensorRT 8 engine cannot run with a TensorRT 11 runtime"
+    ("8.5.3", "8.6.1", True, False),  # version compatibility starts with 8.6
+    ("10.9.0", "12.0.0", True, False),  # no documented 10 -> 12 pair
 ])
 def test_version_rules(built: str, runtime: str, portable: bool, ok: bool) -> None:
     assert (compat.version_mismatch(built, runtime, portable) is None) == ok
+
+
+def test_version_refusals_say_why() -> None:
+    assert "newer than this TensorRT 10.16.1" in compat.version_mismatch("11.4.0.1", "10.16.1", True)
+    message = compat.version_mismatch("8.6.1", "11.0.0", True)
+    assert "later 8.x releases and TensorRT 10" in message
+    assert "not built version-compatible" in compat.version_mismatch("10.9.0.34", "11.4.0.1", False)
+
+
+class _Engine10_0:
+    """Holds only what a TensorRT 10.0 ICudaEngine offers for this query (plain data, not TensorRT)."""
+
+    device_memory_size = 4096
+
+
+class _Engine11:
+    device_memory_size_v2 = 8192
+
+
+def test_device_memory_attribute_follows_the_version() -> None:
+    assert not compat.has_device_memory_size_v2("10.0.1.6") and compat.has_device_memory_size_v2("10.1.0")
+    assert compat.has_device_memory_size_v2("11.4.0.106")
+    assert compat.engine_device_memory_bytes(_Engine10_0(), "10.0.1.6") == 4096
+    assert compat.engine_device_memory_bytes(_Engine11(), "11.4.0.106") == 8192
+    with pytest.raises(AttributeError):  # never the removed name on 11.x
+        compat.engine_device_memory_bytes(_Engine10_0(), "11.0.0")
+
+
+def test_caller_addresses_through_own_buffers_when_needed() -> None:
+    from trtopt.backends.tensorrt.runner import needs_own_buffer
+
+    assert not needs_own_buffer(0x7F0000000000, cuda_graph=False)  # cudaMalloc alignment: bound as is
+    assert needs_own_buffer(0x7F0000000004, cuda_graph=False)  # torch.empty(n + 1)[1:]: 4 bytes in
+    assert needs_own_buffer(0x7F0000000000, cuda_graph=True)  # graphs: addresses must stay fixed
+
+
+def test_shape_tensor_inputs_are_refused_clearly() -> None:
+    from trtopt.backends.tensorrt.runner import shape_tensor_refusal
+
+    assert shape_tensor_refusal(Path("m.engine"), []) is None
+    message = shape_tensor_refusal(Path("m.engine"), ["new_shape"])
+    assert message.startswith("m.engine: input(s) ['new_shape'] are shape tensors") and "constants" in message
 
 
 @pytest.mark.parametrize("built, here, level, ok", [
@@ -93,15 +143,32 @@ def test_dtype_mapping() -> None:
 
 INSPECTOR_10 = {
     "Layers": [
-        {"Name": "conv0 + relu0", "LayerType": "CaskConvolution",
-         "Outputs": [{"Name": "r0", "Format/Datatype": "Row major linear INT8 format"}]},
-        {"Name": "reformat", "LayerType": "Reformat", "Outputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
-        {"Name": "fc", "LayerType": "CaskGemmMatrixMultiply", "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32"}]},
+        {
+            "Name": "conv0 + relu0",
+            "LayerType": "CaskConvolution",
+            "Outputs": [{"Name": "r0", "Format/Datatype": "Row major linear INT8 format"}],
+        },
+        {
+            "Name": "reformat",
+            "LayerType": "Reformat",
+            "Outputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
+        },
+        {
+            "Name": "fc",
+            "LayerType": "CaskGemmMatrixMultiply",
+            "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32"}],
+        },
     ],
     "Bindings": ["input", "logits"],
 }
 INSPECTOR_11 = {
-    "Layers": [{"Name": "conv0", "LayerType": "CaskConvolution", "Outputs": [{"Name": "c0", "Format": "kLINEAR", "DataType": "Half"}]}],
+    "Layers": [
+        {
+            "Name": "conv0",
+            "LayerType": "CaskConvolution",
+            "Outputs": [{"Name": "c0", "Format": "kLINEAR", "DataType": "Half"}],
+        }
+    ],
     "I/O Tensors": [
         {"Name": "input", "IOMode": "Input", "DataType": "Float", "Dimensions": [-1, 3, 16, 16], "Location": "Device"},
         {"Name": "logits", "IOMode": "Output", "DataType": "Float", "Dimensions": [-1, 10], "Location": "Device"},
@@ -127,7 +194,9 @@ def test_inspector_plain_layer_names_and_bad_json() -> None:
     assert parse_engine_information(json.dumps({"Layers": ["a", "b"], "Bindings": []})).layers == 2
     with pytest.raises(TrtoptError, match="not JSON"):
         parse_engine_information("{")
-    assert precision_of("Row major linear FP32") == "FP32" and precision_of("Int8") == "INT8" and precision_of("") is None
+    assert (
+        precision_of("Row major linear FP32") == "FP32" and precision_of("Int8") == "INT8" and precision_of("") is None
+    )
 
 
 def test_log_router_levels_and_error_capture(caplog: pytest.LogCaptureFixture) -> None:
@@ -176,11 +245,11 @@ def test_missing_profiles_and_option_checks() -> None:
     assert missing_profiles(inputs, ShapeProfile()) == ["input: float32[?x3x16x16]"]
     full = ShapeProfile(min={"input": (1, 3, 16, 16)}, opt={"input": (8, 3, 16, 16)}, max={"input": (8, 3, 16, 16)})
     assert missing_profiles(inputs, full) == []
-    check_options(BuildOptions(opt_level=5, workspace_bytes=1 << 30))
-    for bad in (BuildOptions(opt_level=6), BuildOptions(workspace_bytes=0), BuildOptions(hardware_compat="all"),
-                BuildOptions(extra={"profiles": 0})):
+    check_options(BuildOptions(engine=EngineSettings(opt_level=5, workspace_bytes=1 << 30, contexts=2)))
+    for bad in (EngineSettings(opt_level=6), EngineSettings(workspace_bytes=0), EngineSettings(hardware_compat="all"),
+                EngineSettings(contexts=0)):
         with pytest.raises(UsageError):
-            check_options(bad)
+            check_options(BuildOptions(engine=bad))
 
 
 def test_io_record_for_manifest() -> None:

@@ -17,7 +17,9 @@ TIMING_KEYS = {"samples_per_s", "epoch_time_s"}
 def _config(out, **overrides):
     from trtopt.train import TrainConfig
 
-    return TrainConfig(**{"model": "lenet", "dataset": "digits", "out": str(out), "epochs": 2, "threads": 1, **overrides})
+    return TrainConfig(
+        **{"model": "lenet", "dataset": "digits", "out": str(out), "epochs": 2, "threads": 1, **overrides}
+    )
 
 
 def _deterministic(metrics):
@@ -89,8 +91,18 @@ def test_student_learns_from_teacher_alone(tmp_path, trained_lenet):
     from trtopt.train import train
 
     small = {"in_channels": 1, "num_classes": 10, "input_size": 16, "width": 4}
-    result = train(_config(tmp_path, model="resnet18", model_config=small, epochs=2, teacher=str(trained_lenet.checkpoint),
-                           distill_weight=1.0, distill_temperature=2.0, lr=0.05))
+    result = train(
+        _config(
+            tmp_path,
+            model="resnet18",
+            model_config=small,
+            epochs=2,
+            teacher=str(trained_lenet.checkpoint),
+            distill_weight=1.0,
+            distill_temperature=2.0,
+            lr=0.05,
+        )
+    )
     assert result.test_accuracy > 0.7
     with pytest.raises(UsageError, match="predicts 10 classes but the dataset has 3"):
         x = np.random.default_rng(0).standard_normal((30, 1, 16, 16)).astype(np.float32)
@@ -112,14 +124,20 @@ def test_npz_dataset_fills_model_config(tmp_path):
     assert checkpoint["dataset"].endswith("user.npz") and checkpoint["input_spec"]["mean"] == [0.0]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"model": "vgg"}, "unknown model 'vgg'"),
-    ({"epochs": 0}, "--epochs must be >= 1"),
-    ({"optimizer": "lion"}, "--optimizer must be one of"),
-    ({"amp": True, "device": "cpu"}, "--amp needs a CUDA device"),
-    ({"resume": "nowhere.pt"}, "--resume: checkpoint not found: nowhere.pt"),
-    ({"model": "resnet18", "model_config": {"input_size": 32}}, "takes inputs 1x32x32 but dataset 'digits' has samples 1x16x16"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model": "vgg"}, "unknown model 'vgg'"),
+        ({"epochs": 0}, "--epochs must be >= 1"),
+        ({"optimizer": "lion"}, "--optimizer must be one of"),
+        ({"amp": True, "device": "cpu"}, "--amp needs a CUDA device"),
+        ({"resume": "nowhere.pt"}, "--resume: checkpoint not found: nowhere.pt"),
+        (
+            {"model": "resnet18", "model_config": {"input_size": 32}},
+            "takes inputs 1x32x32 but dataset 'digits' has samples 1x16x16",
+        ),
+    ],
+)
 def test_bad_config(tmp_path, overrides, message):
     from trtopt.train import train
 
@@ -136,4 +154,6 @@ def test_resume_wrong_model_and_finished_run(tmp_path, trained_lenet):
     with pytest.raises(UsageError, match="already completed 3 epochs"):
         train(_config(tmp_path / "a", epochs=3, resume=str(trained_lenet.checkpoint)))
     with pytest.raises(UsageError, match="checkpoint is lenet"):
-        train(_config(tmp_path / "b", model="resnet18", model_config={"width": 4}, resume=str(trained_lenet.checkpoint)))
+        train(
+            _config(tmp_path / "b", model="resnet18", model_config={"width": 4}, resume=str(trained_lenet.checkpoint))
+        )

@@ -50,12 +50,44 @@ def test_local_ddp_two_processes(tmp_path):
 def test_two_torchrun_nodes_on_loopback(tmp_path):
     port = _port()
     out = tmp_path / "run"
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
-                               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-                               "-m", "trtopt", "-q", "train", "--model", "resnet18", "--model-config", "width=4", "--epochs", "1",
-                               "--out", str(out), "--json", *FAST],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-             for rank in range(2)]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--nproc-per-node",
+                "1",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "-m",
+                "trtopt",
+                "-q",
+                "train",
+                "--model",
+                "resnet18",
+                "--model-config",
+                "width=4",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--json",
+                *FAST,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for rank in range(2)
+    ]
     try:
         outputs = [node.communicate(timeout=240) for node in nodes]
     finally:

@@ -86,8 +86,14 @@ def scan_source(source: str, filename: str = "<source>") -> list[str]:
             hits.append((node.lineno, node.id))
         elif isinstance(node, ast.alias) and node.name.rsplit(".", 1)[-1] in REMOVED_NAMES:
             hits.append((node.lineno, node.name))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in {"getattr", "hasattr", "setattr"}
-              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"getattr", "hasattr", "setattr"}
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
             name = node.args[1].value
             if name in REMOVED_NAMES or (name in REMOVED_BUILDER_FLAGS and _owner(node.args[0]) == "BuilderFlag"):
                 hits.append((node.lineno, name))
@@ -148,11 +154,15 @@ def configure(trt, config, version):
 '''
     hits = scan_source(marked)
     assert hits == ["<source>:6: BuilderFlag.INT8"]
-    bare_comment = marked.replace("# TensorRT 10.x compatibility: weakly typed FP16 for users who cannot convert the ONNX",
-                                  "# TensorRT 10.x compatibility:")
+    bare_comment = marked.replace(
+        "# TensorRT 10.x compatibility: weakly typed FP16 for users who cannot convert the ONNX",
+        "# TensorRT 10.x compatibility:",
+    )
     assert len(scan_source(bare_comment)) == 2  # a marker without a reason exempts nothing
 
 
-@pytest.mark.parametrize("snippet", ["x = stats.dynamic_range\n", "options.precision = 'int8'\n", "t = trt.DataType.INT8\n"])
+@pytest.mark.parametrize(
+    "snippet", ["x = stats.dynamic_range\n", "options.precision = 'int8'\n", "t = trt.DataType.INT8\n"]
+)
 def test_generic_names_are_not_flagged(snippet: str) -> None:
     assert scan_source(snippet) == []

@@ -71,12 +71,23 @@ def _export_bytes(model: Any, example: Any, opset: int, dynamic_batch: bool, exp
             return buffer.getvalue(), "torchscript"
         except TypeError:  # this torch has no `dynamo` switch any more: the legacy exporter is gone
             if exporter == "torchscript":
-                raise UsageError("this torch no longer has the TorchScript ONNX exporter; use --exporter dynamo") from None
+                raise UsageError(
+                    "this torch no longer has the TorchScript ONNX exporter; use --exporter dynamo"
+                ) from None
     shapes = ({0: torch.export.Dim(BATCH_AXIS, min=1)},) if dynamic_batch else None
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # it prints progress to stdout
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                    dynamic_shapes=shapes, opset_version=opset, external_data=False, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=shapes,
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
     return program.model_proto.SerializeToString(), "dynamo"
 
 
@@ -110,8 +121,16 @@ def _check_graph(model: Any, dynamic_batch: bool, source: str) -> int:
     return int(domain_opset)
 
 
-def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_OPSET, dynamic_batch: bool = True,
-                verify_batch_sizes: tuple[int, ...] = (1, 8), atol: float = 1e-4, exporter: str = "auto") -> ExportResult:
+def export_onnx(
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    opset: int = MIN_OPSET,
+    dynamic_batch: bool = True,
+    verify_batch_sizes: tuple[int, ...] = (1, 8),
+    atol: float = 1e-4,
+    exporter: str = "auto",
+) -> ExportResult:
     """Export a trtopt checkpoint to `output` and prove ONNX Runtime matches torch within `atol`.
 
     With `dynamic_batch=False` the graph is fixed to the first of `verify_batch_sizes`, and only that
@@ -176,6 +195,15 @@ def export_onnx(checkpoint: str | Path, output: str | Path, *, opset: int = MIN_
                               f"(tolerance {atol:g}); nothing was written to {target}")
         worst = max(worst, diff)
     atomic_write_bytes(target, data)
-    return ExportResult(path=str(target), max_abs_diff=worst, opset=graph_opset, model_name=name,
-                        dynamic_batch=dynamic_batch, batch_sizes=sizes, samples=sample_kind, exporter=used, sha256=sha256_bytes(data),
-                        metadata=metadata)
+    return ExportResult(
+        path=str(target),
+        max_abs_diff=worst,
+        opset=graph_opset,
+        model_name=name,
+        dynamic_batch=dynamic_batch,
+        batch_sizes=sizes,
+        samples=sample_kind,
+        exporter=used,
+        sha256=sha256_bytes(data),
+        metadata=metadata,
+    )

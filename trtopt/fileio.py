@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -101,15 +102,76 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 @contextlib.contextmanager
+def _exclusive_lock(lock_file: Path) -> Iterator[None]:
+    """Serialize writers of one engine name across threads and processes (flock on a lock file)."""
+    import fcntl
+
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, _default_mode(is_dir=False))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def hidden_folders(target: Path, kind: str) -> list[Path]:
+    """``.NAME.<token>.<kind>`` folders (kind: version, staging) of engine folder `target`.
+
+    mkdtemp tokens never hold a dot, so the folders of engine "a" never include those of "a.b".
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]+\.{re.escape(kind)}")
+    return [p for p in target.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir()]
+
+
+def lock_file(target: Path) -> Path:
+    """The file whose lock writers of engine folder `target` hold while they swap versions."""
+    return target.parent / f".{target.name}.lock"
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Make `staging` the content of `target`: one atomic replacement of the ``target`` symlink.
+
+    Readers resolve ``target`` once and read a complete version folder; an old version is removed
+    only after the link has moved on (readers that were still in it retry, see repository.load).
+    Writers hold the name's lock, so concurrent replacements serialize and leave no stale versions.
+    """
+    parent = target.parent
+    with _exclusive_lock(lock_file(target)):
+        version = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".version", dir=parent))
+        os.replace(staging, version)
+        link = parent / f"{version.name}.link"
+        os.symlink(version.name, link)
+        try:
+            if target.is_dir() and not target.is_symlink():  # a folder written before versioning: move it aside once
+                os.replace(
+                    target, Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".version", dir=parent)) / "old"
+                )
+            os.replace(link, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+            shutil.rmtree(version, ignore_errors=True)
+            raise
+        _fsync_dir(parent)
+        for old in hidden_folders(target, "version"):
+            if old != version:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a staging folder beside `path`; on success it replaces `path` in one rename.
+    """Yield a staging folder beside `path`; on success it becomes `path` in one atomic step.
 
     Used for engine folders: everything (engine, manifest, timing cache) is written into the
-    staging folder, and only a complete folder ever appears under the final name. On any
-    exception the staging folder is removed and `path` keeps its old content.
+    staging folder, and only a complete folder ever appears under the final name. ``path`` is a
+    symbolic link to a hidden version folder (``.NAME.<token>.version``) that is replaced by one
+    rename, so a reader never finds the name missing or half replaced. On any exception the
+    staging folder is removed and `path` keeps its old content.
     """
     target = Path(path)
     parent = ensure_writable_dir(target.parent, "engines folder")
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} exists and is not an engine folder")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=parent))
     os.chmod(staging, _default_mode(is_dir=True))
     try:
@@ -118,14 +180,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
             if child.is_file():
                 with open(child, "rb") as handle:
                     os.fsync(handle.fileno())
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
-            os.replace(target, retired / "old")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-        _fsync_dir(parent)
+        _publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

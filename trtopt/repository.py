@@ -2,14 +2,18 @@
 
 An engine folder holds the backend's engine file, the ONNX it was built from (Q/DQ or FP16 when
 converted), the scale table for INT8, and ``manifest.json``. Folders are assembled in a staging
-folder and renamed into place (trtopt.fileio.atomic_directory), so a killed build never leaves a
-folder this module accepts.
+folder and published by replacing the ``engines/NAME`` symlink (trtopt.fileio.atomic_directory), so
+a killed build never leaves a folder this module accepts and a reader never finds the name missing.
+
+A manifest is data from whoever made the folder: file names in it must stay inside the folder,
+and its text (name, recorded command) is printed escaped, never as terminal control or advice.
 
 Reuse contract: the manifest carries a ``cache_key`` (sha256 over the source ONNX hash, every build
 option, the calibration inputs, backend version and device). A build whose key matches an existing,
 intact folder is a cache hit: nothing is recalibrated or rebuilt.
 
-Manifest layout (schema version 1)::
+Manifest layout (schema version 2; version 1 recorded every build option and an ``extra`` dict in
+``build_options``, version 2 records the backend's engine-affecting settings and a ``qdq`` part)::
 
     schema_version, name, cache_key, created, trtopt_version, command,
     backend: {name, version}, device: {...}, precision,
@@ -17,7 +21,7 @@ Manifest layout (schema version 1)::
     engine: {file, sha256, bytes},
     calibration: {table_id, method, file, data, samples} | null,
     io: {inputs: [...], outputs: [...], profile: {min, opt, max}},
-    build_options: {...}, build_seconds,
+    build_options: {precision, profile, encoding, <Backend.engine_fields>..., qdq: {...} | null}, build_seconds,
     accuracy: {...AccuracyReport.to_json(), data, budget} | null,
     timing: {batch, median_ms},
     <backend-specific sections, e.g. "onnxruntime" or "tensorrt">
@@ -25,52 +29,106 @@ Manifest layout (schema version 1)::
 from __future__ import annotations
 
 import os
+import shlex
+import time
 from pathlib import Path
 from typing import Any
 
 from trtopt.backends.base import Runner
 from trtopt.errors import TrtoptError, UsageError
-from trtopt.fileio import read_json, sha256_file
+from trtopt.fileio import lock_file, read_json, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+
+
+_LOAD_ATTEMPTS = 20
+_RETRY_PAUSE_S = 0.01
+_COMMAND_SHOWN = 300  # characters of a recorded build command shown in messages
 
 
 def read_manifest(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of an engine folder, schema-checked; UsageError when the folder is not an engine."""
     folder = Path(engine_dir)
     if not folder.is_dir():
-        raise UsageError(f"engine folder not found: {folder} (build one with `trtopt build MODEL.onnx --name {folder.name}`)")
+        raise UsageError(
+            f"engine folder not found: {folder} (build one with `trtopt build MODEL.onnx --name {folder.name}`)"
+        )
     path = folder / MANIFEST
     if not path.is_file():
-        raise UsageError(f"{folder} is not an engine folder: no {MANIFEST} (an interrupted build leaves none; rebuild it)")
+        raise UsageError(
+            f"{folder} is not an engine folder: no {MANIFEST} (an interrupted build leaves none; rebuild it)"
+        )
     manifest = read_json(path, "engine manifest")
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise UsageError(f"{path}: manifest schema version {found!r}, this trtopt reads {SCHEMA_VERSION}; rebuild the engine")
-    for key in ("backend", "device", "engine", "precision"):
-        if key not in manifest:
-            raise UsageError(f"{path}: manifest lacks {key!r}; rebuild the engine")
+        how = rebuild_hint(manifest) if isinstance(manifest, dict) else "rebuild the engine"
+        raise UsageError(
+            f"{path}: manifest schema version {printable(repr(found))}, this trtopt reads {SCHEMA_VERSION}; {how}"
+        )
+    for key, kind in (("backend", dict), ("device", dict), ("engine", dict), ("precision", str)):
+        if not isinstance(manifest.get(key), kind):
+            raise UsageError(
+                f"{path}: manifest entry {key!r} is missing or not a {'mapping' if kind is dict else 'string'} "
+                "(hand-edited?); rebuild the engine"
+            )
     return manifest
 
 
+def printable(text: str, limit: int = _COMMAND_SHOWN) -> str:
+    """`text` with control characters (terminal escapes, newlines) shown as escapes, shortened to `limit`.
+
+    Manifests may come from anyone: what they say is shown as data, never as terminal control.
+    """
+    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
 def rebuild_hint(manifest: dict[str, Any]) -> str:
+    """How to rebuild, from the manifest's source path and name (quoted); its recorded command only as information."""
+    recorded_source = manifest.get("source")
+    source = recorded_source.get("path", "MODEL.onnx") if isinstance(recorded_source, dict) else "MODEL.onnx"
+    hint = (f"rebuild it here with `trtopt build {printable(shlex.quote(str(source)))} "
+            f"--name {printable(shlex.quote(str(manifest.get('name', 'NAME'))))} --force` plus the original options")
     command = manifest.get("command")
     if command:
-        return f"rebuild it here with: {command} --force"
-    return f"rebuild it here with `trtopt build {manifest.get('source', {}).get('path', 'MODEL.onnx')} --name {manifest.get('name', 'NAME')} --force`"
+        hint += f" (the manifest records the build command as: {printable(repr(str(command)))})"
+    return hint
+
+
+def engine_member(engine_dir: Path, relative: Any, what: str) -> Path:
+    """``engine_dir/relative``, refusing names that leave the folder (absolute, ``..``, links outside).
+
+    Manifests are data from whoever made the folder: a hash that matches a file elsewhere on disk
+    proves nothing about the folder, so only files inside it are ever opened.
+    """
+    folder = Path(engine_dir)
+    name = str(relative) if isinstance(relative, str) else ""
+    candidate = Path(name)
+    if not name or candidate.is_absolute() or ".." in candidate.parts:
+        raise UsageError(
+            f"{folder / MANIFEST}: {what} {printable(repr(relative))} is not a file name inside the engine folder"
+        )
+    path = folder / candidate
+    root = folder.resolve()
+    if root not in path.resolve().parents:
+        raise UsageError(f"{folder / MANIFEST}: {what} {printable(repr(relative))} leads outside the engine folder")
+    return path
 
 
 def verify_engine_file(engine_dir: Path, manifest: dict[str, Any]) -> Path:
-    """The engine file, after checking it still has the bytes the build wrote."""
+    """The engine file, after checking it lies inside the folder and still has the bytes the build wrote."""
     engine = manifest["engine"]
-    path = Path(engine_dir) / str(engine.get("file", ""))
+    path = engine_member(Path(engine_dir), engine.get("file"), "engine file")
+    label = printable(repr(manifest.get("name")))
     if not path.is_file():
-        raise TrtoptError(f"engine {manifest.get('name')!r}: engine file {path} is missing; {rebuild_hint(manifest)}")
+        raise TrtoptError(f"engine {label}: engine file {path} is missing; {rebuild_hint(manifest)}")
     digest = sha256_file(path)
     if digest != engine.get("sha256"):
-        raise TrtoptError(f"engine {manifest.get('name')!r}: {path} has sha256 {digest[:16]}..., the manifest recorded "
-                          f"{str(engine.get('sha256'))[:16]}... (modified or corrupt); {rebuild_hint(manifest)}")
+        raise TrtoptError(
+            f"engine {label}: {path} has sha256 {digest[:16]}..., the manifest recorded "
+            f"{printable(str(engine.get('sha256')))[:16]}... (modified or corrupt); {rebuild_hint(manifest)}"
+        )
     return path
 
 
@@ -80,29 +138,57 @@ def load(engine_dir: str | os.PathLike[str], **runner_options: Any) -> Runner:
     Refused (TrtoptError, with how to rebuild): a different backend version or device than the
     build recorded, or an engine file whose sha256 differs from the manifest. `runner_options` go
     to the backend's load (e.g. ``threads=`` for ONNX Runtime).
+
+    A rebuild may replace the folder while this runs (trtopt.fileio.atomic_directory): the name is
+    resolved once, so manifest and engine come from one version, and when that version is replaced
+    and removed mid-load, the load starts again on the new one.
     """
+    folder = Path(engine_dir)
+    attempts = 0
+    while True:
+        version = Path(os.path.realpath(folder))
+        try:
+            return _load_version(version, **runner_options)
+        except Exception:
+            attempts += 1
+            if attempts == _LOAD_ATTEMPTS or not _replaced_meanwhile(folder, version):
+                raise
+            time.sleep(_RETRY_PAUSE_S)
+
+
+def _replaced_meanwhile(folder: Path, version: Path) -> bool:
+    """True when `folder` now points elsewhere, or is mid-replacement by a writer (a lock file exists)."""
+    if Path(os.path.realpath(folder)) != version:
+        return True
+    return not version.exists() and lock_file(folder).exists()
+
+
+def _load_version(folder: Path, **runner_options: Any) -> Runner:
     from trtopt.backends.registry import get_backend
 
-    folder = Path(engine_dir)
     manifest = read_manifest(folder)
     backend = get_backend(str(manifest["backend"].get("name")))
+    label = printable(repr(manifest.get("name")))
     usable, why = backend.availability()
     if not usable:
-        raise TrtoptError(f"engine {manifest.get('name')!r} needs the {backend.name} backend, which cannot run here: {why}")
+        raise TrtoptError(f"engine {label} needs the {backend.name} backend, which cannot run here: {why}")
     problems = backend.compatibility_problems(manifest)
     if problems:
-        raise TrtoptError(f"cannot load engine {manifest.get('name')!r}: " + "; ".join(problems) + f"; {rebuild_hint(manifest)}")
+        raise TrtoptError(
+            f"cannot load engine {label}: " + "; ".join(printable(p) for p in problems) + f"; {rebuild_hint(manifest)}"
+        )
     verify_engine_file(folder, manifest)
     return backend.load(folder, manifest, **runner_options)
 
 
 def cached_manifest(engine_dir: Path, cache_key: str) -> dict[str, Any] | None:
     """The manifest of an intact engine built from identical inputs, or None (then build)."""
+    folder = Path(os.path.realpath(engine_dir))
     try:
-        manifest = read_manifest(engine_dir)
+        manifest = read_manifest(folder)
         if manifest.get("cache_key") != cache_key:
             return None
-        verify_engine_file(engine_dir, manifest)
+        verify_engine_file(folder, manifest)
     except TrtoptError:  # missing, stale schema or modified file: not reusable, build again
         return None
     return manifest

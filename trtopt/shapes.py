@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
 
 Shape = tuple[int, ...]
@@ -66,7 +66,9 @@ def parse_shape(text: str, flag: str = "--shapes", name: str = "") -> Shape:
     dims = []
     for field in fields:
         if not field.strip().isdigit() or int(field) < 1:
-            raise UsageError(f"{where}{text!r}: expected dimensions like 1x3x224x224 (positive integers separated by 'x')")
+            raise UsageError(
+                f"{where}{text!r}: expected dimensions like 1x3x224x224 (positive integers separated by 'x')"
+            )
         dims.append(int(field))
     return tuple(dims)
 
@@ -128,12 +130,20 @@ def _check_names(given: dict[str, Shape], flag: str, by_name: Mapping[str, Tenso
     for name, shape in given.items():
         info = by_name.get(name)
         if info is None:
-            raise UsageError(f"{flag}: the model has no input {name!r}; its inputs are {[i.describe() for i in by_name.values()]}")
+            raise UsageError(
+                f"{flag}: the model has no input {name!r}; its inputs are {[i.describe() for i in by_name.values()]}"
+            )
         if len(shape) != len(info.shape):
-            raise UsageError(f"{flag} {name}:{format_shape(shape)}: rank {len(shape)}, but input {info.describe()} has rank {len(info.shape)}")
+            raise UsageError(
+                f"{flag} {name}:{format_shape(shape)}: rank {len(shape)}, but input {info.describe()} has rank "
+                f"{len(info.shape)}"
+            )
         for axis, (got, want) in enumerate(zip(shape, info.shape)):
             if not is_dynamic(want) and got != want:
-                raise UsageError(f"{flag} {name}:{format_shape(shape)}: dimension {axis} is {got}, but the model fixes it at {want} ({info.describe()})")
+                raise UsageError(
+                    f"{flag} {name}:{format_shape(shape)}: dimension {axis} is {got}, but the model fixes it at "
+                    f"{want} ({info.describe()})"
+                )
 
 
 def _dim_roles(info: TensorInfo, axis: int, known: dict[str, int], default_max_batch: int) -> dict[str, int]:
@@ -196,7 +206,8 @@ def derive_profile(inputs: Sequence[TensorInfo], shapes: Mapping[str, Shape] | s
             roles = _dim_roles(info, axis, known, default_max_batch)
             if not roles["min"] <= roles["opt"] <= roles["max"]:
                 raise UsageError(
-                    f"input {info.name!r} dimension {axis}: min {roles['min']} <= opt {roles['opt']} <= max {roles['max']} "
+                    f"input {info.name!r} dimension {axis}: min {roles['min']} <= opt {roles['opt']} <= max "
+                    f"{roles['max']} "
                     "does not hold; fix --min-shapes/--opt-shapes/--max-shapes")
             for role in ROLES:
                 per_role[role].append(roles[role])
@@ -212,8 +223,3 @@ def profile_bounds(info: TensorInfo, profile: ShapeProfile) -> tuple[tuple[int, 
         return None
     return tuple((lo, hi) if is_dynamic(dim) else None for dim, lo, hi in zip(info.shape, low, high))
 
-
-def profile_from_json(data: Mapping[str, Mapping[str, Sequence[int]]] | None) -> ShapeProfile:
-    """Inverse of ShapeProfile.to_json (manifests store profiles as JSON)."""
-    data = data or {}
-    return ShapeProfile(**{role: {n: tuple(int(d) for d in s) for n, s in data.get(role, {}).items()} for role in ROLES})

@@ -17,46 +17,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from trtopt.backends.base import Runner, TensorInfo, validate_feed
-from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile, exact_match_problems
+from trtopt.backends.base import Runner
+from trtopt.backends.registry import BuildOptions, BuiltEngine, exact_match_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_json, read_json
-
-_ORT_TYPE_TO_NUMPY = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
-    "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
-    "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64,
-}
-
-
-def _tensor_info(node_arg: Any) -> TensorInfo:
-    dtype = _ORT_TYPE_TO_NUMPY.get(node_arg.type)
-    if dtype is None:
-        raise UsageError(f"tensor {node_arg.name!r} has type {node_arg.type}, which trtopt does not handle")
-    shape = tuple(d if isinstance(d, int) else (d or None) for d in node_arg.shape)
-    return TensorInfo(node_arg.name, np.dtype(dtype), shape)
-
-
-def make_session_options(threads: int | None = None, optimized_model_path: Path | None = None,
-                         graph_optimization: str = "all", config: Mapping[str, str] | None = None) -> ort.SessionOptions:
-    """Session options used both to build (serialize the optimized model) and to run."""
-    options = ort.SessionOptions()
-    for key, value in (config or {}).items():
-        options.add_session_config_entry(key, value)
-    options.graph_optimization_level = {
-        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[graph_optimization]
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if optimized_model_path is not None:
-        options.optimized_model_filepath = os.fspath(optimized_model_path)
-    options.log_severity_level = 3
-    return options
+from trtopt.ortsession import OrtSession, make_session_options
+from trtopt.tensors import ShapeProfile
 
 
 class OnnxRuntimeRunner(Runner):
@@ -70,36 +36,26 @@ class OnnxRuntimeRunner(Runner):
     thread_safe = True
 
     def __init__(self, model_path: str | os.PathLike[str], threads: int | None = None,
-                 providers: Sequence[str] | None = None, session_options: ort.SessionOptions | None = None,
+                 providers: Sequence[Any] | None = None, session_options: ort.SessionOptions | None = None,
                  profile: ShapeProfile | None = None) -> None:
-        path = Path(model_path)
-        if not path.is_file():
-            raise UsageError(f"ONNX model not found: {path}")
-        options = session_options or make_session_options(threads)
-        try:
-            self._session = ort.InferenceSession(os.fspath(path), options, providers=list(providers or ["CPUExecutionProvider"]))
-        except Exception as exc:  # ORT raises its own exception types for corrupt/unsupported models
-            raise UsageError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-        self.model_path = path
-        self._inputs = [_tensor_info(arg) for arg in self._session.get_inputs()]
+        self._session = OrtSession(model_path, session_options or make_session_options(threads), providers)
+        self.model_path = self._session.path
+        self._inputs = self._session.inputs
         if profile is not None:  # an engine built for a shape profile rejects shapes outside it, like TensorRT
             from trtopt.shapes import profile_bounds
 
             self._inputs = [dataclasses.replace(info, bounds=profile_bounds(info, profile)) for info in self._inputs]
-        self._outputs = [_tensor_info(arg) for arg in self._session.get_outputs()]
-        self._output_names = [info.name for info in self._outputs]
+        self._outputs = self._session.outputs
 
     @property
     def providers(self) -> list[str]:
-        return self._session.get_providers()
+        return self._session.providers
 
-    def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        arrays = validate_feed(feed, self._inputs)
-        results = self._session.run(self._output_names, arrays)
-        return dict(zip(self._output_names, results))
+    def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return self._session.run(feed)
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session.close()
 
 
 ENGINE_FILE = "model.ort.onnx"
@@ -111,10 +67,18 @@ SAVED_OPTIMIZATION = "extended"  # portable across CPUs of one ISA; "all" is app
 _SIMULATE_QDQ = {"session.disable_quant_qdq": "1"}
 
 
+def qdq_session_config(encoding: str | None) -> dict[str, str]:
+    """Session config entries for a Q/DQ model of ``encoding`` (``tensorrt``: simulated, see above)."""
+    return dict(_SIMULATE_QDQ) if encoding == "tensorrt" else {}
+
+
 class OnnxRuntimeBackend:
     """Backend protocol (trtopt.backends.registry.Backend) for ONNX Runtime on the CPU."""
 
     name = "onnxruntime"
+    title = "ONNX Runtime on the CPU"
+    default_encoding = "onnxruntime-cpu"
+    engine_fields = ("threads",)  # recorded in session.json, which the engine folder holds
 
     def availability(self) -> tuple[bool, str]:
         return True, f"onnxruntime {ort.__version__} on the CPU"
@@ -130,25 +94,36 @@ class OnnxRuntimeBackend:
     def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
         return exact_match_problems(manifest, self.version(), self.device())
 
+    def check_options(self, options: BuildOptions) -> None:
+        """Every option ONNX Runtime reads (threads) is checked by the settings themselves."""
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
-        config = dict(_SIMULATE_QDQ) if options.extra.get("encoding") == "tensorrt" else {}
-        session = {"graph_optimization": "all", "saved_optimization": SAVED_OPTIMIZATION,
-                   "intra_op_num_threads": options.threads, "providers": ["CPUExecutionProvider"], "config": config}
-        build_options = make_session_options(options.threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config)
+        threads = options.engine.threads
+        config = qdq_session_config(options.encoding)
+        session = {
+            "graph_optimization": "all",
+            "saved_optimization": SAVED_OPTIMIZATION,
+            "intra_op_num_threads": threads,
+            "providers": ["CPUExecutionProvider"],
+            "config": config,
+        }
+        build_options = make_session_options(threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config)
         try:
             ort.InferenceSession(os.fspath(onnx_path), build_options, providers=session["providers"])
         except Exception as exc:  # ORT's own exception types: report the model and the first line
-            raise TrtoptError(f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+            raise TrtoptError(
+                f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}"
+            ) from exc
         if not (Path(staging_dir) / ENGINE_FILE).is_file():
             raise TrtoptError(f"ONNX Runtime did not write its optimized model for {onnx_path}")
         atomic_write_json(Path(staging_dir) / SESSION_FILE, session)
-        return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"onnxruntime": {"session_file": SESSION_FILE, **session}})
+        return BuiltEngine(
+            engine_file=ENGINE_FILE, manifest_fields={"onnxruntime": {"session_file": SESSION_FILE, **session}}
+        )
 
     def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner:
         """Reopen the optimized model with the recorded session options (threads may be overridden)."""
-        from trtopt.shapes import profile_from_json
-
         folder = Path(engine_dir)
         session = read_json(folder / SESSION_FILE, "ONNX Runtime session options")
         threads = runner_options.pop("threads", None) or session.get("intra_op_num_threads")
@@ -156,7 +131,7 @@ class OnnxRuntimeBackend:
             raise UsageError(f"the onnxruntime backend takes only threads=, not {sorted(runner_options)}")
         options = make_session_options(threads, graph_optimization=str(session.get("graph_optimization", "all")),
                                        config=session.get("config"))
-        profile = profile_from_json((manifest.get("io") or {}).get("profile"))
+        profile = ShapeProfile.from_json((manifest.get("io") or {}).get("profile"))
         engine_file = (manifest.get("engine") or {}).get("file", ENGINE_FILE)
         return OnnxRuntimeRunner(folder / str(engine_file), session_options=options,
                                  providers=session.get("providers"), profile=profile)

@@ -7,12 +7,15 @@ pipeline talk only to this protocol, so adding a backend touches no pipeline cod
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from trtopt.backends.base import Runner
 from trtopt.errors import UsageError
+from trtopt.settings import EngineSettings
+from trtopt.tensors import ShapeProfile
 
 # name -> module that defines BACKEND (or "module:ATTRIBUTE" when one module serves several)
 BACKEND_MODULES: dict[str, str] = {
@@ -21,47 +24,25 @@ BACKEND_MODULES: dict[str, str] = {
     "onnxruntime-cuda": "trtopt.backends.onnxruntime_gpu:CUDA_BACKEND",
     "onnxruntime-tensorrt": "trtopt.backends.onnxruntime_gpu:TENSORRT_EP_BACKEND",
 }
+# `--backend auto` takes the first of these whose availability() says yes; the last one always can.
+AUTO_ORDER: tuple[str, ...] = ("tensorrt", "onnxruntime")
 
 
-@dataclass
-class ShapeProfile:
-    """min/opt/max shape per input name (trtexec's --min-shapes/--opt-shapes/--max-shapes)."""
-
-    min: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    opt: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    max: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: {n: list(s) for n, s in getattr(self, k).items()} for k in ("min", "opt", "max")}
-
-
-@dataclass
+@dataclass(frozen=True)
 class BuildOptions:
-    """Every option a build takes, in one place (recorded in the manifest and in the cache key)."""
+    """What a backend's build() is asked for: the precision the ONNX already encodes, the shape
+    profile, the Q/DQ encoding of an INT8 model, and the engine settings (the backend reads the
+    fields it understands and declares the engine-affecting ones in ``engine_fields``)."""
 
     precision: str = "fp32"  # fp32 | fp16 | int8 (the ONNX handed to the backend already encodes it)
     profile: ShapeProfile = field(default_factory=ShapeProfile)
-    workspace_bytes: int | None = None
-    opt_level: int | None = None
-    tf32: bool = True
-    version_compatible: bool = False
-    hardware_compat: str = "none"  # none | ampere+ | same-compute-capability
-    timing_cache: Path | None = None
-    threads: int | None = None  # CPU backends: intra-op threads (None = library default)
-    extra: dict[str, Any] = field(default_factory=dict)
+    encoding: str | None = None  # Q/DQ encoding of an int8 model (tensorrt | onnxruntime-cpu)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision,
-            "profile": self.profile.to_json(),
-            "workspace_bytes": self.workspace_bytes,
-            "opt_level": self.opt_level,
-            "tf32": self.tf32,
-            "version_compatible": self.version_compatible,
-            "hardware_compat": self.hardware_compat,
-            "threads": self.threads,
-            "extra": self.extra,
-        }
+    def to_json(self, engine_fields: Sequence[str]) -> dict[str, Any]:
+        """Recorded in the manifest and hashed into the cache key: only `engine_fields` of the engine settings."""
+        return {"precision": self.precision, "profile": self.profile.to_json(), "encoding": self.encoding,
+                **self.engine.to_json(engine_fields)}
 
 
 @dataclass
@@ -74,6 +55,10 @@ class BuiltEngine:
 
 class Backend(Protocol):
     name: str
+    title: str  # how messages name it, e.g. "ONNX Runtime on the CPU"
+    default_encoding: str  # Q/DQ encoding an INT8 build writes for this backend unless --encoding says otherwise
+    # EngineSettings fields that change the engine this backend builds (cache key and manifest take only these)
+    engine_fields: tuple[str, ...]
 
     def availability(self) -> tuple[bool, str]:
         """(usable here?, one-line reason naming what is missing when not)."""
@@ -86,9 +71,12 @@ class Backend(Protocol):
     def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
         """Why the engine a manifest describes cannot run here (empty when it can)."""
 
+    def check_options(self, options: BuildOptions) -> None:
+        """UsageError naming the flag when this backend cannot build with `options` (called while planning)."""
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine: ...
 
-    def load(self, engine_dir: Path, manifest: dict[str, Any]) -> Runner: ...
+    def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner: ...
 
 
 def exact_match_problems(manifest: dict[str, Any], version: str, device: dict[str, Any]) -> list[str]:
@@ -96,7 +84,9 @@ def exact_match_problems(manifest: dict[str, Any], version: str, device: dict[st
     problems = []
     built_version = manifest["backend"].get("version")
     if built_version != version:
-        problems.append(f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}")
+        problems.append(
+            f"it was built with {manifest['backend'].get('name')} {built_version}, this machine has {version}"
+        )
     if manifest["device"] != device:
         problems.append(f"it was built for device {_describe(manifest['device'])}, this machine is {_describe(device)}")
     return problems

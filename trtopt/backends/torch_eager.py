@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trtopt.backends.base import Runner, TensorInfo, validate_feed
+from trtopt.backends.base import Runner
+from trtopt.tensors import TensorInfo
 from trtopt.export import BATCH_AXIS, INPUT_NAME, OUTPUT_NAME
 from trtopt.models import InputSpec, model_input_spec
 from trtopt.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -39,7 +40,6 @@ class TorchRunner(Runner):
                 else model_input_spec(state["model_name"], **state["model_config"]))
         self._model: Any = model_from_checkpoint(state, checkpoint)
         self._inputs = [TensorInfo(INPUT_NAME, np.dtype(spec.dtype), (BATCH_AXIS, *spec.shape))]
-        self.notes: list[str] = []
         with torch.inference_mode():
             probe = self._model(torch.zeros((1, *spec.shape), dtype=getattr(torch, spec.dtype)))
         self._outputs = [TensorInfo(OUTPUT_NAME, np.dtype(np.float32), (BATCH_AXIS, *probe.shape[1:]))]
@@ -53,17 +53,16 @@ class TorchRunner(Runner):
             compiled = torch.compile(eager)
             with torch.inference_mode():
                 compiled(torch.zeros((1, *spec.shape), dtype=getattr(torch, spec.dtype)))
-        except Exception as exc:  # torch.compile raises many backend-specific types; eager still works
+        except Exception as exc:  # noqa: BLE001 - torch.compile raises many backend-specific types; eager still works
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.notes.append(f"torch.compile failed, ran eager instead: {reason[:200]}")
+            self._add_note(f"torch.compile failed, ran eager instead: {reason[:200]}")
             return
         self._model = compiled
         self.compiled = True
 
-    def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        arrays = validate_feed(feed, self._inputs)
+    def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
-            result = self._model(torch.from_numpy(arrays[INPUT_NAME]))
+            result = self._model(torch.from_numpy(feed[INPUT_NAME]))
         return {OUTPUT_NAME: result.float().numpy()}
 
     def close(self) -> None:

@@ -32,8 +32,12 @@ class Metric:
 
 
 def _timed(prefix: str, result: dict[str, Any], out: dict[str, Metric]) -> None:
-    out[f"{prefix}/best_window_median_ms"] = Metric(result["best_window_median_ms"], result["median_spread_ms"], False, "timing")
-    out[f"{prefix}/best_window_throughput_sps"] = Metric(result["best_window_throughput_sps"], result["throughput_spread"], True, "timing")
+    out[f"{prefix}/best_window_median_ms"] = Metric(
+        result["best_window_median_ms"], result["median_spread_ms"], False, "timing"
+    )
+    out[f"{prefix}/best_window_throughput_sps"] = Metric(
+        result["best_window_throughput_sps"], result["throughput_spread"], True, "timing"
+    )
 
 
 def extract_metrics(report: dict[str, Any]) -> dict[str, Metric]:
@@ -100,7 +104,9 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], threshold: float =
         warnings.append(f"no target names in common with run {old.get('run_id')}: nothing was compared")
     for field in ("threads", "samples", "seed", "data"):
         if old["config"].get(field) != new["config"].get(field):
-            warnings.append(f"config {field} differs: {old['config'].get(field)!r} then, {new['config'].get(field)!r} now")
+            warnings.append(
+                f"config {field} differs: {old['config'].get(field)!r} then, {new['config'].get(field)!r} now"
+            )
     if old["environment"].get("hostname") != new["environment"].get("hostname"):
         warnings.append("the runs come from different hosts")
     return {
@@ -117,6 +123,8 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], threshold: float =
 
 def regression_summary(comparison: dict[str, Any]) -> str:
     """One line for RegressionDetected: which metrics regressed, by how much."""
-    parts = [f"{r['key']} {r['old']:.4g} -> {r['new']:.4g}" for r in comparison["metrics"] if r["status"] == "regressed"]
+    parts = [
+        f"{r['key']} {r['old']:.4g} -> {r['new']:.4g}" for r in comparison["metrics"] if r["status"] == "regressed"
+    ]
     shown = "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
     return f"{len(parts)} metric(s) regressed against run {comparison['against_run_id']}: {shown}"

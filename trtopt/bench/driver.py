@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from trtopt.accuracy import compare_outputs
-from trtopt.backends.base import Runner, TensorInfo
+from trtopt.backends.base import Runner
+from trtopt.tensors import TensorInfo
 from trtopt.bench import environment, scenarios
 from trtopt.bench.inputs import (QueryLibrary, SamplePool, allowed_batch_sizes, check_compatible, data_pool,
                                  generated_pool)
@@ -58,11 +59,16 @@ class BenchConfig:
     def validate(self) -> None:
         unknown = [s for s in self.scenarios if s not in scenarios.ALL_SCENARIOS]
         if unknown or not self.scenarios:
-            raise UsageError(f"--scenarios: unknown {unknown or 'empty list'}; choose from {', '.join(scenarios.ALL_SCENARIOS)}")
+            raise UsageError(
+                f"--scenarios: unknown {unknown or 'empty list'}; choose from {', '.join(scenarios.ALL_SCENARIOS)}"
+            )
         if scenarios.SERVER in self.scenarios and (self.qps is None or self.qps <= 0):
             raise UsageError("the server scenario needs --qps with a positive rate")
         checks = [
-            (all(b >= 1 for b in self.batch_sizes) and bool(self.batch_sizes), "--batch-sizes must be positive integers, e.g. 1,8,32"),
+            (
+                all(b >= 1 for b in self.batch_sizes) and bool(self.batch_sizes),
+                "--batch-sizes must be positive integers, e.g. 1,8,32",
+            ),
             (self.duration_s > 0, "--duration must be positive (seconds)"),
             (self.concurrency >= 1, "--concurrency must be at least 1"),
             (self.samples >= 1, "--samples must be at least 1"),
@@ -99,7 +105,9 @@ def _outputs_on_pool(runner: Runner, library: QueryLibrary) -> dict[str, np.ndar
     """The runner's outputs on the whole pool, batched as large as the runner allows (<= 32)."""
     sizes = allowed_batch_sizes(runner.inputs, range(min(_ACCURACY_BATCH, library.size), 0, -1))
     if not sizes:
-        raise UsageError(f"no batch size up to {_ACCURACY_BATCH} fits the inputs {[i.describe() for i in runner.inputs]}")
+        raise UsageError(
+            f"no batch size up to {_ACCURACY_BATCH} fits the inputs {[i.describe() for i in runner.inputs]}"
+        )
     parts: dict[str, list[np.ndarray]] = {}
     for feed in library.chunks(sizes[0]):
         for name, value in runner.infer(feed).items():
@@ -109,12 +117,14 @@ def _outputs_on_pool(runner: Runner, library: QueryLibrary) -> dict[str, np.ndar
 
 def _accuracy(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], labels: np.ndarray | None,
               target: str) -> dict[str, Any]:
-    name = next(iter(reference))
-    if name not in candidate:
-        raise UsageError(f"target {target!r} has no output {name!r} (it has {sorted(candidate)}); it cannot be compared with the baseline")
-    count = min(len(reference[name]), len(candidate[name]))
-    report = compare_outputs(reference[name][:count], candidate[name][:count], None if labels is None else labels[:count])
-    return {"output": name, **report.to_json()}
+    missing = sorted(set(reference) - set(candidate))
+    if missing:
+        raise UsageError(f"target {target!r} has no output(s) {missing} (it has {sorted(candidate)}); "
+                         "it cannot be compared with the baseline")
+    count = min(min(len(v) for v in reference.values()), min(len(candidate[n]) for n in reference))
+    report = compare_outputs({n: v[:count] for n, v in reference.items()},
+                             {n: candidate[n][:count] for n in reference}, None if labels is None else labels[:count])
+    return {"output": next(iter(reference)), **report.to_json()}
 
 
 def _task_accuracy(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float | None:
@@ -155,7 +165,9 @@ class _Run:
         check_compatible(self.pool_inputs, inputs, self.pool_owner, target.name)
         return self.pool.bind(inputs)
 
-    def _scenarios(self, target: Target, runners: list[Runner], library: QueryLibrary) -> tuple[dict[str, Any], list[str]]:
+    def _scenarios(
+        self, target: Target, runners: list[Runner], library: QueryLibrary
+    ) -> tuple[dict[str, Any], list[str]]:
         cfg = self.config
         policy = cfg.policy()
         suts = [_RunnerSut(r) for r in runners]
@@ -169,10 +181,15 @@ class _Run:
                 sizes = allowed_batch_sizes(runners[0].inputs, cfg.batch_sizes)
                 skipped = sorted(set(cfg.batch_sizes) - set(sizes))
                 if skipped:
-                    notes.append(f"offline: batch sizes {skipped} do not fit the inputs {[i.describe() for i in runners[0].inputs]}")
+                    notes.append(
+                        f"offline: batch sizes {skipped} do not fit the inputs "
+                        f"{[i.describe() for i in runners[0].inputs]}"
+                    )
                 results["offline"] = scenarios.offline(suts[0], library, sizes, policy)
             elif scenario == scenarios.SERVER:
-                results["server"] = scenarios.server(suts, library, float(cfg.qps or 0), cfg.duration_s, cfg.seed, cfg.warmup_s)
+                results["server"] = scenarios.server(
+                    suts, library, float(cfg.qps or 0), cfg.duration_s, cfg.seed, cfg.warmup_s
+                )
             else:
                 results["concurrency"] = scenarios.concurrency(suts, library, policy)
             self.bar.update(1)
@@ -180,7 +197,9 @@ class _Run:
 
     def run_target(self, target: Target) -> dict[str, Any]:
         log.info("benchmarking %s (%s, %s)", target.name, target.kind, target.backend)
-        callers = self.config.concurrency if {scenarios.SERVER, scenarios.CONCURRENCY} & set(self.config.scenarios) else 1
+        callers = (
+            self.config.concurrency if {scenarios.SERVER, scenarios.CONCURRENCY} & set(self.config.scenarios) else 1
+        )
         runners: list[Runner] = []
         target.import_backend()
         with PeakRss() as memory:
@@ -201,8 +220,8 @@ class _Run:
                     entry["accuracy"] = _accuracy(self.reference_outputs, outputs, library.labels, target.name)
                 runners.extend(target.open() for _ in range(callers - 1))
                 entry["scenarios"], notes = self._scenarios(target, runners, library)
-                entry["notes"] = [*getattr(runners[0], "notes", []), *notes]
-                device_bytes = getattr(runners[0], "device_memory_bytes", None)
+                entry["notes"] = [*runners[0].notes, *notes]
+                device_bytes = runners[0].device_memory_bytes
             finally:
                 for runner in runners:
                     runner.close()

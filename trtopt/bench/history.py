@@ -52,7 +52,10 @@ class History:
             self._db = sqlite3.connect(self.path)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
-                raise UsageError(f"--history {self.path} was written by a newer trtopt (history schema {version}); upgrade trtopt or use another file")
+                raise UsageError(
+                    f"--history {self.path} was written by a newer trtopt (history schema {version}); upgrade trtopt "
+                    "or use another file"
+                )
             with self._db:
                 self._db.execute(_CREATE)
                 self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
@@ -64,7 +67,8 @@ class History:
         comparison = report.get("comparison") or {}
         with self._db:
             cursor = self._db.execute(
-                "INSERT INTO runs (created_at, label, git_revision, hostname, regressions, report) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (created_at, label, git_revision, hostname, regressions, report) VALUES (?, ?, ?, "
+                "?, ?, ?)",
                 (report["created_at"], report.get("label"), report["environment"].get("git_revision"),
                  report["environment"].get("hostname"), int(comparison.get("regressions", 0)), "{}"))
             run_id = int(cursor.lastrowid or 0)
@@ -83,7 +87,9 @@ class History:
         if label is None:
             row = self._db.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         else:
-            row = self._db.execute("SELECT report FROM runs WHERE label = ? ORDER BY id DESC LIMIT 1", (label,)).fetchone()
+            row = self._db.execute(
+                "SELECT report FROM runs WHERE label = ? ORDER BY id DESC LIMIT 1", (label,)
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
     def resolve(self, ref: str, label: str | None = None) -> dict[str, Any]:
@@ -99,7 +105,10 @@ class History:
         return self.get(int(ref))
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT id, created_at, label, git_revision, hostname, regressions FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._db.execute(
+            "SELECT id, created_at, label, git_revision, hostname, regressions FROM runs ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
         keys = ("run_id", "created_at", "label", "git_revision", "hostname", "regressions")
         return [dict(zip(keys, row)) for row in rows]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.errors import UsageError
 from trtopt.shapes import is_dynamic, parse_shapes
 
@@ -30,8 +30,10 @@ def check_compatible(reference: Sequence[TensorInfo], candidate: Sequence[Tensor
     ref = {i.name: i for i in reference}
     cand = {i.name: i for i in candidate}
     if set(ref) != set(cand):
-        raise UsageError(f"target {candidate_name!r} has inputs {[i.describe() for i in candidate]}, but baseline "
-                         f"{reference_name!r} has {[i.describe() for i in reference]}; all targets must take the same inputs")
+        raise UsageError(
+            f"target {candidate_name!r} has inputs {[i.describe() for i in candidate]}, but baseline "
+            f"{reference_name!r} has {[i.describe() for i in reference]}; all targets must take the same inputs"
+        )
     for name, want in ref.items():
         got = cand[name]
         problem = None
@@ -45,8 +47,10 @@ def check_compatible(reference: Sequence[TensorInfo], candidate: Sequence[Tensor
                     problem = f"dimension {axis} is {a} vs {b}"
                     break
         if problem:
-            raise UsageError(f"target {candidate_name!r} input {got.describe()} does not match baseline "
-                             f"{reference_name!r} input {want.describe()} ({problem}); all targets must take the same inputs")
+            raise UsageError(
+                f"target {candidate_name!r} input {got.describe()} does not match baseline "
+                f"{reference_name!r} input {want.describe()} ({problem}); all targets must take the same inputs"
+            )
 
 
 def allowed_batch_sizes(inputs: Sequence[TensorInfo], wanted: Sequence[int]) -> list[int]:
@@ -101,7 +105,9 @@ class SamplePool:
 
     def bind(self, inputs: Sequence[TensorInfo]) -> "QueryLibrary":
         dtypes = {info.name: np.dtype(info.dtype) for info in inputs}
-        return QueryLibrary({name: array.astype(dtypes[name], copy=False) for name, array in self.arrays.items()}, self.labels)
+        return QueryLibrary(
+            {name: array.astype(dtypes[name], copy=False) for name, array in self.arrays.items()}, self.labels
+        )
 
 
 @dataclass

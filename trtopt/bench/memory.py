@@ -67,7 +67,9 @@ class PeakRss:
             self._sampler.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._sampler is not None:
             self._stop.set()
             self._sampler.join()

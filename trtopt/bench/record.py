@@ -40,7 +40,9 @@ def record(report: dict[str, Any], options: RecordOptions) -> dict[str, Any]:
             # `last` on an empty history (the first scheduled run) is not an error: this run becomes the reference
             first_run = options.compare_to == "last" and history.last(report.get("label")) is None
             if first_run:
-                log.warning("--compare-to last: no earlier run in %s yet; this run is stored as the first", history.path)
+                log.warning(
+                    "--compare-to last: no earlier run in %s yet; this run is stored as the first", history.path
+                )
             elif options.compare_to:
                 previous = history.resolve(options.compare_to, report.get("label"))
                 report["comparison"] = compare_reports(previous, report, options.threshold, options.spread_k)

@@ -70,7 +70,11 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_title("Latency distribution per target")
         plots.append(("Latency distribution", _png(fig)))
         plt.close(fig)
-    sweeps = [(t["name"], t["scenarios"]["offline"]["batches"]) for t in targets if t.get("scenarios", {}).get("offline", {}).get("batches")]
+    sweeps = [
+        (t["name"], t["scenarios"]["offline"]["batches"])
+        for t in targets
+        if t.get("scenarios", {}).get("offline", {}).get("batches")
+    ]
     if sweeps:
         fig, ax = plt.subplots(figsize=(9, 4.5))
         for name, batches in sweeps:
@@ -88,7 +92,7 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
     if report.get("baseline") and speed:
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
         for name, median, acc in speed:
-            agreement = 1.0 if acc is None else acc["top1_agreement"]
+            agreement = 1.0 if acc is None or acc.get("top1_agreement") is None else acc["top1_agreement"]
             snr = acc.get("snr_db") if acc else None
             left.scatter(median, 100 * agreement, s=60)
             left.annotate(name, (median, 100 * agreement), textcoords="offset points", xytext=(5, 5))
@@ -117,7 +121,9 @@ def render(report: dict[str, Any]) -> str:
     if report.get("baseline"):
         parts += [f"<h2>Accuracy vs {html.escape(report['baseline'])}</h2>", _html_table(accuracy_table(report))]
     for caption, data in _plots(report):
-        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>")
+        parts.append(
+            f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+        )
     comparison = comparison_table(report)
     if comparison is not None:
         info = report["comparison"]

@@ -3,7 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from trtopt.bench.summary import Table, accuracy_table, comparison_table, environment_lines, latency_table, performance_table
+from trtopt.bench.summary import (
+    Table,
+    accuracy_table,
+    comparison_table,
+    environment_lines,
+    latency_table,
+    performance_table,
+)
 
 
 def markdown_table(table: Table) -> str:
@@ -24,7 +31,14 @@ def render(report: dict[str, Any]) -> str:
     comparison = comparison_table(report, only_moved=False)
     if comparison is not None:
         info = report["comparison"]
-        parts += [f"## Compared with run {info['against_run_id']}", "",
-                  f"{info['regressions']} regression(s), {info['improvements']} improvement(s); a timing metric is flagged beyond "
-                  f"{100 * info['threshold']:.0f}% and {info['spread_k']:g}x the measured spread.", "", markdown_table(comparison), ""]
+        parts += [
+            f"## Compared with run {info['against_run_id']}",
+            "",
+            f"{info['regressions']} regression(s), {info['improvements']} improvement(s); a timing metric is flagged "
+            "beyond "
+            f"{100 * info['threshold']:.0f}% and {info['spread_k']:g}x the measured spread.",
+            "",
+            markdown_table(comparison),
+            "",
+        ]
     return "\n".join(parts)

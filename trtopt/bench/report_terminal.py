@@ -20,8 +20,12 @@ def render(report: dict[str, Any]) -> str:
     comparison = comparison_table(report)
     if comparison is not None:
         info = report["comparison"]
-        parts += ["", f"compared with run {info['against_run_id']}: {info['regressions']} regression(s), "
-                      f"{info['improvements']} improvement(s) (threshold {100 * info['threshold']:.0f}% and {info['spread_k']:g}x spread)"]
+        parts += [
+            "",
+            f"compared with run {info['against_run_id']}: {info['regressions']} regression(s), "
+            f"{info['improvements']} improvement(s) (threshold {100 * info['threshold']:.0f}% and "
+            f"{info['spread_k']:g}x spread)",
+        ]
         if comparison[1]:
             parts.append(render_table(comparison))
         parts += [f"warning: {w}" for w in info["warnings"]]

@@ -89,7 +89,10 @@ def repeat_until_stable(run_window: Callable[[float], Window], policy: Stability
         elapsed += window.elapsed_s
         medians.append(float(np.median(window.latencies_s)))
         throughputs.append(window.samples / window.elapsed_s if window.elapsed_s > 0 else 0.0)
-        if len(medians) >= policy.windows_needed and relative_range(medians[-policy.windows_needed:]) <= policy.tolerance:
+        if (
+            len(medians) >= policy.windows_needed
+            and relative_range(medians[-policy.windows_needed :]) <= policy.tolerance
+        ):
             stop_reason = STABLE
             break
         if elapsed >= policy.max_time_s:

@@ -117,9 +117,17 @@ def _model(path: Path, index: int, table: Any) -> SuiteModel:
     precisions = _string_list(path, f"{where}.precisions", table.get("precisions", ["fp32"]), PRECISIONS)
     calib_data = table.get("calib_data")
     if "int8" in precisions and calib_data is None:
-        raise _fail(path, f"{where} ({name}) builds int8 and needs calib_data = \"SRC\" (e.g. \"digits\")")
-    return SuiteModel(name, onnx, checkpoint, precisions, _string_list(path, f"{where}.backends", table.get("backends", ["onnxruntime"])),
-                      calib_data, baseline, _bench_options(path, where, table))
+        raise _fail(path, f'{where} ({name}) builds int8 and needs calib_data = "SRC" (e.g. "digits")')
+    return SuiteModel(
+        name,
+        onnx,
+        checkpoint,
+        precisions,
+        _string_list(path, f"{where}.backends", table.get("backends", ["onnxruntime"])),
+        calib_data,
+        baseline,
+        _bench_options(path, where, table),
+    )
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -148,15 +156,21 @@ def load_suite(path: str | Path) -> Suite:
         path=file, name=str(head.get("name", file.stem)), engines_dir=root / head.get("engines_dir", "engines"),
         reports_dir=root / head.get("reports_dir", "bench-reports"),
         history=root / head["history"] if "history" in head else None,
-        compare_to=head.get("compare_to", "last"), threshold=float(head.get("threshold", DEFAULT_THRESHOLD)),
-        spread_k=float(head.get("spread_k", DEFAULT_SPREAD_K)), bench=_bench_options(file, "bench", bench), models=parsed)
+        compare_to=head.get("compare_to", "last"),
+        threshold=float(head.get("threshold", DEFAULT_THRESHOLD)),
+        spread_k=float(head.get("spread_k", DEFAULT_SPREAD_K)),
+        bench=_bench_options(file, "bench", bench),
+        models=parsed,
+    )
 
 
 def _ensure_onnx(model: SuiteModel) -> None:
     if model.onnx.is_file():
         return
     if model.checkpoint is None:
-        raise UsageError(f"model {model.name}: {model.onnx} does not exist and no checkpoint is given to export it from")
+        raise UsageError(
+            f"model {model.name}: {model.onnx} does not exist and no checkpoint is given to export it from"
+        )
     from trtopt.export import export_onnx
 
     log.info("exporting %s -> %s", model.checkpoint, model.onnx)
@@ -181,8 +195,15 @@ def _ensure_engines(model: SuiteModel, suite: Suite, config: BenchConfig) -> lis
     return specs
 
 
-def run_suite(path: str | Path, history: str | None = None, compare_to: str | None = None, threshold: float | None = None,
-              spread_k: float | None = None, store: bool = True, printer: Callable[[str], None] = print) -> int:
+def run_suite(
+    path: str | Path,
+    history: str | None = None,
+    compare_to: str | None = None,
+    threshold: float | None = None,
+    spread_k: float | None = None,
+    store: bool = True,
+    printer: Callable[[str], None] = print,
+) -> int:
     """Run every model of the suite; raises RegressionDetected (exit 3) after all models ran."""
     from trtopt.bench import report_terminal
 
@@ -193,14 +214,23 @@ def run_suite(path: str | Path, history: str | None = None, compare_to: str | No
         config.validate()
         _ensure_onnx(model)
         targets = _ensure_engines(model, suite, config)
-        baseline = f"{model.name}-fp32-onnx={model.onnx}" if model.baseline == "onnx" else f"{model.name}-eager={model.checkpoint}"
+        baseline = (
+            f"{model.name}-fp32-onnx={model.onnx}"
+            if model.baseline == "onnx"
+            else f"{model.name}-eager={model.checkpoint}"
+        )
         report = benchmark(targets, baseline, config)
         stem = suite.reports_dir / model.name
-        options = RecordOptions(history=history or suite.history, store=store, compare_to=compare_to or suite.compare_to,
-                                threshold=suite.threshold if threshold is None else threshold,
-                                spread_k=suite.spread_k if spread_k is None else spread_k,
-                                json_path=stem.with_suffix(".json"), markdown_path=stem.with_suffix(".md"),
-                                html_path=stem.with_suffix(".html"))
+        options = RecordOptions(
+            history=history or suite.history,
+            store=store,
+            compare_to=compare_to or suite.compare_to,
+            threshold=suite.threshold if threshold is None else threshold,
+            spread_k=suite.spread_k if spread_k is None else spread_k,
+            json_path=stem.with_suffix(".json"),
+            markdown_path=stem.with_suffix(".md"),
+            html_path=stem.with_suffix(".html"),
+        )
         try:
             record(report, options)
         except RegressionDetected as exc:

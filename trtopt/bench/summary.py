@@ -44,17 +44,26 @@ def performance_table(report: dict[str, Any]) -> Table:
         offline = best_offline(t)
         server = found.get("server")
         conc = found.get("concurrency")
-        stops = {s["stability"]["stop_reason"] for s in [single, conc, *found.get("offline", {}).get("batches", [])] if s}
-        rows.append([
-            t["name"], t["backend"], t["precision"], size(t.get("engine_size_bytes")),
-            fmt(single["latency_ms"]["median"]) if single else "-",
-            fmt(single["latency_ms"]["p99"]) if single else "-",
-            f"{fmt(offline['throughput_sps'])} ({offline['batch_size']})" if offline else "-",
-            f"{fmt(server['achieved_qps'])}/{fmt(server['target_qps'])} / {fmt(server['latency_ms']['p99'])}" if server else "-",
-            fmt(conc["throughput_sps"]) if conc else "-",
-            size(t["memory"]["host_rss_delta_bytes"]),
-            ",".join(sorted(stops)) or "-",
-        ])
+        stops = {
+            s["stability"]["stop_reason"] for s in [single, conc, *found.get("offline", {}).get("batches", [])] if s
+        }
+        rows.append(
+            [
+                t["name"],
+                t["backend"],
+                t["precision"],
+                size(t.get("engine_size_bytes")),
+                fmt(single["latency_ms"]["median"]) if single else "-",
+                fmt(single["latency_ms"]["p99"]) if single else "-",
+                f"{fmt(offline['throughput_sps'])} ({offline['batch_size']})" if offline else "-",
+                f"{fmt(server['achieved_qps'])}/{fmt(server['target_qps'])} / {fmt(server['latency_ms']['p99'])}"
+                if server
+                else "-",
+                fmt(conc["throughput_sps"]) if conc else "-",
+                size(t["memory"]["host_rss_delta_bytes"]),
+                ",".join(sorted(stops)) or "-",
+            ]
+        )
     return header, rows
 
 
@@ -64,14 +73,35 @@ def accuracy_table(report: dict[str, Any]) -> Table:
     for t in report["targets"]:
         acc = t.get("accuracy") or {}
         is_baseline = t["name"] == report.get("baseline")
-        rows.append([t["name"] + (" (baseline)" if is_baseline else ""), fmt(acc.get("top1_agreement"), 4),
-                     fmt(t.get("task_accuracy"), 4), fmt(acc.get("max_abs_error")), fmt(acc.get("cosine_similarity"), 6),
-                     ("inf" if acc and acc.get("snr_db") is None else fmt(acc.get("snr_db"), 4))])
+        rows.append(
+            [
+                t["name"] + (" (baseline)" if is_baseline else ""),
+                fmt(acc.get("top1_agreement"), 4),
+                fmt(t.get("task_accuracy"), 4),
+                fmt(acc.get("max_abs_error")),
+                fmt(acc.get("cosine_similarity"), 6),
+                ("inf" if acc and acc.get("snr_db") is None else fmt(acc.get("snr_db"), 4)),
+            ]
+        )
     return header, rows
 
 
 def latency_table(report: dict[str, Any]) -> Table:
-    header = ["target", "scenario", "batch", "min", "mean", "median", "p90", "p95", "p99", "stdev", "throughput sps", "iterations", "stop"]
+    header = [
+        "target",
+        "scenario",
+        "batch",
+        "min",
+        "mean",
+        "median",
+        "p90",
+        "p95",
+        "p99",
+        "stdev",
+        "throughput sps",
+        "iterations",
+        "stop",
+    ]
     rows = []
     for t in report["targets"]:
         found = t.get("scenarios", {})
@@ -106,7 +136,9 @@ def environment_lines(report: dict[str, Any]) -> list[str]:
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items())
     return [
         f"run {report.get('run_id') or '-'} at {report['created_at']} on {env['hostname']} ({env['os']})",
-        f"CPU: {env['cpu']} x{env['cpu_count']}; GPU: {', '.join(env['gpus']) or 'none'}; threads: {env['threads'] or 'library default'}",
+        f"CPU: {env['cpu']} x{env['cpu_count']}; GPU: {', '.join(env['gpus']) or 'none'}; threads: "
+        f"{env['threads'] or 'library default'}",
         f"trtopt {env['trtopt_version']} (git {env['git_revision'] or 'unknown'}); Python {env['python']}; {libs}",
-        f"inputs: {report['inputs']['samples']} samples, {report['inputs']['origin']}; baseline: {report.get('baseline') or 'none'}",
+        f"inputs: {report['inputs']['samples']} samples, {report['inputs']['origin']}; baseline: "
+        f"{report.get('baseline') or 'none'}",
     ]

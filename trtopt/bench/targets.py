@@ -1,4 +1,4 @@
-"""What can be benchmarked: engine folders, ONNX files and zoo checkpoints, behind one `Target`.
+"""What can be benchmarked: engine folders, ONNX files, zoo checkpoints and models on a v2 server, behind one `Target`.
 
 A target spec on the command line is ``PATH`` or ``NAME=PATH``. The name keys the target in reports
 and in the history, so the same name over time means "the same thing to watch" even when the file
@@ -15,18 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from trtopt.backends.base import Runner
+from trtopt.bench.remote import ModelUrl, RemoteRunner, is_server_url
 from trtopt.errors import UsageError
 from trtopt.fileio import read_json
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-_EXPECTED = "an engine folder (with manifest.json), an .onnx file, or a zoo checkpoint (.pt)"
+_EXPECTED = ("an engine folder (with manifest.json), an .onnx file, a zoo checkpoint (.pt), "
+             "or a served model (http://HOST:PORT/MODEL, grpc://HOST:PORT/MODEL)")
 
 
 @dataclass
 class Target:
     name: str
-    path: Path
-    kind: str  # engine | onnx | checkpoint
+    path: Path | str  # a URL for server targets
+    kind: str  # engine | onnx | checkpoint | server
     backend: str
     precision: str
     size_bytes: int | None
@@ -35,7 +37,8 @@ class Target:
 
     def import_backend(self) -> None:
         """Import the backend's libraries, so their one-time cost is not charged to this target's memory."""
-        module = {"onnx": "trtopt.backends.onnxruntime", "checkpoint": "trtopt.backends.torch_eager"}.get(self.kind)
+        module = {"onnx": "trtopt.backends.onnxruntime", "checkpoint": "trtopt.backends.torch_eager",
+                  "server": "trtopt.bench.remote"}.get(self.kind)
         if module is None:
             from trtopt.backends.registry import BACKEND_MODULES
 
@@ -104,6 +107,12 @@ def _checkpoint_target(name: str, path: Path, threads: int | None, compile_mode:
     return Target(name, path, "checkpoint", backend, "fp32", path.stat().st_size, open_checkpoint, {"threads": threads})
 
 
+def _server_target(name: str | None, spec: str) -> Target:
+    url = ModelUrl.parse(spec)
+    return Target(name or url.model, str(url), "server", f"server-{url.scheme}", "served", None,
+                  lambda: RemoteRunner(url), {"server": str(url)})
+
+
 def split_spec(spec: str) -> tuple[str | None, str]:
     """``NAME=PATH`` -> (NAME, PATH); ``PATH`` -> (None, PATH). A path containing '=' wins if it exists."""
     name, sep, path = spec.partition("=")
@@ -115,6 +124,8 @@ def split_spec(spec: str) -> tuple[str | None, str]:
 def resolve_target(spec: str, threads: int | None = None, torch_compile: bool = False) -> Target:
     """Turn a command-line target spec into a Target, or raise UsageError saying what was expected."""
     name, raw = split_spec(spec)
+    if is_server_url(raw):
+        return _server_target(name, raw)
     path = Path(raw)
     if not path.exists():
         raise UsageError(f"unknown target {spec!r}: {path} does not exist; expected {_EXPECTED}")

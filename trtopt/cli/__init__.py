@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -53,8 +54,11 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    # recorded by verbs that write artefacts (the build manifest), so a later load() can say how to rebuild
+    args.command_line = "trtopt " + shlex.join(argv)
     _configure_logging(args.verbose, args.quiet)
     set_quiet(args.quiet)
     try:
@@ -74,5 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback
         if args.debug:
             traceback.print_exc()
-        print(f"trtopt {args.verb}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"trtopt {args.verb}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1

@@ -16,12 +16,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib-data", metavar="SRC",
                         help="digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION]")
     parser.add_argument("--method", "--calib-method", dest="method", default="entropy",
-                        choices=["entropy", "percentile", "max", "mse"], help="calibration method (default entropy)")
+                        choices=["entropy", "auto", "percentile", "max", "mse"],
+                        help="calibration method (default entropy; auto picks per tensor the candidate with the least "
+                             "quantization error, as `build` does by default)")
     parser.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
-    parser.add_argument("--all-tensors", action="store_true", help="calibrate every float activation, not only Q/DQ targets")
-    parser.add_argument("--calib-part", choices=["calibration", "all", "heldout"], default="calibration",
-                        help="which part of the data to calibrate on (default calibration: the samples `trtopt build` "
-                             "calibrates on, leaving the held-out part for accuracy checks; digits: the val split)")
+    parser.add_argument(
+        "--all-tensors", action="store_true", help="calibrate every float activation, not only Q/DQ targets"
+    )
+    parser.add_argument(
+        "--calib-part",
+        choices=["calibration", "all", "heldout"],
+        default="calibration",
+        help="which part of the data to calibrate on (default calibration: the samples `trtopt build` "
+        "calibrates on, leaving the held-out part for accuracy checks; digits: the val split)",
+    )
     parser.add_argument("--max-samples", type=int, help="use at most N samples")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per inference batch (default 16)")
     parser.add_argument("--nan-policy", choices=["error", "skip"], default="error",
@@ -32,9 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", metavar="TABLE.json",
                         help="scale table path (default calibration/<model>-<method>.json)")
     parser.add_argument("--trt-cache", metavar="FILE", help="also write a legacy TensorRT (<= 10) calibration cache")
-    parser.add_argument("--trt-version", default="10.9.0", help="TensorRT version named in the cache header (default 10.9.0)")
-    parser.add_argument("--import-trt-cache", metavar="FILE",
-                        help="convert an existing TensorRT calibration cache into a scale table for MODEL")
+    parser.add_argument(
+        "--trt-version", default="10.9.0", help="TensorRT version named in the cache header (default 10.9.0)"
+    )
+    parser.add_argument(
+        "--import-trt-cache",
+        metavar="FILE",
+        help="convert an existing TensorRT calibration cache into a scale table for MODEL",
+    )
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--calib-device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"],
                         help="where the forward pass runs: auto (ONNX Runtime's CUDA provider when onnxruntime-gpu "

@@ -7,10 +7,13 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="the main job: train lenet on digits (DDP), export, build FP32/FP16/INT8, benchmark",
-                              description="The main job: DDP training of the bundled CNN on the bundled digits, "
-                                          "verified ONNX export, FP32/FP16/INT8 engines checked against FP32, "
-                                          "a benchmark with HTML/JSON reports, and a summary (OUT/demo.json).")
+    p = subparsers.add_parser(
+        "demo",
+        help="the main job: train lenet on digits (DDP), export, build FP32/FP16/INT8, benchmark",
+        description="The main job: DDP training of the bundled CNN on the bundled digits, "
+        "verified ONNX export, FP32/FP16/INT8 engines checked against FP32, "
+        "a benchmark with HTML/JSON reports, and a summary (OUT/demo.json).",
+    )
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: enough for >= 97%%)")
     p.add_argument("--nproc", type=int, default=2, help="training processes")

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "keep overflow-prone nodes in FP32).")
     p.add_argument("onnx", help="FP32 ONNX model")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    p.add_argument("--calib-table", "--scales", dest="table", metavar="JSON", help="scale table from `trtopt calibrate`")
+    p.add_argument(
+        "--calib-table", "--scales", dest="table", metavar="JSON", help="scale table from `trtopt calibrate`"
+    )
     p.add_argument("--fp16", action="store_true", help="convert to mixed precision FP16 instead of INT8")
     p.add_argument("--fp16-io", action="store_true", help="with --fp16: FP16 inputs and outputs too")
     p.add_argument("--force", action="store_true", help="accept a scale table computed on different model bytes")
@@ -30,22 +32,41 @@ def run(args: argparse.Namespace) -> int:
     if args.fp16:
         from trtopt.quantization.fp16 import convert_fp16
 
-        if table is not None:
-            table.ensure_matches(args.onnx, force=args.force)
-        result = convert_fp16(args.onnx, args.output, scales=table, keep_io_types=not args.fp16_io,
-                              exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types)
+        result = convert_fp16(
+            args.onnx,
+            args.output,
+            scales=table,
+            keep_io_types=not args.fp16_io,
+            exclude_nodes=args.exclude_nodes,
+            exclude_op_types=args.exclude_op_types,
+            force=args.force,
+        )
         print(f"wrote {result.path}: {result.converted_nodes} nodes in FP16, {len(result.kept_fp32)} kept in FP32")
         for node, reason in result.kept_fp32.items():
             print(f"  {node}: {reason}")
         return 0
     if table is None:
-        raise UsageError("INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --data SRC` first), or use --fp16")
+        raise UsageError(
+            "INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --calib-data SRC` "
+            "first), "
+            "or use --fp16"
+        )
     from trtopt.quantization.qdq import quantize
 
-    result = quantize(args.onnx, table, args.output, encoding=args.encoding or "onnxruntime-cpu", per_channel=not args.per_tensor,
-                      exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types, force=args.force)
-    print(f"wrote {result.path} ({result.encoding} encoding, opset {result.opset}): "
-          f"{len(result.activations)} activations and {len(result.weights)} weights quantized")
+    result = quantize(
+        args.onnx,
+        table,
+        args.output,
+        encoding=args.encoding or "onnxruntime-cpu",
+        per_channel=not args.per_tensor,
+        exclude_nodes=args.exclude_nodes,
+        exclude_op_types=args.exclude_op_types,
+        force=args.force,
+    )
+    print(
+        f"wrote {result.path} ({result.encoding} encoding, opset {result.opset}): "
+        f"{len(result.activations)} activations and {len(result.weights)} weights quantized"
+    )
     if result.missing_scales:
         print(f"  left in float (no scale in the table): {', '.join(result.missing_scales)}")
     return 0

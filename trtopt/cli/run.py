@@ -5,9 +5,12 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("run", help="run an engine from the repository on saved inputs and print the outputs",
-                              description="Load engines/NAME (checking backend version, device and file hash) and run "
-                                          "it on inputs from .npy (single-input models) or .npz (arrays named like the inputs).")
+    p = subparsers.add_parser(
+        "run",
+        help="run an engine from the repository on saved inputs and print the outputs",
+        description="Load engines/NAME (checking backend version, device and file hash) and run "
+        "it on inputs from .npy (single-input models) or .npz (arrays named like the inputs).",
+    )
     p.add_argument("engine", help="engine folder, e.g. engines/lenet-int8")
     p.add_argument("--input", "--inputs", dest="inputs", required=True, action="append", metavar="FILE|NAME:FILE",
                    help="x.npy, NAME:x.npy (repeatable) or an .npz with one array per input")
@@ -37,7 +40,9 @@ def _read_feed(specs: list[str], input_names: list[str]) -> dict:
         elif len(input_names) == 1:
             feed[input_names[0]] = loaded
         else:
-            raise UsageError(f"--input {path}: the engine has inputs {input_names}; name them as NAME:{path} or use an .npz")
+            raise UsageError(
+                f"--input {path}: the engine has inputs {input_names}; name them as NAME:{path} or use an .npz"
+            )
     return feed
 
 

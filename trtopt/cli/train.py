@@ -27,9 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", choices=("cosine", "step", "none"), default="cosine", help="per-epoch LR schedule")
     p.add_argument("--accum-steps", type=int, default=1, help="gradient accumulation steps per optimizer step")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                   help="continue from CKPT (default OUT/last.pt); --epochs is the total to reach")
-    p.add_argument("--stop-after-epoch", type=int, metavar="N", help="end this run after epoch N (continue later with --resume)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="CKPT",
+        help="continue from CKPT (default OUT/last.pt); --epochs is the total to reach",
+    )
+    p.add_argument(
+        "--stop-after-epoch", type=int, metavar="N", help="end this run after epoch N (continue later with --resume)"
+    )
     p.add_argument("--teacher", metavar="CKPT", help="distill from this teacher checkpoint's soft targets")
     p.add_argument("--distill-temperature", type=float, default=4.0)
     p.add_argument("--distill-weight", type=float, default=0.5, help="weight of the soft-target loss (0..1)")

@@ -68,5 +68,11 @@ def probe_devices() -> tuple[int, str]:
     try:
         count = call("cudaGetDeviceCount")
     except CudaError as exc:
-        return 0, f"no usable CUDA device ({exc})"
+        from trtopt.cuda.stack import detect_stack, stack_problems
+
+        stack = detect_stack()
+        hints = stack_problems(stack)  # the usual cause with a driver: cuda-python newer than it
+        if stack.driver_cuda_version is None:
+            hints.append("no NVIDIA driver (libcuda) was found")
+        return 0, f"no usable CUDA device ({exc})" + "".join(f"; {hint}" for hint in hints)
     return int(count), "" if count else "no CUDA device"

@@ -16,12 +16,20 @@ import numpy as np
 
 from trtopt.cuda.api import call, cudart, handle_int
 
-_ALIGN = 256
+# TensorRT's IExecutionContext::setTensorAddress: "The pointer must have at least 256-byte
+# alignment" (NvInferRuntime.h, 10.x and 11.x). cudaMalloc returns at least that; caller arrays
+# (a slice such as torch.empty(n + 1)[1:]) may not.
+IO_ALIGNMENT = 256
+
+
+def is_aligned(ptr: int, alignment: int = IO_ALIGNMENT) -> bool:
+    """True when `ptr` may be bound as a TensorRT I/O address as is."""
+    return ptr % alignment == 0
 
 
 def _grown(capacity: int, wanted: int) -> int:
     size = max(wanted, int(capacity * 1.5))
-    return (size + _ALIGN - 1) // _ALIGN * _ALIGN
+    return (size + IO_ALIGNMENT - 1) // IO_ALIGNMENT * IO_ALIGNMENT
 
 
 class _Buffer:

@@ -40,7 +40,9 @@ def _pair(path: Path, arrays: np.lib.npyio.NpzFile, xkey: str, ykey: str) -> tup
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or not np.issubdtype(x.dtype, np.number):
-        raise UsageError(f"{path}: '{xkey}' must be numeric images shaped N x C x H x W (or N x H x W), got {x.dtype} {x.shape}")
+        raise UsageError(
+            f"{path}: '{xkey}' must be numeric images shaped N x C x H x W (or N x H x W), got {x.dtype} {x.shape}"
+        )
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise UsageError(f"{path}: '{ykey}' must be a 1-D integer label array, got {y.dtype} {y.shape}")
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:

@@ -28,7 +28,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, planes: int, stride: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(cin, planes, 3, stride), nn.ReLU(inplace=True), *_conv_bn(planes, planes, 3))
+        self.body = nn.Sequential(
+            *_conv_bn(cin, planes, 3, stride), nn.ReLU(inplace=True), *_conv_bn(planes, planes, 3)
+        )
         self.shortcut = _shortcut(cin, planes, stride)
         self.relu = nn.ReLU(inplace=True)
 

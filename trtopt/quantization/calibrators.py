@@ -31,6 +31,15 @@ Percentile: the right edge of the first bin where the cumulative count (zeros in
 p% of all values. MSE: the right edge ``c`` minimizing ``sum_inside H_k (c/127)^2 / 12 +
 sum_outside H_k (x_k - c)^2`` with bin centres ``x_k`` (uniform rounding noise inside, clipping
 error outside; zeros excluded); ties go to the largest ``c``. Max: max |x| seen.
+
+Auto (per tensor): each candidate of :data:`AUTO_CANDIDATES` (entropy, percentiles 99.9, 99.99 and
+99.999, MSE over all clip points, max) proposes a clip point from the same histogram, and the one
+with the smallest expected squared INT8 error of that tensor wins (:func:`quantization_error`: the
+exact grid, every bin's centre rounded to its nearest level, clipped values to the clip point;
+zeros included, they cost nothing). The search needs no extra data pass. The error is evaluated on
+the real 127-level grid at bin centres rather than with the uniform-noise model the ``mse``
+search optimizes, so the unconstrained MSE clip does not win by construction: when the grid is
+coarse relative to the bins it can lose to a wider clip. Ties go to the larger clip.
 """
 from __future__ import annotations
 
@@ -41,7 +50,10 @@ from trtopt.errors import UsageError
 NUM_LEVELS = 128
 TIE_TOLERANCE = 1e-10
 EPSILON = 1e-4  # Q mass (in counts) of an otherwise empty last kept bin that holds folded outliers
-METHODS = ("entropy", "percentile", "max", "mse")
+METHODS = ("auto", "entropy", "percentile", "max", "mse")
+AUTO_PERCENTILES = (99.9, 99.99, 99.999)
+AUTO_CANDIDATES = ("entropy", *(f"percentile-{p:g}" for p in AUTO_PERCENTILES), "mse", "max")
+QMAX = 127
 
 
 def _xlogx(values: np.ndarray) -> np.ndarray:
@@ -120,3 +132,39 @@ def mse_bins(hist: np.ndarray) -> int:
     clipping = out_xx - 2 * clip * out_x + clip**2 * out_n
     error = (rounding + clipping) / max(hist.sum(), 1.0)
     return _last_minimum(error) + 1
+
+
+def quantization_error(hist: np.ndarray, kept: int, qmax: int = QMAX) -> float:
+    """Expected squared error (in bin widths^2 per value) of symmetric INT8 with the clip at ``kept`` bins.
+
+    Every bin is represented by its centre; inside the clip it rounds to the nearest of ``qmax``
+    levels, outside it saturates at the clip point.
+    """
+    hist = np.asarray(hist, dtype=np.float64)
+    total = hist.sum()
+    if total <= 0:
+        return 0.0
+    centres = np.arange(hist.size) + 0.5
+    step = kept / qmax
+    quantized = np.minimum(np.round(centres / step), qmax) * step
+    return float((hist * (centres - quantized) ** 2).sum() / total)
+
+
+def auto_bins(counts: np.ndarray, nonzero: np.ndarray) -> tuple[int, str]:
+    """Per-tensor choice: (kept bins, winning candidate name) by :func:`quantization_error`.
+
+    ``counts`` is the full |x| histogram (percentile candidates and the error use it), ``nonzero``
+    the same without exact zeros (what entropy and MSE search).
+    """
+    proposals = {"entropy": entropy_bins(nonzero) if nonzero.sum() > 0 else counts.size}
+    for p in AUTO_PERCENTILES:
+        proposals[f"percentile-{p:g}"] = percentile_bins(counts, p)
+    proposals["mse"] = mse_bins(nonzero) if nonzero.sum() > 0 else counts.size
+    proposals["max"] = counts.size
+    best_name, best_kept, best_error = "max", counts.size, np.inf
+    for name in AUTO_CANDIDATES:
+        kept = proposals[name]
+        error = quantization_error(counts, kept)
+        if error < best_error - TIE_TOLERANCE or (abs(error - best_error) <= TIE_TOLERANCE and kept > best_kept):
+            best_name, best_kept, best_error = name, kept, error
+    return best_kept, best_name

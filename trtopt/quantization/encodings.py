@@ -64,7 +64,11 @@ TENSORRT = Encoding(
     description="symmetric int8 activations and weights, zero points zero (TensorRT explicit quantization)",
 )
 ONNXRUNTIME_CPU = Encoding(
-    name="onnxruntime-cpu", activation_dtype=np.uint8, quantize_bias=True, quantize_weighted_outputs=True, weight_qmax=63,
+    name="onnxruntime-cpu",
+    activation_dtype=np.uint8,
+    quantize_bias=True,
+    quantize_weighted_outputs=True,
+    weight_qmax=63,
     description="uint8 activations with zero point, int8 per-channel weights (ONNX Runtime U8S8 CPU kernels)",
 )
 ENCODINGS: dict[str, Encoding] = {e.name: e for e in (TENSORRT, ONNXRUNTIME_CPU)}

@@ -40,9 +40,15 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def convert_model_fp16(model: onnx.ModelProto, *, scales: ScaleSource | Mapping[str, float] | None = None,
-                       keep_io_types: bool = True, exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (),
-                       rules: Iterable[Rule] = DEFAULT_RULES) -> tuple[onnx.ModelProto, dict[str, str]]:
+def convert_model_fp16(
+    model: onnx.ModelProto,
+    *,
+    scales: ScaleSource | Mapping[str, float] | None = None,
+    keep_io_types: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+    rules: Iterable[Rule] = DEFAULT_RULES,
+) -> tuple[onnx.ModelProto, dict[str, str]]:
     """Convert an in-memory model; returns (mixed-precision model, {node kept FP32: reason})."""
     from onnxconverter_common import float16
 
@@ -72,11 +78,14 @@ def convert_model_fp16(model: onnx.ModelProto, *, scales: ScaleSource | Mapping[
 def convert_fp16(model_path: str | os.PathLike[str], output_path: str | os.PathLike[str] | None = None, *,
                  scales: ScaleSource | Mapping[str, float] | None = None, keep_io_types: bool = True,
                  exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (),
-                 rules: Iterable[Rule] = DEFAULT_RULES) -> Fp16Result:
-    """Write an FP16 mixed-precision copy of `model_path` (atomically) and say which nodes kept FP32."""
+                 rules: Iterable[Rule] = DEFAULT_RULES, force: bool = False) -> Fp16Result:
+    """Write an FP16 mixed-precision copy of `model_path` (atomically) and say which nodes kept FP32.
+
+    A ScaleTable computed on different model bytes is refused unless `force`, as in ``quantize()``.
+    """
     model = load_onnx(model_path)
     if scales is not None and hasattr(scales, "ensure_matches"):
-        scales.ensure_matches(model_path)  # type: ignore[union-attr]
+        scales.ensure_matches(model_path, force=force)  # type: ignore[union-attr]
     converted, kept = convert_model_fp16(model, scales=scales, keep_io_types=keep_io_types, exclude_nodes=exclude_nodes,
                                          exclude_op_types=exclude_op_types, rules=rules)
     converted.metadata_props.add(key="trtopt.precision", value="fp16")

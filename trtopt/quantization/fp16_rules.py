@@ -46,7 +46,7 @@ class GraphFacts:
                         constants[node.output[0]] = numpy_helper.to_array(attr.t)
         try:
             inferred = onnx.shape_inference.infer_shapes(model).graph
-        except Exception:  # shape inference is a hint only; rules treat unknown shapes conservatively
+        except Exception:  # noqa: BLE001 - shape inference is a hint only; rules treat unknown shapes conservatively
             inferred = model.graph
         shapes: dict[str, tuple[int | None, ...]] = {}
         for info in [*inferred.value_info, *inferred.input, *inferred.output]:
@@ -68,7 +68,9 @@ class ReductionOpRule(Rule):
                      "GroupNormalization", "LpNormalization", "RMSNormalization", "ReduceLogSumExp", "Exp", "Pow"})
 
     def keep_fp32(self, node: onnx.NodeProto, facts: GraphFacts) -> str | None:
-        return f"{node.op_type} reduces or exponentiates: FP32 as AutoCast keeps it" if node.op_type in self.OPS else None
+        return (
+            f"{node.op_type} reduces or exponentiates: FP32 as AutoCast keeps it" if node.op_type in self.OPS else None
+        )
 
 
 @dataclass
@@ -132,7 +134,12 @@ class ActivationRangeRule(Rule):
         return None
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (ReductionOpRule(), LargeReductionRule(), InitializerRangeRule(), ActivationRangeRule())
+DEFAULT_RULES: tuple[Rule, ...] = (
+    ReductionOpRule(),
+    LargeReductionRule(),
+    InitializerRangeRule(),
+    ActivationRangeRule(),
+)
 
 
 def classify(model: onnx.ModelProto, facts: GraphFacts, rules: Iterable[Rule] = DEFAULT_RULES) -> dict[str, str]:

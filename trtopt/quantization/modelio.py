@@ -32,7 +32,14 @@ def load_onnx(path: str | os.PathLike[str], *, require_float_input: bool = True)
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if require_float_input and not any(i.type.tensor_type.elem_type in FLOAT_TYPES for i in inputs):
-        described = ", ".join(f"{i.name}: {onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower()}" for i in inputs) or "none"
-        raise UsageError(f"{file} has no floating-point input (inputs: {described}); "
-                         "INT8/FP16 conversion and accuracy checks need a float input")
+        described = (
+            ", ".join(
+                f"{i.name}: {onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower()}" for i in inputs
+            )
+            or "none"
+        )
+        raise UsageError(
+            f"{file} has no floating-point input (inputs: {described}); "
+            "INT8/FP16 conversion and accuracy checks need a float input"
+        )
     return model

@@ -86,7 +86,11 @@ def weight_axis(node: ir.Node, weight: ir.Value, per_channel: bool) -> int | Non
 
 def _weight_input(node: ir.Node) -> int | None:
     """Index of the constant weight input of a weighted op, or None (activation x activation)."""
-    if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.inputs) > 1 and is_constant(node.inputs[1]):
+    if (
+        node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+        and len(node.inputs) > 1
+        and is_constant(node.inputs[1])
+    ):
         return 1
     return None
 
@@ -125,12 +129,16 @@ def _propagate_amax(graph: ir.Graph, amax: Mapping[str, float]) -> dict[str, flo
     return result
 
 
-def _validate_exclusions(graph: ir.Graph, exclude_nodes: Iterable[str], exclude_op_types: Iterable[str]) -> tuple[set[str], set[str]]:
+def _validate_exclusions(
+    graph: ir.Graph, exclude_nodes: Iterable[str], exclude_op_types: Iterable[str]
+) -> tuple[set[str], set[str]]:
     names = {node.name for node in graph}
     nodes, ops = set(exclude_nodes), set(exclude_op_types)
     unknown = sorted(nodes - names)
     if unknown:
-        raise UsageError(f"--exclude-nodes: no node named {unknown} in the model (node names look like {sorted(names)[:5]})")
+        raise UsageError(
+            f"--exclude-nodes: no node named {unknown} in the model (node names look like {sorted(names)[:5]})"
+        )
     op_types = {node.op_type for node in graph}
     unknown_ops = sorted(ops - op_types)
     if unknown_ops:
@@ -169,7 +177,9 @@ def plan_placement(model: ir.Model, amax: Mapping[str, float], encoding: Encodin
         wanted.setdefault(value.name, {})[(id(node), index)] = (node, index)
 
     def reads_int8(node: ir.Node) -> bool:
-        return any(v is not None and v.name in wanted and (id(node), i) in wanted[v.name] for i, v in enumerate(node.inputs))
+        return any(
+            v is not None and v.name in wanted and (id(node), i) in wanted[v.name] for i, v in enumerate(node.inputs)
+        )
 
     def want_output(node: ir.Node) -> None:
         """Rule 6: quantize what a quantized op produces, looking through Relu/Clip/commuting ops."""

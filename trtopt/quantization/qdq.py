@@ -64,7 +64,9 @@ def _upgrade_opset(proto: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
     try:
         return onnx.version_converter.convert_version(proto, minimum)
     except Exception as exc:  # the converter raises bare RuntimeErrors for unsupported ops
-        raise UsageError(f"cannot upgrade the model from opset {current} to {minimum} for per-channel Q/DQ: {exc}") from exc
+        raise UsageError(
+            f"cannot upgrade the model from opset {current} to {minimum} for per-channel Q/DQ: {exc}"
+        ) from exc
 
 
 class _Inserter:
@@ -72,7 +74,11 @@ class _Inserter:
 
     def __init__(self, graph: ir.Graph) -> None:
         self.graph = graph
-        self.names = {v.name for v in graph.initializers.values()} | {v.name for n in graph for v in n.outputs} | {v.name for v in graph.inputs}
+        self.names = (
+            {v.name for v in graph.initializers.values()}
+            | {v.name for n in graph for v in n.outputs}
+            | {v.name for v in graph.inputs}
+        )
 
     def unique(self, base: str) -> str:
         name, i = base, 1
@@ -83,22 +89,30 @@ class _Inserter:
 
     def constant(self, base: str, array: np.ndarray) -> ir.Value:
         name = self.unique(base)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                         const_value=ir.Tensor(array, name=name))
+        value = ir.Value(
+            name=name,
+            shape=ir.Shape(array.shape),
+            type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+            const_value=ir.Tensor(array, name=name),
+        )
         self.graph.register_initializer(value)
         return value
 
     def dequantize(self, base: str, q: ir.Value, scale: ir.Value, zero_point: ir.Value, axis: int | None,
                    before: ir.Node, like: ir.Value | None) -> ir.Value:
         attrs = [ir.AttrInt64("axis", axis)] if axis is not None else []
-        node = ir.Node("", "DequantizeLinear", [q, scale, zero_point], attrs, name=self.unique(f"{base}_DequantizeLinear"))
+        node = ir.Node(
+            "", "DequantizeLinear", [q, scale, zero_point], attrs, name=self.unique(f"{base}_DequantizeLinear")
+        )
         node.outputs[0].name = self.unique(f"{base}_dq")
         if like is not None:
             node.outputs[0].shape, node.outputs[0].type = like.shape, like.type
         self.graph.insert_before(before, node)
         return node.outputs[0]
 
-    def activation(self, value: ir.Value, scale: float, zero_point: int, dtype: type, consumers: Iterable[tuple[ir.Node, int]]) -> None:
+    def activation(
+        self, value: ir.Value, scale: float, zero_point: int, dtype: type, consumers: Iterable[tuple[ir.Node, int]]
+    ) -> None:
         base = value.name or "tensor"
         s = self.constant(f"{base}_scale", np.array(scale, dtype=np.float32))
         z = self.constant(f"{base}_zero_point", np.array(zero_point, dtype=dtype))
@@ -115,8 +129,15 @@ class _Inserter:
             node.replace_input_with(index, dq)
 
 
-def insert_qdq(model: ir.Model, scales: ScaleSource | Mapping[str, float], encoding: str | Encoding = "onnxruntime-cpu", *,
-               per_channel: bool = True, exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = ()) -> tuple[Placement, list[str]]:
+def insert_qdq(
+    model: ir.Model,
+    scales: ScaleSource | Mapping[str, float],
+    encoding: str | Encoding = "onnxruntime-cpu",
+    *,
+    per_channel: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+) -> tuple[Placement, list[str]]:
     """Insert Q/DQ into `model` in place. Returns the placement and the names of quantized weights."""
     enc = get_encoding(encoding)
     amax = amax_mapping(scales)
@@ -144,8 +165,15 @@ def insert_qdq(model: ir.Model, scales: ScaleSource | Mapping[str, float], encod
         node.replace_input_with(plan.input_index, inserter.dequantize(base, qv, sv, zv, plan.axis, node, weight))
         quantized_weights.append(base)
         data = node.inputs[0]
-        if enc.quantize_bias and len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const_value is not None \
-                and data is not None and data.producer() is not None and data.producer().op_type == "DequantizeLinear":
+        if (
+            enc.quantize_bias
+            and len(node.inputs) > 2
+            and node.inputs[2] is not None
+            and node.inputs[2].const_value is not None
+            and data is not None
+            and data.producer() is not None
+            and data.producer().op_type == "DequantizeLinear"
+        ):
             x_scale = float(data.producer().inputs[1].const_value.numpy())  # type: ignore[union-attr]
             bias = node.inputs[2]
             b_scale = (x_scale * w_scale).astype(np.float32)
@@ -165,9 +193,17 @@ def _drop_unused_initializers(graph: ir.Graph) -> None:
             del graph.initializers[name]
 
 
-def quantize(model_path: str | os.PathLike[str], scales: ScaleSource | Mapping[str, float], output_path: str | os.PathLike[str] | None = None, *,
-             encoding: str | Encoding = "onnxruntime-cpu", per_channel: bool = True, exclude_nodes: Iterable[str] = (),
-             exclude_op_types: Iterable[str] = (), force: bool = False) -> QuantizeResult:
+def quantize(
+    model_path: str | os.PathLike[str],
+    scales: ScaleSource | Mapping[str, float],
+    output_path: str | os.PathLike[str] | None = None,
+    *,
+    encoding: str | Encoding = "onnxruntime-cpu",
+    per_channel: bool = True,
+    exclude_nodes: Iterable[str] = (),
+    exclude_op_types: Iterable[str] = (),
+    force: bool = False,
+) -> QuantizeResult:
     """Write a Q/DQ INT8 ONNX of `model_path` using calibrated `scales`.
 
     A ScaleTable computed on different model bytes is refused (``ensure_matches``) unless `force`:

@@ -23,9 +23,9 @@ import onnx
 
 from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
 
-from trtopt.backends.base import TensorInfo
 from trtopt.quantization.providers import ProviderChoice
 from trtopt.quantization.targets import calibration_targets
+from trtopt.tensors import TensorInfo
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
@@ -76,7 +76,7 @@ class TargetRunner:
 
     def __init__(self, model_path: Path, model: onnx.ModelProto, providers: ProviderChoice, *,
                  all_tensors: bool = False, threads: int | None = None) -> None:
-        from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options
+        from trtopt.ortsession import OrtSession, make_session_options
 
         with tempfile.TemporaryDirectory(prefix="trtopt-calib-") as folder:
             config = detach_weights(model, Path(model_path).parent, Path(folder))
@@ -90,19 +90,19 @@ class TargetRunner:
             # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
             # shows up as peak memory creeping with the number of batches
             options.enable_cpu_mem_arena = False
-            self.runner = OnnxRuntimeRunner(path, session_options=options, providers=providers.providers)
+            self.session = OrtSession(path, options, providers.providers)
         self.providers = providers
-        float_outputs = {info.name for info in self.runner.outputs if np.dtype(info.dtype).kind == "f"}
+        float_outputs = {info.name for info in self.session.outputs if np.dtype(info.dtype).kind == "f"}
         self.targets = [name for name in targets if name in float_outputs]
 
     @property
     def inputs(self) -> list[TensorInfo]:
-        return self.runner.inputs
+        return self.session.inputs
 
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The target activations of one batch."""
-        outputs = self.runner.infer(feed)
+        """The target activations of one batch (``feed`` already checked, e.g. a DataSource batch)."""
+        outputs = self.session.run(feed)
         return {name: outputs[name] for name in self.targets}
 
     def close(self) -> None:
-        self.runner.close()
+        self.session.close()

@@ -67,8 +67,14 @@ class TrainConfig(_JsonFields):
             (self.nproc >= 1, f"--nproc must be >= 1, got {self.nproc}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+            ),
+            (
+                self.scheduler in SCHEDULERS,
+                f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}",
+            ),
             (self.accum_steps >= 1, f"--accum-steps must be >= 1, got {self.accum_steps}"),
             (self.distill_temperature > 0, f"--distill-temperature must be > 0, got {self.distill_temperature}"),
             (0.0 <= self.distill_weight <= 1.0, f"--distill-weight must be in [0, 1], got {self.distill_weight}"),

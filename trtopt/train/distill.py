@@ -18,8 +18,15 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     temperature changes, so `weight` means the same thing at every temperature.
     """
     hard = F.cross_entropy(student_logits, labels)
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
-                    reduction="batchmean", log_target=True) * temperature**2
+    soft = (
+        F.kl_div(
+            F.log_softmax(student_logits / temperature, dim=1),
+            F.log_softmax(teacher_logits / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
     return (1.0 - weight) * hard + weight * soft
 
 

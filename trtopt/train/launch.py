@@ -159,7 +159,7 @@ def worker_main() -> int:
         rank, world, local_rank = rank_from_env() or (0, 1, 0)
         run_rank(config, plan_run(config), rank, world, local_rank)
         return 0
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever ends a rank becomes one line and an exit status
         message = f"{exc}" if isinstance(exc, TrtoptError) else f"{type(exc).__name__}: {exc}"
         if error_file:
             with contextlib.suppress(OSError):

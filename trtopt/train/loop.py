@@ -110,7 +110,9 @@ class _Trainer:
         if config.teacher:
             from trtopt.train.distill import load_teacher
 
-            self.teacher = load_teacher(config.teacher, plan.dataset.num_classes, plan.dataset.sample_shape, self.device)
+            self.teacher = load_teacher(
+                config.teacher, plan.dataset.num_classes, plan.dataset.sample_shape, self.device
+            )
         splits = {name: (torch.from_numpy(x), torch.from_numpy(y)) for name, (x, y) in plan.dataset.splits.items()}
         self.splits = splits
         train_set = TensorDataset(*splits["train"])
@@ -147,7 +149,9 @@ class _Trainer:
 
         with torch.no_grad():
             teacher_logits = self.teacher(xb).float()
-        return distillation_loss(logits, teacher_logits, yb, self.config.distill_temperature, self.config.distill_weight)
+        return distillation_loss(
+            logits, teacher_logits, yb, self.config.distill_temperature, self.config.distill_weight
+        )
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -159,7 +163,9 @@ class _Trainer:
         started = time.perf_counter()
         groups = _accumulation_groups(len(self.loader), self.config.accum_steps)
         quiet_rank = {} if self.rank == 0 else {"disable": True}
-        bar = progress(self.loader, total=len(self.loader), desc=f"epoch {epoch + 1}/{self.config.epochs}", **quiet_rank)
+        bar = progress(
+            self.loader, total=len(self.loader), desc=f"epoch {epoch + 1}/{self.config.epochs}", **quiet_rank
+        )
         self.optimizer.zero_grad(set_to_none=True)
         for index, ((xb, yb), group_size) in enumerate(zip(bar, groups)):
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)

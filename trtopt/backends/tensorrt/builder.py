@@ -13,12 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trtopt.backends.base import TensorInfo
-from trtopt.backends.registry import BuildOptions, BuiltEngine, ShapeProfile
+from trtopt.tensors import TensorInfo
+from trtopt.backends.registry import BuildOptions, BuiltEngine
+from trtopt.tensors import ShapeProfile
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
 from trtopt.backends.tensorrt.inspector import parse_engine_information
 from trtopt.backends.tensorrt.logger import LogRouter, make_trt_logger
+from trtopt.backends.tensorrt.runtime import deserialize
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_bytes, atomic_write_text
 from trtopt.shapes import format_shape, is_dynamic
@@ -53,15 +55,18 @@ def missing_profiles(inputs: Sequence[TensorInfo], profile: ShapeProfile) -> lis
 
 
 def check_options(options: BuildOptions) -> None:
-    """Validate numeric options before TensorRT is touched."""
-    if options.opt_level is not None and not 0 <= options.opt_level <= 5:
-        raise UsageError(f"--opt-level {options.opt_level}: TensorRT accepts 0 to 5 (default 3)")
-    if options.workspace_bytes is not None and options.workspace_bytes <= 0:
-        raise UsageError(f"--workspace must be positive, got {options.workspace_bytes} bytes")
-    compat.hardware_compat_level(options.hardware_compat)
-    profiles = options.extra.get("profiles", 1)
-    if not isinstance(profiles, int) or profiles < 1:
-        raise UsageError(f"profiles must be a positive integer (one per concurrent execution context), got {profiles!r}")
+    """Validate the engine settings TensorRT reads before TensorRT is touched."""
+    engine = options.engine
+    if engine.opt_level is not None and not 0 <= engine.opt_level <= 5:
+        raise UsageError(f"--opt-level {engine.opt_level}: TensorRT accepts 0 to 5 (default 3)")
+    if engine.workspace_bytes is not None and engine.workspace_bytes <= 0:
+        raise UsageError(f"--workspace must be positive, got {engine.workspace_bytes} bytes")
+    compat.hardware_compat_level(engine.hardware_compat)
+    if not isinstance(engine.contexts, int) or engine.contexts < 1:
+        raise UsageError(
+            f"--contexts must be a positive integer (one optimization profile per concurrent execution context), "
+            f"got {engine.contexts!r}"
+        )
 
 
 def io_record(names: Sequence[str], modes: Mapping[str, str], dtypes: Mapping[str, str],
@@ -87,7 +92,9 @@ def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
     lines = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
-        lines.append(parser_error_line(error.code(), error.desc(), error.node_name(), error.node_operator(), error.node()))
+        lines.append(
+            parser_error_line(error.code(), error.desc(), error.node_name(), error.node_operator(), error.node())
+        )
     raise TrtoptError(parse_failure_message(onnx_path, lines))
 
 
@@ -101,7 +108,7 @@ def _add_profiles(trt: Any, builder: Any, config: Any, inputs: Sequence[TensorIn
     dynamic = [info for info in inputs if any(is_dynamic(d) for d in info.shape)]
     if not dynamic:
         return 0
-    count = int(options.extra.get("profiles", 1))
+    count = int(options.engine.contexts)
     for _ in range(count):
         profile = builder.create_optimization_profile()
         for info in dynamic:
@@ -114,19 +121,21 @@ def _add_profiles(trt: Any, builder: Any, config: Any, inputs: Sequence[TensorIn
 
 
 def _configure(trt: Any, config: Any, options: BuildOptions, version: str) -> None:
-    if options.workspace_bytes is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))
-    if options.opt_level is not None:
-        config.builder_optimization_level = int(options.opt_level)
-    if not options.tf32:
+    if options.engine.workspace_bytes is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.engine.workspace_bytes))
+    if options.engine.opt_level is not None:
+        config.builder_optimization_level = int(options.engine.opt_level)
+    if not options.engine.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)  # exact FP32 conv/matmul (TF32 is on by default)
-    if options.version_compatible:
+    if options.engine.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    level = compat.hardware_compat_level(options.hardware_compat)
+    level = compat.hardware_compat_level(options.engine.hardware_compat)
     if level != "NONE":
         member = getattr(trt.HardwareCompatibilityLevel, level, None)
         if member is None:
-            raise UsageError(f"--hardware-compat {options.hardware_compat}: TensorRT {version} does not offer {level}")
+            raise UsageError(
+                f"--hardware-compat {options.engine.hardware_compat}: TensorRT {version} does not offer {level}"
+            )
         config.hardware_compatibility_level = member
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # makes the inspector JSON useful
 
@@ -155,7 +164,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     if not onnx_path.is_file():
         raise UsageError(f"ONNX model not found: {onnx_path}")
     version = trt.__version__
-    compat.check_build_options(options.hardware_compat, str(device["compute_capability"]))
+    compat.check_build_options(options.engine.hardware_compat, str(device["compute_capability"]))
     router = LogRouter()
     logger = make_trt_logger(router)
     builder = trt.Builder(logger)
@@ -170,7 +179,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     inputs = _network_inputs(network)
     profiles = _add_profiles(trt, builder, config, inputs, options)
     _configure(trt, config, options, version)
-    cache_path = timing_cache.resolve_cache_path(options.timing_cache, version, device)
+    cache_path = timing_cache.resolve_cache_path(options.engine.timing_cache, version, device)
     cache = _timing_cache(config, cache_path)
 
     started = time.perf_counter()
@@ -185,21 +194,18 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     timing_cache.save_cache_bytes(cache_path, cache_bytes)
     atomic_write_bytes(staging_dir / TIMING_CACHE_FILE, cache_bytes)
 
-    runtime = trt.Runtime(logger)
-    if options.version_compatible:
-        runtime.engine_host_code_allowed = True  # version-compatible plans embed the lean runtime
-    engine = runtime.deserialize_cuda_engine(bytes(memoryview(plan)))
+    _runtime, engine = deserialize(trt, logger, bytes(memoryview(plan)), options.engine.version_compatible)
     if engine is None:
         raise TrtoptError(router.explain(f"TensorRT could not load the engine it just built from {onnx_path}"))
     info_json = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
     atomic_write_text(staging_dir / INSPECTOR_FILE, info_json)
     summary = parse_engine_information(info_json)
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    record = compat.engine_record(version, device, options.version_compatible, options.hardware_compat)
+    record = compat.engine_record(version, device, options.engine.version_compatible, options.engine.hardware_compat)
     record.update({
         "strongly_typed": True,
         "optimization_profiles": profiles,
-        "device_memory_bytes": int(engine.device_memory_size_v2),
+        "device_memory_bytes": compat.engine_device_memory_bytes(engine, version),
         "build_seconds": round(build_seconds, 3),
         "timing_cache": str(cache_path),
         "inspector_file": INSPECTOR_FILE,
@@ -213,5 +219,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     log.info("built %s in %.1f s: %d layers, %d reformats, precisions %s", engine_path.name, build_seconds,
              summary.layers, summary.reformat_layers, dict(summary.precisions))
     if summary.reformat_layers and options.precision == "int8":
-        log.warning("%d reformat layers in the INT8 engine: Q/DQ placement may be costing speed", summary.reformat_layers)
+        log.warning(
+            "%d reformat layers in the INT8 engine: Q/DQ placement may be costing speed", summary.reformat_layers
+        )
     return BuiltEngine(engine_file=ENGINE_FILE, manifest_fields={"tensorrt": record})

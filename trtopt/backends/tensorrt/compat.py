@@ -1,10 +1,10 @@
 """Version parsing and the rules that decide whether an engine may run here.
 
 A TensorRT engine is tied to the TensorRT version and the GPU it was built on, unless it was built
-version-compatible (runs on later TensorRT of the same major) or hardware-compatible (Ampere+ or
-same compute capability). TensorRT itself only fails to deserialize, or worse, runs slowly with a
-warning; the manifest records both sides so ``load()`` can refuse early with a message that says
-how to rebuild. Pure functions: the CPU test suite covers every rule.
+version-compatible (runs on the same or a later TensorRT, see :func:`version_mismatch`) or
+hardware-compatible (Ampere+ or same compute capability). TensorRT itself only fails to deserialize,
+or worse, runs slowly with a warning; the manifest records both sides so ``load()`` can refuse early
+with a message that says how to rebuild. Pure functions: the CPU test suite covers every rule.
 """
 from __future__ import annotations
 
@@ -63,26 +63,67 @@ def hardware_compat_level(spelling: str) -> str:
 
 def check_build_options(hardware_compat: str, compute_capability: str) -> None:
     """Refuse option combinations TensorRT would reject later, before a long build."""
-    if hardware_compat_level(hardware_compat) == "AMPERE_PLUS" and parse_compute_capability(compute_capability) < (8, 0):
-        raise UsageError(f"--hardware-compat ampere+ needs an Ampere or newer GPU to build on; this GPU is compute capability {compute_capability}")
+    if hardware_compat_level(hardware_compat) == "AMPERE_PLUS" and parse_compute_capability(compute_capability) < (
+        8,
+        0,
+    ):
+        raise UsageError(
+            "--hardware-compat ampere+ needs an Ampere or newer GPU to build on; this GPU is compute capability "
+            f"{compute_capability}"
+        )
+
+
+# Majors whose version-compatible engines a later major runs: NVIDIA's support matrix (11.4.1,
+# "Engine Portability") lists exactly two cross-major combinations, TensorRT 8 engines on a 10
+# runtime and TensorRT 10 engines on an 11 runtime; the engine-compatibility page of the 11.1
+# developer guide gives the same example ("engines built with TensorRT 10 work with TensorRT 11").
+CROSS_MAJOR_RUNTIMES = {8: 10, 10: 11}
+# Version compatibility exists since 8.6: older plans and runtimes never take part.
+FIRST_VERSION_COMPATIBLE = (8, 6)
+
+
+def version_compatible_runs(built: tuple[int, ...], runtime: tuple[int, ...]) -> bool:
+    """True when a version-compatible plan built with `built` runs on TensorRT `runtime`."""
+    if built[:2] < FIRST_VERSION_COMPATIBLE or runtime[:2] < FIRST_VERSION_COMPATIBLE:
+        return False
+    if built[0] == runtime[0]:
+        return runtime[:3] >= built[:3]  # same major: the same or a later release
+    return CROSS_MAJOR_RUNTIMES.get(built[0]) == runtime[0]
 
 
 def version_mismatch(built: str, runtime: str, version_compatible: bool) -> str | None:
     """Why an engine built with TensorRT `built` cannot run on `runtime`, or None if it can.
 
-    Default engines need the same major.minor.patch. Version-compatible engines run on the same or
-    a later TensorRT of the same major version (TensorRT's forward-compatibility rule).
+    Default engines need the same major.minor.patch. Version-compatible engines follow NVIDIA's
+    rule (:func:`version_compatible_runs`): the same or a later release of the same major, and
+    across majors only the documented pairs (10 -> 11, 8 -> 10); never an older runtime.
     """
     b, r = parse_version(built), parse_version(runtime)
     if version_compatible:
-        if b[0] != r[0]:
-            return f"it is version-compatible only within TensorRT {b[0]}.x, and this is {runtime}"
+        if version_compatible_runs(b, r):
+            return None
         if r[:3] < b[:3]:
             return f"it was built with TensorRT {built}, newer than this TensorRT {runtime}"
-        return None
+        return (f"it was built version-compatible with TensorRT {built}, and TensorRT {runtime} does not run "
+                f"such engines (NVIDIA supports later {b[0]}.x releases"
+                + (f" and TensorRT {CROSS_MAJOR_RUNTIMES[b[0]]}" if b[0] in CROSS_MAJOR_RUNTIMES else "") + ")")
     if b[:3] != r[:3]:
         return f"it was built with TensorRT {built} and this is TensorRT {runtime} (not built version-compatible)"
     return None
+
+
+def has_device_memory_size_v2(version: str) -> bool:
+    """``ICudaEngine.device_memory_size_v2`` exists from TensorRT 10.1 (the 10.0 C++ API lists only
+    getDeviceMemorySize; 10.1 adds getDeviceMemorySizeV2); TensorRT 11 removed the old name."""
+    return parse_version(version)[:2] >= (10, 1)
+
+
+def engine_device_memory_bytes(engine: Any, version: str) -> int:
+    """Device memory one execution context needs, by the attribute this TensorRT has."""
+    if has_device_memory_size_v2(version):
+        return int(engine.device_memory_size_v2)
+    # TensorRT 10.x compatibility: 10.0 has only device_memory_size (the _v2 name arrived in 10.1)
+    return int(engine.device_memory_size)
 
 
 def device_mismatch(built: Mapping[str, Any], here: Mapping[str, Any], hardware_compat: str) -> str | None:
@@ -98,7 +139,11 @@ def device_mismatch(built: Mapping[str, Any], here: Mapping[str, Any], hardware_
     where = f"{here.get('name', '?')} (compute capability {here['compute_capability']})"
     origin = f"{built.get('name', '?')} (compute capability {built['compute_capability']})"
     if level == "AMPERE_PLUS":
-        return None if cc_here >= (8, 0) else f"it is hardware-compatible with Ampere and newer only, and this GPU is {where}"
+        return (
+            None
+            if cc_here >= (8, 0)
+            else f"it is hardware-compatible with Ampere and newer only, and this GPU is {where}"
+        )
     if cc_built != cc_here:
         return f"it was built for {origin} and this GPU is {where}"
     if level == "NONE" and built.get("name") != here.get("name"):
@@ -106,7 +151,9 @@ def device_mismatch(built: Mapping[str, Any], here: Mapping[str, Any], hardware_
     return None
 
 
-def engine_record(version: str, device: Mapping[str, Any], version_compatible: bool, hardware_compat: str) -> dict[str, Any]:
+def engine_record(
+    version: str, device: Mapping[str, Any], version_compatible: bool, hardware_compat: str
+) -> dict[str, Any]:
     """The ``"tensorrt"`` manifest section a build writes and :func:`check_engine_compatible` reads.
 
     Kept in a section of its own so the rule does not depend on how the repository lays out the

@@ -49,7 +49,11 @@ def precision_of(text: str | None) -> str | None:
 
 
 def _tensor_precision(tensor: dict[str, Any]) -> str | None:
-    return precision_of(tensor.get("DataType")) or precision_of(tensor.get("Format/Datatype")) or precision_of(tensor.get("Format"))
+    return (
+        precision_of(tensor.get("DataType"))
+        or precision_of(tensor.get("Format/Datatype"))
+        or precision_of(tensor.get("Format"))
+    )
 
 
 def _io_tensor(entry: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource, single_input, take_labels
 from trtopt.errors import UsageError
 

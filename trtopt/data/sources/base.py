@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo, validate_feed
+from trtopt.tensors import TensorInfo, validate_feed
 from trtopt.errors import UsageError
 
 log = logging.getLogger("trtopt.data")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource, single_input
 
 _PART_SPLITS = {"calibration": ("val",), "heldout": ("test",), "all": ("train", "val", "test")}

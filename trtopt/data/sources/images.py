@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource, single_input
 from trtopt.errors import UsageError
 
@@ -52,7 +52,9 @@ class ImageFolderSource(DataSource):
         spatial = [info.shape[a] for a in ((2, 3) if self.layout == "NCHW" else (1, 2))]
         channels = info.shape[channel_axis]
         if channels not in (1, 3):
-            raise UsageError(f"input {info.describe()}: {self.layout} channel dim must be 1 or 3 for images, got {channels}")
+            raise UsageError(
+                f"input {info.describe()}: {self.layout} channel dim must be 1 or 3 for images, got {channels}"
+            )
         self.channels = int(channels)  # type: ignore[arg-type]
         if image_size is not None:
             self.size = (int(image_size[0]), int(image_size[1]))

@@ -6,39 +6,16 @@ for every pass over the data, so it must yield the same samples each time.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource, take_labels
 from trtopt.errors import UsageError
+from trtopt.usercode import load_function, split_spec
 
 DEFAULT_FUNCTION = "load_data"
-
-
-def _load_function(path: Path, name: str) -> Callable[[], Iterable[Mapping[str, Any]]]:
-    if not path.is_file():
-        raise UsageError(f"data loader script not found: {path}")
-    module_name = f"_trtopt_loader_{abs(hash(path.resolve()))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot import data loader script {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code: report it as their file's failure
-        del sys.modules[module_name]
-        raise UsageError(f"data loader script {path} failed to import: {type(exc).__name__}: {exc}") from exc
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise UsageError(f"data loader script {path} has no function {name!r}")
-    return function
 
 
 class LoaderSource(DataSource):
@@ -46,10 +23,8 @@ class LoaderSource(DataSource):
 
     def __init__(self, spec: str, inputs: Sequence[TensorInfo], **kwargs: object) -> None:
         super().__init__(inputs, **kwargs)  # type: ignore[arg-type]
-        path, separator, name = spec.partition(".py:")
-        self.path = Path(path + ".py") if separator else Path(spec)
-        self.function_name = name or DEFAULT_FUNCTION
-        self.function = _load_function(self.path, self.function_name)
+        self.path, self.function_name = split_spec(spec, DEFAULT_FUNCTION)
+        self.function = load_function(self.path, self.function_name, "data loader")
 
     def _what(self) -> str:
         return f"loader {self.path}:{self.function_name}"

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from trtopt.backends.base import TensorInfo
+from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import Chunk, DataSource
 from trtopt.errors import UsageError
 
@@ -32,10 +32,14 @@ class RandomSource(DataSource):
         self.shapes = {name: tuple(int(d) for d in shape) for name, shape in (shapes or {}).items()}
         unknown = sorted(set(self.shapes) - {info.name for info in self.inputs})
         if unknown:
-            raise UsageError(f"--shapes names unknown input(s) {unknown}; the model has {[i.name for i in self.inputs]}")
+            raise UsageError(
+                f"--shapes names unknown input(s) {unknown}; the model has {[i.name for i in self.inputs]}"
+            )
         self.count = self.max_samples or DEFAULT_SAMPLES
-        log.warning("using random data: INT8 scales calibrated on it are meaningless for accuracy, and accuracy "
-                    "measured on it shows output agreement only (use real samples, e.g. --calib-data / --val-data / --data)")
+        log.warning(
+            "using random data: INT8 scales calibrated on it are meaningless for accuracy, and accuracy "
+            "measured on it shows output agreement only (use real samples, e.g. --calib-data / --val-data / --data)"
+        )
 
     def _what(self) -> str:
         return f"random data (seed {self.seed})"

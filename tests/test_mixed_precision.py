@@ -1,0 +1,159 @@
+"""Sensitivity, the far-off warning and budgeted mixed precision on a graph with a planted hypersensitive layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from trtopt.errors import UsageError
+from trtopt.repository import load
+
+ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+FEATURES, HIDDEN, CLASSES = 16, 32, 10
+
+
+def make_planted_mlp(path: Path, seed: int = 0) -> Path:
+    """x -> fc_a -> Relu -> fc_b -> fc_c (logits). fc_b's output carries one constant channel at ~1000.
+
+    Any calibration must keep that channel's range (it is every 32nd value), so the INT8 step of
+    fc_c's input is ~8 while its other channels are ~1: quantizing fc_c's input rounds them away.
+    fc_c is the planted hypersensitive layer; fc_a and fc_b quantize harmlessly.
+    """
+    rng = np.random.default_rng(seed)
+    w_a = rng.normal(size=(FEATURES, HIDDEN)).astype(np.float32) / 4
+    w_b = rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32) / 4
+    b_b = np.zeros(HIDDEN, np.float32)
+    b_b[0] = 1000.0
+    w_b[:, 0] *= 0.01
+    w_c = rng.normal(size=(HIDDEN, CLASSES)).astype(np.float32)
+    w_c[0] = 1e-4
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in [
+            (w_a, "w_a"),
+            (np.zeros(HIDDEN, np.float32), "b_a"),
+            (w_b, "w_b"),
+            (b_b, "b_b"),
+            (w_c, "w_c"),
+            (np.zeros(CLASSES, np.float32), "b_c"),
+        ]
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w_a", "b_a"], ["a"], name="fc_a"),
+        helper.make_node("Relu", ["a"], ["ra"], name="relu_a"),
+        helper.make_node("Gemm", ["ra", "w_b", "b_b"], ["h"], name="fc_b"),
+        helper.make_node("Gemm", ["h", "w_c", "b_c"], ["logits"], name="fc_c"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "planted",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> tuple[Path, Path]:
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(1).normal(size=(160, FEATURES)).astype(np.float32))
+    return make_planted_mlp(tmp_path / "planted.onnx"), data
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trtopt", *args], capture_output=True, text=True, timeout=180, env=ENV)
+
+
+def test_sensitivity_finds_the_planted_layer_first(planted, tmp_path):
+    model, data = planted
+    out = tmp_path / "sens.json"
+    run = _cli(
+        "sensitivity", str(model), "--calib-data", str(data), "--samples", "32", "--threads", "1", "--json", str(out)
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    ranked = [entry["node"] for entry in result["layers"]]
+    assert ranked[0] == "fc_c" and set(ranked) == {"fc_a", "fc_b", "fc_c"}
+    first = result["layers"][0]
+    # alone in INT8 it breaks the logits; alone in float it restores them
+    assert first["int8_alone"]["accuracy"]["outputs"]["logits"]["agreement"] < 0.7
+    assert first["float_alone"]["accuracy"]["outputs"]["logits"]["agreement"] > 0.9
+    assert "| 1 | fc_c | Gemm |" in run.stdout
+
+
+def test_build_warns_loudly_when_far_off_and_can_be_silenced(planted, tmp_path):
+    model, data = planted
+    engines = tmp_path / "engines"
+    common = ("build", str(model), "--int8", "--calib-data", str(data), "--engines-dir", str(engines), "--threads", "1")
+    loud = _cli(*common, "--name", "loud")
+    assert loud.returncode == 0, loud.stderr
+    assert "FAR OFF FP32" in loud.stderr and "agreement" in loud.stderr
+    far_off = json.loads((engines / "loud" / "manifest.json").read_text())["accuracy"]["far_off"]
+    assert far_off and "logits" in far_off[0]
+    quiet = _cli(*common, "--name", "quiet", "--accept-accuracy-loss")
+    assert quiet.returncode == 0 and "FAR OFF" not in quiet.stderr
+    manifest = json.loads((engines / "quiet" / "manifest.json").read_text())
+    assert manifest["accuracy"]["far_off"] == far_off and manifest["accuracy"]["far_off_accepted"] is True
+
+
+def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
+    from trtopt.pipeline import build
+
+    model, data = planted
+    result = build(
+        model,
+        precision="int8",
+        calib_data=str(data),
+        engines_dir=tmp_path,
+        threads=1,
+        accuracy_budget="agreement=0.95,snr=20",
+        backend="onnxruntime",
+    )
+    mixed = result.manifest["mixed_precision"]
+    assert [entry["node"] for entry in mixed["kept_float"]] == ["fc_c"]
+    assert mixed["kept_float"][0]["rank"] == 1 and mixed["evaluations"] >= 2 and mixed["seconds"] > 0
+    assert result.manifest["accuracy"]["top1_agreement"] >= 0.95 and not result.manifest["accuracy"]["far_off"]
+    quantized = onnx.load(result.engine_dir / result.manifest["model"]["file"])
+    fc_c = next(n for n in quantized.graph.node if n.name == "fc_c")
+    assert not any(name.endswith("_dq") for name in fc_c.input)  # float inputs and weights
+    with load(result.engine_dir) as runner:
+        assert runner.infer({"x": np.zeros((2, FEATURES), np.float32)})["logits"].shape == (2, CLASSES)
+
+
+def test_unmeetable_budget_fails_with_the_best_reached_and_keeps_nothing(planted, tmp_path):
+    model, data = planted
+    engines = tmp_path / "engines"
+    run = _cli(
+        "build",
+        str(model),
+        "--int8",
+        "--calib-data",
+        str(data),
+        "--engines-dir",
+        str(engines),
+        "--name",
+        "never",
+        "--threads",
+        "1",
+        "--accuracy-budget",
+        "agreement=0.95,speedup=1000",
+    )
+    assert run.returncode == 1
+    assert "no INT8/float assignment meets the accuracy budget" in run.stderr and "best reached" in run.stderr
+    assert "speedup" in run.stderr and "nothing was written" in run.stderr
+    with pytest.raises(UsageError):
+        load(engines / "never")
+    assert not engines.exists() or not [p for p in engines.iterdir() if (p / "manifest.json").exists()]
