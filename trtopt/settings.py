@@ -94,6 +94,9 @@ class ShapeSettings:
     max_shapes: ShapesArgument = field(default=None, metadata=_help("profile maximum shapes"))
     max_batch: int = field(default=DEFAULT_MAX_BATCH, metadata=_help(
         f"batch axis cap of the default profile when no --max-shapes is given (default {DEFAULT_MAX_BATCH})"))
+    input_ranges: str | Mapping[str, tuple[float, float]] | None = field(default=None, metadata=_help(
+        "value range of generated (random) data per input, NAME:LOW:HIGH,... e.g. ids:0:30522 (inclusive); "
+        "integer inputs need one when no --calib-data/--val-data is given"))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from trtopt.usercode import CODE_WARNING
 import time
 from pathlib import Path
 
@@ -14,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "TensorRT calibration cache.")
     parser.add_argument("model", help="FP32 ONNX model")
     parser.add_argument("--calib-data", metavar="SRC",
-                        help="digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION]")
+                        help="digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION] "
+                             f"({CODE_WARNING})")
     parser.add_argument("--method", "--calib-method", dest="method", default="entropy",
                         choices=["entropy", "auto", "percentile", "max", "mse"],
                         help="calibration method (default entropy; auto picks per tensor the candidate with the least "

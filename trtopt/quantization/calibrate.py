@@ -100,6 +100,8 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
         model = onnx.load(os.fspath(path), load_external_data=False)  # the graph; the session reads the weights
     except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
         raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
+    if not model.graph.node:
+        raise UsageError(f"{path} has an empty graph: no activations to calibrate")
     runner = TargetRunner(path, model, providers, all_tensors=all_tensors, threads=threads)
     del model
     try:

@@ -23,6 +23,7 @@ import onnx
 
 from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
 
+from trtopt.errors import UsageError
 from trtopt.quantization.providers import ProviderChoice
 from trtopt.quantization.targets import calibration_targets
 from trtopt.tensors import TensorInfo
@@ -90,7 +91,10 @@ class TargetRunner:
             # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
             # shows up as peak memory creeping with the number of batches
             options.enable_cpu_mem_arena = False
-            self.session = OrtSession(path, options, providers.providers)
+            try:
+                self.session = OrtSession(path, options, providers.providers)
+            except UsageError as exc:  # ONNX Runtime names the temporary graph; the user knows their file
+                raise UsageError(str(exc).replace(os.fspath(path), os.fspath(model_path))) from exc
         self.providers = providers
         float_outputs = {info.name for info in self.session.outputs if np.dtype(info.dtype).kind == "f"}
         self.targets = [name for name in targets if name in float_outputs]
