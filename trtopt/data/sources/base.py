@@ -79,8 +79,8 @@ def _same_kind(given: np.dtype, wanted: np.dtype) -> bool:
 class DataSource(abc.ABC):
     """An iterable of :class:`Batch` conforming to a model's inputs; iterating again restarts it.
 
-    Calibration iterates twice (ranges, then histograms), so every source must be re-iterable and
-    yield the same samples in the same order each time.
+    Calibration and the accuracy checks of a build iterate the same source, so every source must be
+    re-iterable and yield the same samples in the same order each time.
     """
 
     kind = "abstract"
