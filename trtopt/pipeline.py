@@ -107,7 +107,7 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
         batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
         mixed = (_mixed_precision(plan, work, table, batch) if plan.settings.precision == "int8" and plan.budget
                  else None)
-        with atomic_directory(plan.engine_dir) as staging:
+        with atomic_directory(plan.engine_dir, versioned=True) as staging:
             model_file, model_info = _precision_model(plan, work, staging, table, mixed.float_nodes if mixed else ())
             if table is not None:
                 table.save(staging / SCALE_TABLE_FILE)
