@@ -80,8 +80,11 @@ def test_a_loader_that_changes_between_passes_is_detected(residual_convnet, tmp_
                 yield {"input": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}
     """,
     )
+    # calibration reads the data once; anything that reads it again (a build's accuracy check) must notice
+    source = open_source(spec, _inputs(residual_convnet), batch_size=4)
+    assert sum(batch.size for batch in source) == 12
     with pytest.raises(UsageError, match="drifting.py:load_data yielded different data on pass 2 .item 0"):
-        calibrate(residual_convnet, spec, batch_size=4)
+        list(source)
     steady = _loader(
         tmp_path,
         "steady",

@@ -64,7 +64,7 @@ class LoaderSource(DataSource):
         return Chunk(feed, labels, f"{origin} item {number}")
 
     def _check_repeat(self, chunk: Chunk, number: int, origin: str) -> None:
-        """Calibration reads the data twice; a loader that changes between passes corrupts the histograms."""
+        """A build reads the data more than once; a loader that changes between passes corrupts the results."""
         digest = _digest(chunk)
         if self._passes == 1:
             self._first_pass.append(digest)
