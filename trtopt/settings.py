@@ -56,6 +56,10 @@ class CalibrationSettings:
     seed: int = field(default=0, metadata=_help("seed for random calibration data (default 0)"))
     nan_policy: str = field(default="error", metadata=_help(
         "NaN/Inf in an activation: fail naming tensor and batch (default), or skip them"))
+    # one of trtopt.quantization.providers.DEVICES (checked there)
+    device: str = field(default="auto", metadata=_help(
+        "where the calibration forward pass runs: auto (ONNX Runtime's CUDA provider when onnxruntime-gpu and a "
+        "CUDA device are present, else the CPU), cpu, cuda, tensorrt"))
 
     def problems(self) -> list[str]:
         found = []

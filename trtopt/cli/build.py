@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from trtopt.usercode import CODE_WARNING
+
 if TYPE_CHECKING:
     from trtopt.accuracy import MetricSettings
 
@@ -86,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     precision.add_argument("--int8", action="store_true", help="explicit INT8 (Q/DQ) from calibration")
     precision.add_argument("--fp16", action="store_true", help="mixed precision FP16 (I/O stay FP32)")
     p.add_argument(
-        "--calib-data", metavar="SRC", help="calibration data: .npz/.npy, folder, image folder, file.py:fn, digits"
+        "--calib-data",
+        metavar="SRC",
+        help=f"calibration data: .npz/.npy, folder, image folder, file.py:fn, digits ({CODE_WARNING})",
     )
     p.add_argument(
         "--calib-method",
@@ -99,7 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calib-table", metavar="JSON", help="scale table from `trtopt calibrate` (instead of --calib-data)"
     )
     p.add_argument("--calib-samples", type=int, default=512, help="most calibration samples to use (default 512)")
-    p.add_argument("--val-data", metavar="SRC", help="accuracy data (default: held-out part of --calib-data)")
+    p.add_argument(
+        "--val-data",
+        metavar="SRC",
+        help=f"accuracy data, same forms as --calib-data (default: its held-out part; {CODE_WARNING})",
+    )
     p.add_argument("--accuracy-samples", type=int, default=512, help="most samples for the accuracy check")
     p.add_argument(
         "--accuracy-budget",

@@ -13,6 +13,8 @@ a folder of images                 decoded, resized, normalized (``layout``, ``i
 
 Every source is an iterable of :class:`Batch` checked against the model's inputs; see
 :mod:`trtopt.data.sources.base` for the batching rules and the held-out split.
+
+A ``file.py[:function]`` spec imports and runs that file (see :mod:`trtopt.usercode`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trtopt.usercode import runs_code
 from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import PARTS, Batch, DataSource
 from trtopt.errors import UsageError
@@ -48,7 +51,7 @@ def open_source(spec: str, inputs: Sequence[TensorInfo], *, batch_size: int = 16
         from trtopt.data.sources.synthetic import RandomSource
 
         return RandomSource(inputs, seed=seed, **common, **_only(options, {"shapes", "ranges"}, spec))
-    if ".py:" in spec or spec.endswith(".py"):
+    if runs_code(spec):
         from trtopt.data.sources.loader import LoaderSource
 
         return LoaderSource(spec, inputs, **common, **_only(options, set(), spec))
