@@ -294,3 +294,28 @@ def test_triton_export_copies_only_files_inside_the_engine_folder(residual_convn
     with pytest.raises(UsageError, match="model file '../../secret.onnx' is not a file name inside the engine folder"):
         export_model("stolen", engine, repository, BatchingSettings())
     assert not (repository / "stolen").exists()
+
+
+def test_resume_with_weights_of_another_shape_is_a_usage_error(trained_lenet, tmp_path):
+    torch = pytest.importorskip("torch")
+    from trtopt.train import TrainConfig, train
+
+    checkpoint = torch.load(trained_lenet.checkpoint, weights_only=True)
+    checkpoint["state_dict"] = {k: v[..., :1] if v.dim() else v for k, v in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "mismatched.pt")
+    config = TrainConfig(model="lenet", dataset="digits", out=str(tmp_path / "run"), epochs=checkpoint["epoch"] + 1,
+                         threads=1, resume=str(tmp_path / "mismatched.pt"))
+    with pytest.raises(UsageError, match=r"--resume .*mismatched.pt: its weights or optimizer state do not fit"):
+        train(config)
+
+
+def test_diverging_training_fails_instead_of_finishing(tmp_path):
+    pytest.importorskip("torch")
+    from trtopt.errors import TrtoptError
+    from trtopt.train import TrainConfig, train
+
+    config = TrainConfig(model="lenet", dataset="digits", out=str(tmp_path / "run"), epochs=2, threads=1, lr=1e30,
+                         scheduler="none")
+    with pytest.raises(TrtoptError, match="training diverged: the loss is nan in epoch 1"):
+        train(config)
+    assert not (tmp_path / "run" / "summary.json").exists()
