@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from trtopt.usercode import CODE_WARNING
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from trtopt.cli.build import add_metric_arguments, add_quantization_arguments
@@ -21,12 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calib-data",
         metavar="SRC",
         required=True,
-        help="calibration data (its held-out part is the evaluation data unless --val-data); FILE.py:FN runs code",
+        help=f"calibration data (its held-out part is the evaluation data unless --val-data; {CODE_WARNING})",
     )
     p.add_argument("--calib-method", default="auto", choices=["auto", "entropy", "percentile", "max", "mse"])
     p.add_argument("--calib-table", metavar="JSON", help="scale table computed on this model (skips calibration)")
     p.add_argument("--calib-samples", type=int, default=512, help="most calibration samples (default 512)")
-    p.add_argument("--val-data", metavar="SRC", help="evaluation data (default: held-out part of --calib-data)")
+    p.add_argument(
+        "--val-data", metavar="SRC", help=f"evaluation data (default: held-out part of --calib-data; {CODE_WARNING})"
+    )
     p.add_argument("--samples", type=int, default=64, help="most held-out samples per variant (default 64)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     add_quantization_arguments(p)
