@@ -85,20 +85,30 @@ def build(onnx_path: str | os.PathLike[str], settings: BuildSettings | None = No
 
 def execute(plan: BuildPlan) -> BuildResult:
     """Run a checked plan: reuse an identical engine, or calibrate, convert, build and verify one."""
-    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+    from trtopt.quantization.modelio import prepared_source
 
     if not plan.settings.force:
         cached = cached_manifest(plan.engine_dir, plan.cache_key)
         if cached is not None:
             return BuildResult(plan.name, plan.engine_dir, cached, cache_hit=True, backend_reason=plan.backend_reason)
     _sweep_stale_staging(plan.engine_dir.parent, plan.name)
+    with prepared_source(plan.source, plan.overrides) as work:
+        return _execute(plan, work)
+
+
+def _execute(plan: BuildPlan, work: Path) -> BuildResult:
+    """execute() on `work`: the model every stage reads (the source, or its prepared copy: old-IR
+    initializer inputs made constants, values the data feeds them applied)."""
+    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+
     accuracy = plan.settings.accuracy
-    with OnnxRuntimeRunner(plan.source, threads=plan.settings.engine.threads) as reference:
-        table = _scale_table(plan, reference)
+    with OnnxRuntimeRunner(work, threads=plan.settings.engine.threads) as reference:
+        table = _scale_table(plan, work, reference)
         batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
-        mixed = _mixed_precision(plan, table, batch) if plan.settings.precision == "int8" and plan.budget else None
+        mixed = (_mixed_precision(plan, work, table, batch) if plan.settings.precision == "int8" and plan.budget
+                 else None)
         with atomic_directory(plan.engine_dir) as staging:
-            model_file, model_info = _precision_model(plan, staging, table, mixed.float_nodes if mixed else ())
+            model_file, model_info = _precision_model(plan, work, staging, table, mixed.float_nodes if mixed else ())
             if table is not None:
                 table.save(staging / SCALE_TABLE_FILE)
             built = plan.backend.build(staging / model_file, staging, plan.options)
@@ -157,7 +167,7 @@ def _sweep_stale_staging(root: Path, name: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _scale_table(plan: BuildPlan, reference: Any) -> Any:
+def _scale_table(plan: BuildPlan, work: Path, reference: Any) -> Any:
     """The scale table: the one the plan loaded and matched, or calibrated now from the calibration data."""
     if plan.table is not None or not plan.needs_table:
         return plan.table
@@ -166,12 +176,13 @@ def _scale_table(plan: BuildPlan, reference: Any) -> Any:
 
     calibration = plan.settings.calibration
     data = open_source(str(calibration.data), reference.inputs, batch_size=plan.settings.batch_size,
-                       max_samples=calibration.samples, seed=calibration.seed, part="calibration")
-    return calibrate(plan.source, data, calibration, threads=plan.settings.engine.threads)
+                       max_samples=calibration.samples, seed=calibration.seed, part="calibration",
+                       **plan.data.for_source(str(calibration.data)))
+    return calibrate(work, data, calibration, threads=plan.settings.engine.threads)
 
 
 def _precision_model(
-    plan: BuildPlan, staging: Path, table: Any, float_nodes: Sequence[str]
+    plan: BuildPlan, work: Path, staging: Path, table: Any, float_nodes: Sequence[str]
 ) -> tuple[str, dict[str, Any]]:
     """Write the ONNX the backend builds (a copy, Q/DQ or FP16) into the staging folder; `float_nodes`
     (from the mixed-precision search) stay float in addition to --exclude-nodes.
@@ -183,7 +194,7 @@ def _precision_model(
     if precision == "int8":
         from trtopt.quantization.qdq import quantize
 
-        result = quantize(plan.source, table, staging / "model.int8.onnx", encoding=plan.options.encoding,
+        result = quantize(work, table, staging / "model.int8.onnx", encoding=plan.options.encoding,
                           per_channel=qdq.per_channel, exclude_nodes=sorted({*qdq.exclude_nodes, *float_nodes}),
                           exclude_op_types=qdq.exclude_op_types, force=True)
         return "model.int8.onnx", {"encoding": plan.options.encoding, "quantized_activations": len(result.activations),
@@ -191,12 +202,13 @@ def _precision_model(
     if precision == "fp16":
         from trtopt.quantization.fp16 import convert_fp16
 
-        result = convert_fp16(plan.source, staging / "model.fp16.onnx", scales=table, keep_io_types=qdq.keep_io_types,
+        result = convert_fp16(work, staging / "model.fp16.onnx", scales=table, keep_io_types=qdq.keep_io_types,
                               exclude_nodes=qdq.exclude_nodes, exclude_op_types=qdq.exclude_op_types, force=True)
         return "model.fp16.onnx", {"kept_fp32": result.kept_fp32, "keep_io_types": qdq.keep_io_types}
-    from trtopt.fileio import atomic_write_bytes
+    from trtopt.quantization.modelio import load_onnx, save_onnx, uses_external_data
 
-    atomic_write_bytes(staging / "model.fp32.onnx", plan.source.read_bytes())
+    # external weights travel with the model (the staging folder is published as a whole)
+    save_onnx(load_onnx(work), staging / "model.fp32.onnx", external=uses_external_data(work) or None)
     return "model.fp32.onnx", {}
 
 
@@ -206,7 +218,7 @@ def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:
     return (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
 
 
-def _mixed_precision(plan: BuildPlan, table: Any, batch: int) -> Any:
+def _mixed_precision(plan: BuildPlan, work: Path, table: Any, batch: int) -> Any:
     """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
     from trtopt.int8_eval import Evaluator, QuantSettings, load_heldout, quantized_layers
     from trtopt.mixed_precision import BudgetUnreachable, search
@@ -215,10 +227,10 @@ def _mixed_precision(plan: BuildPlan, table: Any, batch: int) -> Any:
     quant = QuantSettings(plan.options.encoding, qdq.per_channel, tuple(sorted(qdq.exclude_nodes)),
                           tuple(sorted(qdq.exclude_op_types)))
     spec, part = _accuracy_data(plan)
-    heldout = load_heldout(plan.source, str(spec), part, plan.settings.accuracy.samples, batch, threads)
-    with Evaluator(plan.source, table, quant, heldout, plan.settings.accuracy.metrics, threads) as evaluator:
+    heldout = load_heldout(work, str(spec), part, plan.settings.accuracy.samples, batch, threads)
+    with Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads) as evaluator:
         try:
-            result = search(evaluator, quantized_layers(plan.source, table, quant), plan.budget)
+            result = search(evaluator, quantized_layers(work, table, quant), plan.budget)
         except BudgetUnreachable as exc:
             raise TrtoptError(f"{exc}; nothing was written") from None
     log.info("mixed precision: %d layer(s) kept float after %d variants in %.1f s", len(result.kept_float),
@@ -238,20 +250,25 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
     from trtopt.accuracy import AccuracyAccumulator
     from trtopt.data.sources import open_source
     from trtopt.progress import progress
+    from trtopt.shapes import fit_profile_batch, unpad_outputs
 
     spec, part = _accuracy_data(plan)
-    data = open_source(str(spec), plan.inputs, batch_size=batch, max_samples=plan.settings.accuracy.samples, part=part)
+    data = open_source(str(spec), plan.inputs, batch_size=batch, max_samples=plan.settings.accuracy.samples, part=part,
+                       **plan.data.for_source(str(spec)))
     accumulator = AccuracyAccumulator(plan.settings.accuracy.metrics)
     times, reference_times = [], []
     with plan.backend.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
+            feed, padded = fit_profile_batch(item.feed, plan.profile)  # a short last batch still fits the profile
             tic = time.perf_counter()
-            expected = reference.infer(item.feed)
+            expected = reference.infer(feed)
             reference_times.append(time.perf_counter() - tic)
             tic = time.perf_counter()
-            got = engine.infer(item.feed)
+            got = engine.infer(feed)
             times.append(time.perf_counter() - tic)
-            accumulator.update(expected, {k: np.asarray(v) for k, v in got.items()}, item.labels)
+            accumulator.update(unpad_outputs(expected, item.size, padded),
+                               unpad_outputs({k: np.asarray(v) for k, v in got.items()}, item.size, padded),
+                               item.labels)
     if accumulator.samples == 0:
         raise UsageError(f"accuracy data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
     timing: dict[str, Any] = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4),

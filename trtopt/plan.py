@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,24 @@ from trtopt.errors import UsageError
 from trtopt.fileio import ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.settings import BuildSettings, check
 from trtopt.tensors import ShapeProfile, TensorInfo
+
+# Backends that run any input shape: a dynamic dimension nobody gave needs no profile entry there.
+PROFILE_FREE_BACKENDS = ("onnxruntime", "onnxruntime-cuda")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What every data source of one build needs beyond the inputs: model constants, shapes, value ranges."""
+
+    constants: Mapping[str, TensorInfo] = dataclasses.field(default_factory=dict)  # initializer-backed inputs
+    profile: ShapeProfile = dataclasses.field(default_factory=ShapeProfile)
+    ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)  # --input-range
+
+    def for_source(self, spec: str) -> dict[str, Any]:
+        """open_source() keywords; generated data takes its shapes from the profile (opt) and the ranges."""
+        if spec == "random":
+            return {"shapes": dict(self.profile.opt), "ranges": dict(self.ranges)}
+        return {"constants": self.constants}
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,9 @@ class BuildPlan:
     engine_dir: Path
     cache_key: str
     started: float  # perf_counter() when planning began (build_seconds counts from here)
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
+    # values the user's data gives for initializer-backed inputs (old IR); the prepared model uses them
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -70,7 +92,8 @@ def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> Bu
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.backends.registry import get_backend
     from trtopt.backends.select import select_backend
-    from trtopt.quantization.modelio import load_onnx
+    from trtopt.data.sources.synthetic import parse_input_ranges
+    from trtopt.quantization.modelio import initializer_inputs, load_onnx
     from trtopt.shapes import derive_profile
 
     started = time.perf_counter()
@@ -85,7 +108,13 @@ def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> Bu
                          "images, file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` "
                          "on this model")
     source = Path(onnx_path)
-    load_onnx(source)
+    model = load_onnx(source)
+    constants = initializer_inputs(model)
+    overrides = _fed_constants(model, constants, calibration.data, settings.accuracy.data)
+    del model
+    shapes = settings.shapes
+    ranges = shapes.input_ranges
+    ranges = parse_input_ranges(ranges) if isinstance(ranges, str | None) else dict(ranges)
     metrics = settings.accuracy.metrics
     budget = AccuracyBudget.parse(settings.accuracy.budget, user_metrics=bool(metrics.user_metrics))
     backend_name, reason = select_backend(settings.engine.backend)
@@ -96,9 +125,12 @@ def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> Bu
     engine_dir = ensure_writable_dir(settings.engines_dir, "engines folder") / name
     with OnnxRuntimeRunner(source, threads=settings.engine.threads) as reference:
         inputs, outputs = reference.inputs, reference.outputs
-    shapes = settings.shapes
+    data_specs = (calibration.data, settings.accuracy.data)
     profile = derive_profile(inputs, shapes.shapes, shapes.min_shapes, shapes.opt_shapes, shapes.max_shapes,
-                             default_max_batch=shapes.max_batch)
+                             default_max_batch=shapes.max_batch,
+                             observed=_observed_shapes(inputs, data_specs, constants, settings.batch_size),
+                             observed_from=f"data {' and '.join(s for s in data_specs if s)}",
+                             require_all=backend.name not in PROFILE_FREE_BACKENDS)
     encoding = settings.qdq.encoding or backend.default_encoding if settings.precision == "int8" else None
     options = BuildOptions(precision=settings.precision, profile=profile, encoding=encoding, engine=settings.engine)
     backend.check_options(options)
@@ -107,8 +139,34 @@ def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> Bu
     plan = BuildPlan(settings=settings, source=source, source_sha256=source_sha256, backend=backend,
                      backend_reason=reason, backend_version=backend.version(), device=backend.device(), inputs=inputs,
                      outputs=outputs, options=options, table=table, budget=budget, engine_dir=engine_dir,
-                     cache_key="", started=started)
+                     cache_key="", started=started, data=DataOptions(constants, profile, ranges),
+                     overrides=overrides)
     return dataclasses.replace(plan, cache_key=cache_key(plan))
+
+
+def _fed_constants(model: Any, constants: Mapping[str, TensorInfo], *specs: str | None) -> dict[str, Any]:
+    """Values the user's data gives for initializer-backed inputs (old IR), checked against the initializers."""
+    from trtopt.data.sources import open_source
+    from trtopt.quantization.modelio import feed_inputs
+
+    fed: dict[str, Any] = {}
+    for spec in specs:
+        if constants and spec and spec != "random":
+            fed.update(open_source(spec, feed_inputs(model), constants=constants).constant_feeds())
+    return fed
+
+
+def _observed_shapes(inputs: Sequence[TensorInfo], specs: Sequence[str | None], constants: Mapping[str, TensorInfo],
+                     batch_size: int) -> dict[str, Any]:
+    """Sizes the calibration/validation data holds, read when an input has a dynamic non-batch dimension."""
+    from trtopt.data.sources import open_source
+    from trtopt.shapes import is_dynamic, observe_shapes
+
+    if not any(is_dynamic(d) for info in inputs for d in info.shape[1:]):
+        return {}
+    feeds = (batch.feed for spec in specs if spec and spec != "random"
+             for batch in open_source(spec, inputs, batch_size=batch_size, constants=constants))
+    return dict(observe_shapes(feeds))
 
 
 def _matched_table(path: str | None, source_sha256: str, force: bool) -> Any:
@@ -146,6 +204,7 @@ def cache_key(plan: BuildPlan) -> str:
                         "table": plan.table.table_id if plan.table is not None else None} if plan.needs_table else None,
         "accuracy": {"data": data_fingerprint(accuracy.data), "samples": accuracy.samples,
                      "budget": plan.budget.to_json(), "metrics": accuracy.metrics.to_json(),
+                     "input_ranges": sorted(plan.data.ranges.items()),
                      "metric_files": [data_fingerprint(m) for m in accuracy.metrics.user_metrics]},
     }
     return sha256_bytes(repr(sorted(key_parts.items())).encode())

@@ -28,6 +28,7 @@ from typing import Any
 from trtopt.accuracy import MetricSettings
 from trtopt.budget import AccuracyBudget
 from trtopt.errors import UsageError
+from trtopt.usercode import CODE_WARNING
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_BATCH = 32  # the batch axis of the default profile is capped here (TensorRT and ONNX Runtime alike)
@@ -44,7 +45,8 @@ class CalibrationSettings:
     """Where INT8 scales come from (a scale table, or calibration data and a method)."""
 
     data: str | None = field(default=None, metadata=_help(
-        "calibration data: digits | random | FILE.npz/.npy | FOLDER (arrays or images) | FILE.py[:FUNCTION]"))
+        "calibration data: digits | random | FILE.npz/.npy | FOLDER (arrays or images) | FILE.py[:FUNCTION] "
+        f"({CODE_WARNING})"))
     table: str | None = field(default=None, metadata=_help(
         "scale table JSON from `trtopt calibrate` on this model (instead of calibration data)"))
     # one of trtopt.quantization.calibrators.METHODS (checked there and by the plan)
@@ -56,6 +58,10 @@ class CalibrationSettings:
     seed: int = field(default=0, metadata=_help("seed for random calibration data"))
     nan_policy: str = field(default="error", metadata=_help(
         "NaN/Inf in an activation: fail naming tensor and batch (default), or skip them"))
+    # one of trtopt.quantization.providers.DEVICES (checked there)
+    device: str = field(default="auto", metadata=_help(
+        "where the calibration forward pass runs: auto (ONNX Runtime's CUDA provider when onnxruntime-gpu and a "
+        "CUDA device are present, else the CPU), cpu, cuda, tensorrt"))
 
     def problems(self) -> list[str]:
         found = []
@@ -91,6 +97,9 @@ class ShapeSettings:
     max_batch: int = field(default=DEFAULT_MAX_BATCH, metadata=_help(
         "batch axis cap of the default profile: without --max-shapes a dynamic batch axis is built for 1..N, "
         "with every backend (ONNX Runtime engines reject larger batches too)"))
+    input_ranges: str | Mapping[str, tuple[float, float]] | None = field(default=None, metadata=_help(
+        "value range of generated (random) data per input, NAME:LOW:HIGH,... e.g. ids:0:30522 (inclusive); "
+        "integer inputs need one when no --calib-data/--val-data is given"))
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,8 @@ class AccuracySettings:
     """The accuracy check against FP32 that every build runs, and the budget it must meet."""
 
     data: str | None = field(default=None, metadata=_help(
-        "accuracy data (when not given: the held-out part of the calibration data)", keyword="val_data"))
+        f"accuracy data, same forms as --calib-data (when not given: its held-out part; {CODE_WARNING})",
+        keyword="val_data"))
     samples: int = field(default=512, metadata=_help("most samples for the accuracy check"))
     budget: str | Mapping[str, float] | AccuracyBudget | None = field(default=None, metadata=_help(
         "METRIC[@OUTPUT]=VALUE,...: agreement=, cosine=, snr=DB, iou=, max-abs-error=, mean-abs-error=, "

@@ -6,7 +6,8 @@ Each verb lives in its own module in this package and exposes
 exactly the verbs that exist. Verb modules import heavy libraries (torch, onnxruntime) inside
 ``run`` only, keeping ``--help`` fast.
 
-Exit statuses: 0 ok, 1 failure, 2 usage error, 3 benchmark regression, 130 interrupted.
+Exit statuses: 0 ok, 1 failure, 2 usage error, 3 benchmark regression, 130 interrupted (Ctrl-C or
+SIGTERM: both unwind through the same cleanup, see trtopt.signals).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from trtopt import __version__
 from trtopt.errors import TrtoptError
 from trtopt.progress import set_quiet
+from trtopt.signals import Terminated, sigterm_as_interrupt
 
 log = logging.getLogger("trtopt")
 NOT_VERBS = {"groups"}  # modules of this package that are not verbs (shared argument groups)
@@ -74,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     set_quiet(args.quiet)
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except TrtoptError as exc:
         if args.debug:
             traceback.print_exc()
@@ -84,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print(f"trtopt {args.verb}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated): cleanup has run
+        print(f"trtopt {args.verb}: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback
         if args.debug:

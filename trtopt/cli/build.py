@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--int8", action="store_true", help="explicit INT8 (Q/DQ) from calibration")
     precision.add_argument("--fp16", action="store_true", help="mixed precision FP16 (I/O stay FP32)")
-    add_build_groups(p, only={"calibration": ["data", "table", "method", "samples", "percentile", "seed"]})
+    add_build_groups(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=run)
 

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "JSON scale table keyed to the model's sha256 (what `trtopt build --calib-table` takes). Also "
                     "writes or imports the legacy TensorRT calibration cache.")
     parser.add_argument("model", help="FP32 ONNX model")
-    CALIBRATION.add(parser, only=["data", "method", "percentile", "samples", "seed", "nan_policy"])
+    CALIBRATION.add(parser, only=["data", "method", "percentile", "samples", "seed", "nan_policy", "device"])
     SHAPES.add(parser, only=["shapes"])  # sizes for random data
     ENGINE.add(parser, only=["threads"])
     OUTPUT.add(parser, only=["batch_size"])

@@ -148,6 +148,12 @@ def _methods() -> list[str]:
     return list(METHODS)
 
 
+def _devices() -> list[str]:
+    from trtopt.quantization.providers import DEVICES
+
+    return list(DEVICES)
+
+
 CALIBRATION = Group("calibration", CalibrationSettings, [
     Flag("data", ("--calib-data",), options={"metavar": "SRC"}),
     Flag("table", ("--calib-table",), hidden=("--scales",), options={"metavar": "JSON"}),
@@ -156,6 +162,7 @@ CALIBRATION = Group("calibration", CalibrationSettings, [
     Flag("samples", ("--calib-samples",), hidden=("--max-samples",), options={"type": int, "metavar": "N"}),
     Flag("seed", ("--seed",), options={"type": int}),
     Flag("nan_policy", ("--nan-policy",), options={"choices": ["error", "skip"]}),
+    Flag("device", ("--calib-device",), options={"choices": _devices()}),
 ], part="calibration")
 
 QDQ = Group("Q/DQ and FP16 conversion", QdqSettings, [
@@ -174,6 +181,7 @@ SHAPES = Group("shapes (trtexec spelling)", ShapeSettings, [
     Flag("opt_shapes", ("--opt-shapes",), options={"metavar": "NAME:DxD,..."}),
     Flag("max_shapes", ("--max-shapes",), options={"metavar": "NAME:DxD,..."}),
     Flag("max_batch", ("--max-batch",), options={"type": int, "metavar": "N"}),
+    Flag("input_ranges", ("--input-range",), options={"metavar": "NAME:LO:HI,..."}),
 ], part="shapes")
 
 ENGINE = Group("engine", EngineSettings, [

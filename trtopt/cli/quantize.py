@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if table is None:
         raise UsageError(
-            "INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --calib-data SRC` "
-            "first), or use --fp16"
+            "INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --calib-data SRC "
+            "-o TABLE.json` first), or use --fp16"
         )
     from trtopt.quantization.qdq import quantize
 

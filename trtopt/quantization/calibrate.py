@@ -13,8 +13,8 @@ from trtopt.errors import UsageError
 from trtopt.fileio import sha256_file
 from trtopt.quantization.calibrators import (AUTO_CANDIDATES, METHODS, NUM_LEVELS, auto_bins, entropy_bins, mse_bins,
                                             percentile_bins)
-from trtopt.quantization.collect import Collected, TargetRunner, collect
-from trtopt.quantization.histogram import NUM_BINS
+from trtopt.quantization.collect import Collected, collect
+from trtopt.quantization.histogram import FINE_BINS, NUM_BINS
 from trtopt.quantization.table import ScaleTable, TensorStats
 from trtopt.settings import CalibrationSettings
 
@@ -71,12 +71,13 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
     ``settings.data``; then ``batch_size``, ``settings.samples``, ``settings.seed``, ``part`` and
     ``source_options`` such as image ``layout`` or random ``shapes`` apply). `overrides` are
     :class:`~trtopt.settings.CalibrationSettings` fields (``method="max"``, ``samples=64``;
-    ``max_samples`` is the older name of ``samples``). The table records the sha256 of the exact
-    model bytes.
+    ``max_samples`` is the older name of ``samples``; ``device`` picks where the forward pass runs,
+    see :mod:`trtopt.quantization.providers`). The table records the sha256 of the exact model bytes.
     """
     import onnx
 
-    from trtopt.quantization.targets import calibration_targets
+    from trtopt.quantization.providers import select_providers
+    from trtopt.quantization.session import TargetRunner
 
     if "max_samples" in overrides:
         overrides["samples"] = overrides.pop("max_samples")
@@ -93,18 +94,22 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
     path = Path(model_path)
     if not path.is_file():
         raise UsageError(f"ONNX model not found: {path}")
+    providers = select_providers(settings.device)
     digest = sha256_file(path)
     try:
-        model = onnx.load(os.fspath(path))
+        model = onnx.load(os.fspath(path), load_external_data=False)  # the graph; the session reads the weights
     except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
         raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
-    runner = TargetRunner(model, calibration_targets(model, all_tensors=all_tensors), threads=threads)
+    if not model.graph.node:
+        raise UsageError(f"{path} has an empty graph: no activations to calibrate")
+    runner = TargetRunner(path, model, providers, all_tensors=all_tensors, threads=threads)
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(
             data, runner.inputs, batch_size=batch_size, max_samples=settings.samples, seed=settings.seed, part=part,
             **(source_options or {}))
-        log.info("calibrating %d tensors of %s on %s", len(runner.targets), path, source.describe())
+        log.info("calibrating %d tensors of %s on %s (%s)", len(runner.targets), path, source.describe(),
+                 providers.reason)
         collected = collect(runner, source, histograms=method != "max", nan_policy=settings.nan_policy)
     finally:
         runner.close()
@@ -117,9 +122,10 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
         "nan_policy": settings.nan_policy,
         "all_tensors": all_tensors,
         "data": source.describe(),
+        "provider": providers.providers[0],
     }
     if method != "max":
-        params.update(bins=NUM_BINS, range="two-pass: [0, max|x|]")
+        params.update(bins=NUM_BINS, range=f"one pass: [0, max|x|], re-binned from {FINE_BINS} power-of-two bins")
     if method in ("entropy", "auto"):
         params["levels"] = NUM_LEVELS
     if method == "auto":

@@ -332,8 +332,7 @@ class TensorRTRunner(Runner):
         return validate_feed(host_feed, host_infos), views
 
     def _run(self, feed: Mapping[str, Any], out: Mapping[str, Any] | None, to_device: bool) -> dict[str, Any]:
-        if not self._all_slots:
-            raise TrtoptError("this TensorRT runner is closed")
+        self._ensure_open()
         slot = self._slots.get()
         try:
             host, dev = self._split_feed(feed, slot)
@@ -355,9 +354,15 @@ class TensorRTRunner(Runner):
         finally:
             self._slots.put(slot)
 
+    @property
+    def closed(self) -> bool:
+        return not self._all_slots
+
     def _checked_feed(self, feed: Mapping[str, Any]) -> Mapping[str, Any]:
         """Passed through: device arrays are read on the stream of the context that runs them, so the
         feed is checked (host and device arrays alike) in ``_split_feed`` once a context is taken."""
+        if not isinstance(feed, Mapping):
+            validate_feed(feed, self._inputs)  # raises the shared not-a-dict message
         return feed
 
     def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
