@@ -30,6 +30,8 @@ log = logging.getLogger("trtopt.build")
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_ACCURACY_SAMPLES = 512
 SCALE_TABLE_FILE = "scales.json"
+SENSITIVITY_FILE = "sensitivity.json"
+SENSITIVITY_TOP = 10  # layers listed in the manifest; the file has them all
 # A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
 # belong to no running build (TensorRT builds of large models take minutes to an hour) and are swept.
 STALE_STAGING_S = 6 * 3600
@@ -107,6 +109,7 @@ def build(
     accuracy_budget: str | Mapping[str, float] | AccuracyBudget | None = None,
     metrics: MetricSettings | None = None,
     accept_accuracy_loss: bool = False,
+    sensitivity: bool = False,
     backend: str = "auto",
     name: str | None = None,
     engines_dir: str | os.PathLike[str] = "engines",
@@ -180,7 +183,8 @@ def build(
         "calibration": {"data": data_fingerprint(calib_data), "method": calib_method, "samples": calib_samples,
                         "table": calib_table_sha} if precision in ("int8", "fp16") else None,
         "accuracy": {"data": data_fingerprint(val_data), "samples": accuracy_samples, "budget": budget.to_json(),
-                     "metrics": metrics.to_json(), "metric_files": [data_fingerprint(m) for m in metrics.user_metrics]},
+                     "metrics": metrics.to_json(), "metric_files": [data_fingerprint(m) for m in metrics.user_metrics],
+                     "sensitivity": sensitivity},
     }
     cache_key = sha256_bytes(repr(sorted(key_parts.items())).encode())
     if not force:
@@ -194,11 +198,14 @@ def build(
         source, precision, calib_data, calib_method, calib_table, calib_samples, reference, batch_size, force
     )
     accuracy_batch = _batch_size(reference.inputs, profile, batch_size)
-    mixed = None
-    if precision == "int8" and budget:
-        mixed = _mixed_precision(source, table, encoding, per_channel, exclude_nodes, exclude_op_types, budget, metrics,
-                                 _accuracy_data(calib_data, val_data), accuracy_samples, accuracy_batch, threads)
-        exclude_nodes = sorted(set(exclude_nodes) | set(mixed.float_nodes))
+    mixed = ranked = None
+    if precision == "int8" and (budget or sensitivity):
+        evaluator = _evaluator(source, table, encoding, per_channel, exclude_nodes, exclude_op_types, metrics,
+                               _accuracy_data(calib_data, val_data), accuracy_samples, accuracy_batch, threads)
+        with evaluator:
+            ranked = _sensitivity(evaluator) if sensitivity else None
+            mixed = _mixed_precision(evaluator, budget) if budget else None
+        exclude_nodes = sorted(set(exclude_nodes) | set(mixed.float_nodes if mixed else ()))
     with atomic_directory(engine_dir) as staging:
         model_file, model_info = _precision_model(source, staging, precision, table, encoding, per_channel,
                                                   exclude_nodes, exclude_op_types, keep_io_types)
@@ -253,6 +260,13 @@ def build(
                                 "far_off_accepted": bool(far_off) and accept_accuracy_loss}
         if mixed is not None:
             manifest["mixed_precision"] = mixed.to_json()
+        if ranked is not None:
+            atomic_write_json(staging / SENSITIVITY_FILE, ranked.to_json())
+            manifest["sensitivity"] = {
+                "file": SENSITIVITY_FILE, "samples": ranked.samples, "seconds": round(ranked.seconds, 3),
+                "top": [{"node": e.layer.name, "op_type": e.layer.op_type, "harm": e.harm, "gain": e.gain}
+                        for e in ranked.layers[:SENSITIVITY_TOP]],
+            }
         manifest["timing"] = timing
         manifest["build_seconds"] = round(time.perf_counter() - started, 3)
         atomic_write_json(staging / MANIFEST, manifest)
@@ -334,20 +348,34 @@ def _accuracy_data(calib_data: str | None, val_data: str | None) -> tuple[str, s
     return (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
 
 
-def _mixed_precision(source: Path, table: Any, encoding: str, per_channel: bool, exclude_nodes: Iterable[str],
-                     exclude_op_types: Iterable[str], budget: AccuracyBudget, metrics: MetricSettings,
-                     data: tuple[str, str], samples: int, batch: int, threads: int | None) -> Any:
-    """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
-    from trtopt.int8_eval import Evaluator, QuantSettings, load_heldout, quantized_layers
-    from trtopt.mixed_precision import BudgetUnreachable, search
+def _evaluator(source: Path, table: Any, encoding: str, per_channel: bool, exclude_nodes: Iterable[str],
+               exclude_op_types: Iterable[str], metrics: MetricSettings, data: tuple[str, str], samples: int,
+               batch: int, threads: int | None) -> Any:
+    """INT8 variants of ``source`` run against FP32 on the accuracy data (trtopt.int8_eval)."""
+    from trtopt.int8_eval import Evaluator, QuantSettings, load_heldout
 
     quant = QuantSettings(encoding, per_channel, tuple(sorted(exclude_nodes)), tuple(sorted(exclude_op_types)))
     heldout = load_heldout(source, str(data[0]), data[1], samples, batch, threads)
-    with Evaluator(source, table, quant, heldout, metrics, threads) as evaluator:
-        try:
-            result = search(evaluator, quantized_layers(source, table, quant), budget)
-        except BudgetUnreachable as exc:
-            raise TrtoptError(f"{exc}; nothing was written") from None
+    return Evaluator(source, table, quant, heldout, metrics, threads)
+
+
+def _sensitivity(evaluator: Any) -> Any:
+    """Per-layer sensitivity of the full INT8 model (``build --sensitivity``; trtopt.sensitivity)."""
+    from trtopt.int8_eval import quantized_layers
+    from trtopt.sensitivity import analyze
+
+    return analyze(evaluator, quantized_layers(evaluator.model_path, evaluator.table, evaluator.quant))
+
+
+def _mixed_precision(evaluator: Any, budget: AccuracyBudget) -> Any:
+    """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
+    from trtopt.int8_eval import quantized_layers
+    from trtopt.mixed_precision import BudgetUnreachable, search
+
+    try:
+        result = search(evaluator, quantized_layers(evaluator.model_path, evaluator.table, evaluator.quant), budget)
+    except BudgetUnreachable as exc:
+        raise TrtoptError(f"{exc}; nothing was written") from None
     log.info("mixed precision: %d layer(s) kept float after %d variants in %.1f s", len(result.kept_float),
              result.evaluations, result.seconds)
     return result
