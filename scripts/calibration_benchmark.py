@@ -1,17 +1,28 @@
 #!/usr/bin/env python3
-"""Calibration speed and memory: trtopt's streaming entropy vs ONNX Runtime's entropy calibrator.
+"""Calibration speed and memory: trtopt vs one plain inference pass, ONNX Runtime's and ModelOpt's calibrators.
 
 Builds one ResNet-18-shaped ONNX (224x224, random He-initialized weights, dynamic batch) with
-onnx.helper, then calibrates it at several sample counts and batch sizes. Every run is its own
-subprocess; the parent reads that child's peak RSS from ``os.wait4`` and times it, so no run
-inherits another's memory. Both tools read the same seeded inputs from the same generator.
+onnx.helper, then, for every sample count and batch size, runs each tool as its own subprocess;
+the parent reads that child's peak RSS and CPU time from ``os.wait4`` and times it, so no run
+inherits another's memory. Every tool reads the same seeded inputs from the same generator.
 
-ONNX Runtime side: ``create_calibrator(..., CalibrationMethod.Entropy)`` with ``num_bins=2048`` and
-``num_quantized_bins=128`` followed by ``collect_data`` and ``compute_data``, i.e. the calibration
-stage of ``quantize_static`` (whose own extra_options do not reach ``num_bins`` in current
-releases, leaving 128 bins and a one-candidate search). ONNX Runtime keeps every intermediate
-output of every sample until the end, so large sample counts can exceed the machine's memory:
-``--ort-max-samples`` skips those runs (noted in the table).
+* ``ort-pass``: one plain ONNX Runtime inference pass over the samples (the floor calibration is
+  measured against: it must see every activation of every sample once).
+* ``trtopt``: ``trtopt.quantization.calibrate.calibrate(method="entropy")``.
+* ``onnxruntime``: ``create_calibrator(..., CalibrationMethod.Entropy)`` with ``num_bins=2048`` and
+  ``num_quantized_bins=128`` followed by ``collect_data`` and ``compute_data``, i.e. the
+  calibration stage of ``quantize_static`` (whose own extra_options do not reach ``num_bins`` in
+  current releases, leaving 128 bins and a one-candidate search).
+* ``modelopt``: NVIDIA ModelOpt's ``modelopt.onnx.quantization.quantize(quantize_mode="int8",
+  calibration_method="entropy", calibration_eps=["cpu"])``: its whole ONNX INT8 pass (calibration,
+  which uses ONNX Runtime's calibrator with ModelOpt's own bin settings, plus Q/DQ insertion). It
+  runs in a virtual environment of its own (``--modelopt-venv``, created on first use with
+  ``torch==2.13.0`` (CPU build) and ``nvidia-modelopt[onnx]``), because it pins its own onnx and
+  onnxruntime. If it cannot be installed or cannot run without a GPU, the output says so.
+
+Both ONNX Runtime-based calibrators keep every intermediate output of every sample until the end
+(about 20 GB at 1024 ResNet-18 samples), so ``--ort-max-samples`` skips their larger runs (noted).
+Timings on a shared or small machine are noisy: the CPU time column helps to read them.
 
 Usage: python scripts/calibration_benchmark.py [--samples 64 256 1024] [--batch-sizes 1 16]
 """
@@ -102,57 +113,113 @@ def load_data() -> Iterator[
     return feeds(int(os.environ["BENCH_SAMPLES"]), int(os.environ["BENCH_BATCH"]))
 
 
+MODELOPT_REQUIREMENTS = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]
+TOOLS = ("ort-pass", "trtopt", "onnxruntime", "modelopt")
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol (plus ModelOpt's get_first) over :func:`feeds`."""
+
+    def __init__(self, samples: int, batch_size: int) -> None:
+        self.samples, self.batch_size = samples, batch_size
+        self.batches = feeds(samples, batch_size)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+    def rewind(self) -> None:
+        self.batches = feeds(self.samples, self.batch_size)
+
+    def get_first(self) -> dict[str, np.ndarray]:
+        return next(feeds(self.samples, self.batch_size))
+
+
+def _plain_pass(model: Path, samples: int, batch_size: int) -> int:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(os.fspath(model), providers=["CPUExecutionProvider"])
+    for feed in feeds(samples, batch_size):
+        session.run(None, feed)
+    return 0
+
+
+def _trtopt(model: Path, batch_size: int) -> int:
+    from trtopt.quantization.calibrate import calibrate
+
+    table = calibrate(model, f"{Path(__file__).resolve()}:load_data", method="entropy", batch_size=batch_size)
+    return len(table.tensors)
+
+
+def _onnxruntime(model: Path, samples: int, batch_size: int) -> int:
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(samples, batch_size)
+    with tempfile.TemporaryDirectory() as folder:
+        calibrator = create_calibrator(model, augmented_model_path=os.path.join(folder, "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.Entropy,
+                                       extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True})
+        calibrator.collect_data(reader)
+        return len(list(calibrator.compute_data().keys()))
+
+
+def _modelopt(model: Path, samples: int, batch_size: int) -> int:
+    import onnx
+    from modelopt.onnx.quantization import quantize
+    from onnxruntime.quantization.calibrate import CalibrationDataReader
+
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(samples, batch_size)
+    with tempfile.TemporaryDirectory() as folder:
+        output = os.path.join(folder, "int8.onnx")
+        quantize(os.fspath(model), quantize_mode="int8", calibration_data_reader=reader, calibration_method="entropy",
+                 calibration_eps=["cpu"], output_path=output, log_level="ERROR")
+        return sum(node.op_type == "QuantizeLinear" for node in onnx.load(output, load_external_data=False).graph.node)
+
+
 def worker(tool: str, model: Path, samples: int, batch_size: int) -> None:
-    if tool == "trtopt":
-        from trtopt.quantization.calibrate import calibrate
-
-        table = calibrate(model, f"{Path(__file__).resolve()}:load_data", method="entropy", batch_size=batch_size)
-        amax = {name: stats.amax for name, stats in table.tensors.items()}
-    else:
-        from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.batches = feeds(samples, batch_size)
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                return next(self.batches, None)
-
-        with tempfile.TemporaryDirectory() as folder:
-            calibrator = create_calibrator(
-                model,
-                augmented_model_path=os.path.join(folder, "augmented.onnx"),
-                calibrate_method=CalibrationMethod.Entropy,
-                extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True},
-            )
-            calibrator.collect_data(Reader())
-            ranges = calibrator.compute_data()
-        amax = {
-            name: float(max(abs(float(r.range_value[0])), abs(float(r.range_value[1])))) for name, r in ranges.items()
-        }
-    print(json.dumps({"tensors": len(amax)}))
+    """One measured run; prints the number of calibrated tensors (Q nodes for ModelOpt) as JSON."""
+    count = {"ort-pass": lambda: _plain_pass(model, samples, batch_size), "trtopt": lambda: _trtopt(model, batch_size),
+             "onnxruntime": lambda: _onnxruntime(model, samples, batch_size),
+             "modelopt": lambda: _modelopt(model, samples, batch_size)}[tool]()
+    print(json.dumps({"tensors": count}))
 
 
-def measure(tool: str, model: Path, samples: int, batch_size: int, threads: int | None) -> dict:
+def modelopt_python(venv: Path) -> tuple[Path | None, str]:
+    """ModelOpt's interpreter, creating its virtual environment on first use; (None, why) on failure."""
+    python = venv / "bin" / "python"
+    check = [os.fspath(python), "-c", "import modelopt.onnx.quantization, torch; print(torch.__version__)"]
+    if not python.exists():
+        print(f"creating ModelOpt's virtual environment in {venv} ({' '.join(MODELOPT_REQUIREMENTS)}) ...", flush=True)
+        steps = [[sys.executable, "-m", "venv", os.fspath(venv)],
+                 [os.fspath(python), "-m", "pip", "install", "--quiet", *MODELOPT_REQUIREMENTS]]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+                return None, f"cannot install ModelOpt: {lines[-1] if lines else f'exit {done.returncode}'}"
+    done = subprocess.run(check, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        return None, f"ModelOpt does not import: {lines[-1] if lines else f'exit {done.returncode}'}"
+    return python, f"ModelOpt from {venv} (torch {done.stdout.strip()})"
+
+
+def measure(tool: str, python: str, model: Path, samples: int, batch_size: int) -> dict:
     env = {**os.environ, "BENCH_SAMPLES": str(samples), "BENCH_BATCH": str(batch_size), "TRTOPT_NO_PROGRESS": "1"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, __file__, "--worker", tool, str(model), str(samples), str(batch_size)],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    output = child.stdout.read() if child.stdout else ""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen([python, __file__, "--worker", tool, str(model), str(samples), str(batch_size)],
+                                 env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # reaps the child: its own peak RSS and CPU time
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        output, errors = out.read(), err.read()
     ok = os.waitstatus_to_exitcode(status) == 0
-    return {
-        "tool": tool,
-        "samples": samples,
-        "batch": batch_size,
-        "ok": ok,
-        "wall_s": wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "tensors": json.loads(output.strip().splitlines()[-1])["tensors"] if ok else None,
-    }
+    lines = [line for line in errors.splitlines() if line.strip()]
+    return {"tool": tool, "samples": samples, "batch": batch_size, "ok": ok, "wall_s": wall,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "tensors": json.loads(output.strip().splitlines()[-1])["tensors"] if ok else None,
+            "error": None if ok else (lines[-1] if lines else f"exit status {os.waitstatus_to_exitcode(status)}")}
 
 
 def main() -> int:
@@ -162,62 +229,79 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
-    parser.add_argument(
-        "--ort-max-samples",
-        type=int,
-        default=256,
-        help="skip ONNX Runtime above this many samples (it holds every activation: ~20 GB at 1024)",
-    )
-    parser.add_argument(
-        "--ort-batch-sizes", type=int, nargs="+", help="batch sizes for ONNX Runtime (default: --batch-sizes)"
-    )
+    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    parser.add_argument("--ort-max-samples", type=int, default=256,
+                        help="skip the ONNX Runtime-based calibrators (onnxruntime, modelopt) above this many samples "
+                             "(they hold every activation: ~20 GB at 1024)")
+    parser.add_argument("--modelopt-venv", type=Path, default=Path.home() / ".cache" / "trtopt-bench" / "modelopt-venv",
+                        help="ModelOpt's virtual environment, created on first use (default %(default)s)")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    pythons = {tool: sys.executable for tool in args.tools}
+    notes = []
+    if "modelopt" in pythons:
+        python, note = modelopt_python(args.modelopt_venv)
+        notes.append(note)
+        if python is None:
+            del pythons["modelopt"]
+        else:
+            pythons["modelopt"] = os.fspath(python)
+    print(f"host: {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.2f} at start", flush=True)
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as folder:
         model = build_resnet18(Path(folder) / "resnet18.onnx")
-        results, skipped = [], []
-        for batch_size in args.batch_sizes:
-            for samples in args.samples:
-                results.append(measure("trtopt", model, samples, batch_size, None))
-                print(_row(results[-1]), flush=True)
-        for batch_size in args.ort_batch_sizes or args.batch_sizes:
-            for samples in args.samples:
-                if samples > args.ort_max_samples:
-                    skipped.append(
-                        f"onnxruntime at {samples} samples, batch {batch_size}: skipped (--ort-max-samples "
-                        f"{args.ort_max_samples})"
-                    )
-                    continue
-                results.append(measure("onnxruntime", model, samples, batch_size, None))
-                print(_row(results[-1]), flush=True)
-    _summary(results, skipped)
+        results = []
+        for tool, python in pythons.items():
+            for batch_size in args.batch_sizes:
+                for samples in args.samples:
+                    if tool in ("onnxruntime", "modelopt") and samples > args.ort_max_samples:
+                        notes.append(f"{tool} at {samples} samples, batch {batch_size}: skipped (--ort-max-samples "
+                                     f"{args.ort_max_samples})")
+                        continue
+                    results.append(measure(tool, python, model, samples, batch_size))
+                    print(_row(results[-1]), flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    _summary(results, notes)
     return 0
 
 
 def _row(r: dict) -> str:
-    status = "" if r["ok"] else "  FAILED"
-    return (f"{r['tool']:<12} samples {r['samples']:>5}  batch {r['batch']:>3}  wall {r['wall_s']:8.1f} s  "
-            f"peak RSS {r['peak_rss_mb']:8.0f} MB  tensors {r['tensors']}{status}")
+    status = "" if r["ok"] else f"  FAILED: {r['error']}"
+    return (f"{r['tool']:<12} samples {r['samples']:>5}  batch {r['batch']:>3}  wall {r['wall_s']:7.1f} s  "
+            f"CPU {r['cpu_s']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB  tensors {r['tensors']}{status}")
 
 
-def _summary(results: list[dict], skipped: list[str]) -> None:
-    print("\n| tool | batch | samples | wall s | peak RSS MB |\n|---|---|---|---|---|")
+def _ratio(numerator: dict | None, denominator: dict | None, key: str) -> float | None:
+    return numerator[key] / denominator[key] if numerator and denominator else None
+
+
+def _verdict(value: float | None, target: str, good: bool) -> str:
+    return "not measured" if value is None else f"{value:.2f} ({target}: {'met' if good else 'NOT met'})"
+
+
+def _summary(results: list[dict], notes: list[str]) -> None:
+    print("\n| tool | batch | samples | wall s | CPU s | peak RSS MB |\n|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['tool']} | {r['batch']} | {r['samples']} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+        print(f"| {r['tool']} | {r['batch']} | {r['samples']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} |" + ("" if r["ok"] else f" failed: {r['error']}"))
     by_key = {(r["tool"], r["batch"], r["samples"]): r for r in results if r["ok"]}
     print()
-    for (tool, batch, samples), r in sorted(by_key.items()):
-        if tool != "trtopt":
-            continue
-        smallest = min(s for (t, b, s) in by_key if t == "trtopt" and b == batch)
-        if samples != smallest:
-            growth = r["peak_rss_mb"] / by_key[("trtopt", batch, smallest)]["peak_rss_mb"] - 1
-            print(f"trtopt batch {batch}: peak RSS {smallest} -> {samples} samples: {growth:+.1%} (target <= +20%)")
-        ort = by_key.get(("onnxruntime", batch, samples))
-        if ort:
-            print(f"batch {batch}, {samples} samples: trtopt/ORT peak RSS {r['peak_rss_mb'] / ort['peak_rss_mb']:.2f} "
-                  f"(target <= 0.25), ORT/trtopt wall time {ort['wall_s'] / r['wall_s']:.1f}x (target >= 3x)")
-    for note in skipped:
+    for batch in sorted({r["batch"] for r in results}):
+        for samples in sorted({r["samples"] for r in results if r["batch"] == batch}):
+            ours = by_key.get(("trtopt", batch, samples))
+            plain = _ratio(ours, by_key.get(("ort-pass", batch, samples)), "wall_s")
+            speedup = _ratio(by_key.get(("onnxruntime", batch, samples)), ours, "wall_s")
+            memory = _ratio(ours, by_key.get(("onnxruntime", batch, samples)), "peak_rss_mb")
+            modelopt = _ratio(by_key.get(("modelopt", batch, samples)), ours, "wall_s")
+            within = _verdict(plain, "<= 1.5", (plain or 9) <= 1.5)
+            print(f"batch {batch}, {samples} samples: trtopt / plain pass wall {within}; "
+                  f"ORT entropy / trtopt wall {_verdict(speedup, '>= 5', (speedup or 0) >= 5)}; "
+                  f"trtopt / ORT peak RSS {_verdict(memory, '<= 0.10', (memory or 9) <= 0.10)}; "
+                  f"ModelOpt / trtopt wall {'not measured' if modelopt is None else f'{modelopt:.2f}'}")
+        sizes = sorted(s for (t, b, s) in by_key if t == "trtopt" and b == batch)
+        if len(sizes) > 1:
+            growth = _ratio(by_key[("trtopt", batch, sizes[-1])], by_key[("trtopt", batch, sizes[0])], "peak_rss_mb")
+            print(f"batch {batch}: trtopt peak RSS {sizes[0]} -> {sizes[-1]} samples: "
+                  f"{_verdict(growth - 1 if growth else None, '<= +0.20', growth is not None and growth <= 1.2)}")
+    for note in notes:
         print("note:", note)
 
 

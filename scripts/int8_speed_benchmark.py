@@ -49,22 +49,23 @@ def build_engines(fp32: Path, work: Path, encodings: list[str], threads: int, ca
     """label -> Runner, each built by the ONNX Runtime backend from the model trtopt writes."""
     from trtopt.backends.onnxruntime import BACKEND
     from trtopt.backends.registry import BuildOptions
+    from trtopt.settings import EngineSettings
     from trtopt.quantization.calibrate import calibrate
     from trtopt.quantization.qdq import quantize
 
     table = calibrate(fp32, "random", method="max", max_samples=calib_samples, batch_size=8, threads=threads)
-    models = {"fp32 engine": (fp32, {})}
+    models: dict[str, tuple[Path, str | None]] = {"fp32 engine": (fp32, None)}
     for encoding in encodings:
         models[f"int8 ({encoding})"] = (quantize(fp32, table, work / f"int8-{encoding}.onnx", encoding=encoding).path,
-                                        {"encoding": encoding})
+                                        encoding)
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 
     # the exported ONNX as a user would run it without trtopt, next to trtopt's FP32 engine
     runners = {"fp32 (exported ONNX)": OnnxRuntimeRunner(fp32, threads=threads)}
-    for label, (path, extra) in models.items():
+    for label, (path, encoding) in models.items():
         folder = work / label.replace(" ", "_").replace("(", "").replace(")", "")
         folder.mkdir()
-        built = BACKEND.build(path, folder, BuildOptions(threads=threads, extra=extra))
+        built = BACKEND.build(path, folder, BuildOptions(encoding=encoding, engine=EngineSettings(threads=threads)))
         runners[label] = BACKEND.load(folder, {"engine": {"file": built.engine_file}, "io": {}})
     return runners
 

@@ -1,4 +1,5 @@
 """Replacing an engine folder while others read it: readers always get a complete engine, no debris stays."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,16 @@ print(reads, failures, first_error, sep="\\n")
 
 
 def _build(model: Path, engines: Path, seed: int) -> None:
-    build(model, name="net", engines_dir=engines, backend="onnxruntime", accuracy_samples=8, threads=1,
-          force=True, batch_size=8 + seed)
+    build(
+        model,
+        name="net",
+        engines_dir=engines,
+        backend="onnxruntime",
+        accuracy_samples=8,
+        threads=1,
+        force=True,
+        batch_size=8 + seed,
+    )
 
 
 def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_convnet, tmp_path):
@@ -92,11 +101,19 @@ def test_folder_from_before_versioning_is_replaced(residual_convnet, tmp_path):
     manifest["name"] = "plain"
     (plain / "manifest.json").write_text(json.dumps(manifest))
     load(plain).close()
-    build(residual_convnet, name="plain", engines_dir=engines, backend="onnxruntime", accuracy_samples=8, threads=1,
-          force=True)
+    build(
+        residual_convnet,
+        name="plain",
+        engines_dir=engines,
+        backend="onnxruntime",
+        accuracy_samples=8,
+        threads=1,
+        force=True,
+    )
     assert plain.is_symlink()
-    assert sorted(p.name for p in engines.iterdir() if p.name.startswith(".plain.") and not p.name.endswith(".lock")) \
-        == [os.path.basename(os.path.realpath(plain))]
+    assert sorted(
+        p.name for p in engines.iterdir() if p.name.startswith(".plain.") and not p.name.endswith(".lock")
+    ) == [os.path.basename(os.path.realpath(plain))]
     load(plain).close()
 
 

@@ -1,4 +1,4 @@
-"""The package's layering, checked on the source with ast.
+"""The package's layering and parameter-count rule, checked on the source with ast.
 
 Layers, lowest first: core types <- data, shapes, quantization <- backends <- pipeline <- bench,
 serve <- cli. A module may import its own layer and the layers below, never one above, whether the
@@ -16,15 +16,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trtopt"
 
 # top-level part of trtopt (module or subpackage) -> layer; lower numbers may not import higher ones
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["", "errors", "fileio", "progress", "hostinfo", "tensors", "usercode"], 0),
-    **dict.fromkeys(["data", "shapes", "quantization", "accuracy", "budget", "models", "cuda", "ortsession"], 1),
+    **dict.fromkeys(["", "errors", "fileio", "progress", "hostinfo", "tensors", "usercode", "signals"], 0),
+    **dict.fromkeys(["data", "shapes", "quantization", "accuracy", "budget", "settings", "models", "cuda",
+                     "ortsession"], 1),
     **dict.fromkeys(["train", "export"], 2),
     "backends": 3,
     "repository": 4,
-    **dict.fromkeys(["settings", "plan", "pipeline", "int8_eval", "sensitivity", "mixed_precision"], 5),
+    **dict.fromkeys(["plan", "pipeline", "int8_eval", "sensitivity", "mixed_precision"], 5),
     **dict.fromkeys(["bench", "serve", "demo"], 6),
     **dict.fromkeys(["cli", "__main__"], 7),
 }
+MAX_PARAMETERS = 10
 TORCH_ALLOWED = ("train", "models", "export", "backends/torch_eager.py")
 
 
@@ -120,3 +122,18 @@ def test_no_import_cycles(depth: int) -> None:
         if state[node] == 0:
             visit(node, [node])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_no_function_takes_more_than_ten_parameters() -> None:
+    problems = []
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = node.args
+                names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+                names = [n for n in names if n not in ("self", "cls")]
+                if len(names) > MAX_PARAMETERS:
+                    problems.append(
+                        f"trtopt/{path.relative_to(PACKAGE).as_posix()}:{node.lineno} {node.name}() takes {len(names)}"
+                    )
+    assert not problems, "settings dataclasses instead of long parameter lists:\n" + "\n".join(problems)

@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from trtopt.backends.onnxruntime import BACKEND, OnnxRuntimeRunner
 from trtopt.backends.registry import BuildOptions, get_backend
+from trtopt.settings import EngineSettings
 from trtopt.quantization.calibrate import calibrate
 from trtopt.quantization.qdq import quantize
 
@@ -26,7 +27,7 @@ def test_build_writes_optimized_model_and_session_options(residual_convnet, tmp_
     table = calibrate(residual_convnet, "random", method="max", max_samples=32)
     qdq = quantize(residual_convnet, table, tmp_path / "int8.onnx").path
     built = BACKEND.build(
-        qdq, tmp_path, BuildOptions(precision="int8", threads=1, extra={"encoding": "onnxruntime-cpu"})
+        qdq, tmp_path, BuildOptions(precision="int8", encoding="onnxruntime-cpu", engine=EngineSettings(threads=1))
     )
     engine = tmp_path / built.engine_file
     ops = [n.op_type for n in onnx.load(engine).graph.node]
@@ -45,7 +46,7 @@ def test_build_writes_optimized_model_and_session_options(residual_convnet, tmp_
 def test_tensorrt_encoding_runs_with_qdq_fusion_off(residual_convnet, tmp_path):
     table = calibrate(residual_convnet, "random", method="max", max_samples=32)
     qdq = quantize(residual_convnet, table, tmp_path / "int8.onnx", encoding="tensorrt").path
-    BACKEND.build(qdq, tmp_path, BuildOptions(precision="int8", extra={"encoding": "tensorrt"}))
+    BACKEND.build(qdq, tmp_path, BuildOptions(precision="int8", encoding="tensorrt"))
     session = json.loads((tmp_path / "session.json").read_text())
     assert session["config"] == {"session.disable_quant_qdq": "1"}
 

@@ -5,6 +5,7 @@ import pytest
 
 from trtopt.backends.onnxruntime_gpu import tensorrt_ep_options
 from trtopt.backends.registry import BuildOptions
+from trtopt.settings import EngineSettings
 from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
 
@@ -13,7 +14,7 @@ PROFILE = ShapeProfile(min={"input": (1, 3, 16, 16), "mask": (1, 16)}, opt={"inp
 
 
 def test_profile_becomes_explicit_ep_shapes() -> None:
-    options = tensorrt_ep_options(BuildOptions(profile=PROFILE, workspace_bytes=1 << 30))
+    options = tensorrt_ep_options(BuildOptions(profile=PROFILE, engine=EngineSettings(workspace_bytes=1 << 30)))
     assert options == {"trt_max_workspace_size": 1 << 30,
                        "trt_profile_min_shapes": "input:1x3x16x16,mask:1x16",
                        "trt_profile_opt_shapes": "input:8x3x16x16,mask:8x16",

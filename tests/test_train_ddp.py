@@ -147,3 +147,30 @@ def test_sigterm_to_the_launcher_stops_its_ranks(tmp_path):
     assert proc.returncode == 130 and "interrupted" in err
     gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
+
+
+def test_sigkill_to_the_launcher_stops_its_ranks_and_leaves_no_temp_files(tmp_path):
+    """SIGKILL cannot be handled: the workers' parent-death signal must end them, and no temp folder stays."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "trtopt", "-q", "train", "--epochs", "500", "--nproc", "2",
+                             "--out", str(tmp_path / "run"), *FAST], stderr=subprocess.DEVNULL,
+                            env={**_env(), "TMPDIR": str(scratch)})
+    children = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(children := psutil.Process(proc.pid).children()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+        while not (tmp_path / "run" / "metrics.jsonl").exists():  # training, not still importing torch
+            assert proc.poll() is None and time.monotonic() < deadline + 60, "no epoch finished"
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(children, timeout=10)
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+    assert not alive, "workers outlived their killed launcher"
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("trtopt-")]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trtopt.errors import UsageError
 from trtopt.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
 
 DEMO_EPOCHS = 20  # lenet on digits, 2 processes x batch 32: 98.5%, 98.2%, 98.2%, 97.8% test accuracy for seeds 0-3
@@ -22,6 +23,11 @@ class DemoOptions:
     epochs: int = DEMO_EPOCHS
     nproc: int = 2
     seed: int = 0
+
+    def __post_init__(self) -> None:  # before any step writes or trains
+        for flag, value in (("--epochs", self.epochs), ("--nproc", self.nproc)):
+            if value < 1:
+                raise UsageError(f"{flag} must be at least 1, got {value}")
 
 
 @dataclass
@@ -100,7 +106,8 @@ DEMO_STEPS: list[tuple[str, Callable[[DemoResult], None]]] = [
 def run_demo(out_dir: str | Path, *, epochs: int = DEMO_EPOCHS, nproc: int = 2, seed: int = 0,
              on_step: Callable[[str], None] | None = None) -> DemoResult:
     """Run every step in order into `out_dir`; OUT/demo.json records the summary."""
-    options = DemoOptions(ensure_writable_dir(out_dir), epochs=epochs, nproc=nproc, seed=seed)
+    options = DemoOptions(Path(out_dir), epochs=epochs, nproc=nproc, seed=seed)
+    ensure_writable_dir(out_dir)
     result = DemoResult(options)
     for name, step in DEMO_STEPS:
         if on_step:

@@ -74,6 +74,9 @@ def _export_bytes(model: Any, example: Any, opset: int, dynamic_batch: bool, exp
                 raise UsageError(
                     "this torch no longer has the TorchScript ONNX exporter; use --exporter dynamo"
                 ) from None
+        except RuntimeError as exc:  # an opset newer than the TorchScript exporter knows: the dynamo one may
+            if "opset" not in str(exc) or exporter == "torchscript":
+                raise
     shapes = ({0: torch.export.Dim(BATCH_AXIS, min=1)},) if dynamic_batch else None
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # it prints progress to stdout
         warnings.simplefilter("ignore")
@@ -89,6 +92,17 @@ def _export_bytes(model: Any, example: Any, opset: int, dynamic_batch: bool, exp
             verbose=False,
         )
     return program.model_proto.SerializeToString(), "dynamo"
+
+
+def _max_opset() -> int:
+    """The newest opset this torch's exporters write (the installed onnx package may know newer ones)."""
+    import onnx
+
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET  # not public API; absent in some releases
+    except ImportError:
+        return int(onnx.defs.onnx_opset_version())
+    return min(int(ONNX_MAX_OPSET), int(onnx.defs.onnx_opset_version()))
 
 
 def _verification_samples(spec: InputSpec, count: int) -> tuple[np.ndarray, str]:
@@ -136,8 +150,9 @@ def export_onnx(
     With `dynamic_batch=False` the graph is fixed to the first of `verify_batch_sizes`, and only that
     size is verified. Raises UsageError for bad arguments or checkpoints, TrtoptError on a parity miss.
     """
-    if opset < MIN_OPSET:
-        raise UsageError(f"--opset must be >= {MIN_OPSET}, got {opset}")
+    if not MIN_OPSET <= opset <= _max_opset():
+        raise UsageError(f"--opset must be between {MIN_OPSET} and {_max_opset()} (the newest this torch exports), "
+                         f"got {opset}")
     if exporter not in EXPORTERS:
         raise UsageError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     sizes = tuple(int(b) for b in verify_batch_sizes)

@@ -49,6 +49,14 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output folder
     return folder
 
 
+def ensure_file_target(path: str | os.PathLike[str], what: str = "output file") -> Path:
+    """`path` as a place to write a file: UsageError (exit 2) when it names an existing folder."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{what} {target} is a folder; expected a file path")
+    return target
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -71,7 +79,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call `write(handle)` on a temp file beside `path`, fsync it, then rename it over `path`."""
-    target = Path(path)
+    target = ensure_file_target(path)
     folder = ensure_writable_dir(target.parent if str(target.parent) else ".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:

@@ -159,7 +159,8 @@ class Evaluator:
         Fused integer kernels would hand out an exposed tensor already requantized for its consumer,
         charging the consumer's input quantization to the producer: simulated Q/DQ keeps them apart.
         """
-        from trtopt.backends.onnxruntime import OnnxRuntimeRunner, make_session_options, qdq_session_config
+        from trtopt.backends.onnxruntime import OnnxRuntimeRunner, qdq_session_config
+        from trtopt.ortsession import make_session_options
 
         if extra_outputs:
             model = onnx.load(os.fspath(path))

@@ -40,6 +40,12 @@ def tensor_info(node_arg: Any) -> TensorInfo:
     return TensorInfo(node_arg.name, np.dtype(dtype), shape)
 
 
+def check_threads(threads: int | None) -> None:
+    """--threads: None (ONNX Runtime's default) or a positive count; ORT itself accepts -1 silently."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"--threads must be positive, got {threads!r}")
+
+
 def make_session_options(
     threads: int | None = None,
     optimized_model_path: Path | None = None,
@@ -47,6 +53,7 @@ def make_session_options(
     config: Mapping[str, str] | None = None,
 ) -> ort.SessionOptions:
     """Session options used both to build (serialize the optimized model) and to run."""
+    check_threads(threads)
     options = ort.SessionOptions()
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
@@ -88,6 +95,10 @@ class OrtSession:
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self._session.run(self._output_names, dict(feed))))
+
+    @property
+    def closed(self) -> bool:
+        return self._session is None
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]

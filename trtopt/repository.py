@@ -12,7 +12,8 @@ Reuse contract: the manifest carries a ``cache_key`` (sha256 over the source ONN
 option, the calibration inputs, backend version and device). A build whose key matches an existing,
 intact folder is a cache hit: nothing is recalibrated or rebuilt.
 
-Manifest layout (schema version 1)::
+Manifest layout (schema version 2; version 1 recorded every build option and an ``extra`` dict in
+``build_options``, version 2 records the backend's engine-affecting settings and a ``qdq`` part)::
 
     schema_version, name, cache_key, created, trtopt_version, command,
     backend: {name, version}, device: {...}, precision,
@@ -20,7 +21,7 @@ Manifest layout (schema version 1)::
     engine: {file, sha256, bytes},
     calibration: {table_id, method, file, data, samples} | null,
     io: {inputs: [...], outputs: [...], profile: {min, opt, max}},
-    build_options: {...}, build_seconds,
+    build_options: {precision, profile, encoding, <Backend.engine_fields>..., qdq: {...} | null}, build_seconds,
     accuracy: {...AccuracyReport.to_json(), data, budget} | null,
     timing: {batch, median_ms},
     <backend-specific sections, e.g. "onnxruntime" or "tensorrt">
@@ -37,7 +38,7 @@ from trtopt.backends.base import Runner
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import lock_file, read_json, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -61,9 +62,9 @@ def read_manifest(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
     manifest = read_json(path, "engine manifest")
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        how = rebuild_hint(manifest) if isinstance(manifest, dict) else "rebuild the engine"
         raise UsageError(
-            f"{path}: manifest schema version {printable(repr(found))}, this trtopt reads {SCHEMA_VERSION}; "
-            "rebuild the engine"
+            f"{path}: manifest schema version {printable(repr(found))}, this trtopt reads {SCHEMA_VERSION}; {how}"
         )
     for key, kind in (("backend", dict), ("device", dict), ("engine", dict), ("precision", str)):
         if not isinstance(manifest.get(key), kind):

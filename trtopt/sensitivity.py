@@ -13,13 +13,15 @@ held-out samples; the analysis is a diagnostic, not part of a default build.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trtopt.accuracy import AccuracyReport, MetricSettings
+from trtopt.accuracy import AccuracyReport
+from trtopt.errors import UsageError
 from trtopt.int8_eval import Evaluation, Evaluator, Layer, QuantSettings, load_heldout, quantized_layers
+from trtopt.settings import BuildSettings
 
 
 def noise_to_signal(report: AccuracyReport) -> float:
@@ -127,40 +129,31 @@ def analyze(
     )
 
 
-def run_sensitivity(
-    model: Path,
-    *,
-    calib_data: str,
-    calib_method: str = "auto",
-    calib_table: str | None = None,
-    calib_samples: int = 512,
-    val_data: str | None = None,
-    samples: int = 64,
-    batch_size: int = 16,
-    encoding: str = "onnxruntime-cpu",
-    per_channel: bool = True,
-    exclude_nodes: Iterable[str] = (),
-    exclude_op_types: Iterable[str] = (),
-    metrics: MetricSettings | None = None,
-    threads: int | None = None,
-    on_layer: Callable[[int, int], None] | None = None,
-) -> SensitivityResult:
-    """Calibrate (or load ``calib_table``), then :func:`analyze` every quantized layer on held-out data."""
+def run_sensitivity(model: Path, settings: BuildSettings, *, samples: int = 64,
+                    on_layer: Callable[[int, int], None] | None = None) -> SensitivityResult:
+    """Calibrate (or load ``settings.calibration.table``), then :func:`analyze` every quantized layer on
+    `samples` held-out samples (the calibration, Q/DQ, accuracy-metric and thread settings of a build)."""
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.data.sources import open_source
     from trtopt.quantization.calibrate import calibrate
     from trtopt.quantization.table import ScaleTable
 
-    if calib_table:
-        table = ScaleTable.load(calib_table)
-        table.ensure_matches(model)
+    calibration, qdq, threads = settings.calibration, settings.qdq, settings.engine.threads
+    if calibration.data is None:
+        raise UsageError("--calib-data is required: its held-out part is the evaluation data unless --val-data")
+    if calibration.table:
+        table = ScaleTable.load(calibration.table)
+        table.ensure_matches(model, force=settings.force)
     else:
         with OnnxRuntimeRunner(model, threads=threads) as runner:
             inputs = runner.inputs
-        data = open_source(calib_data, inputs, batch_size=batch_size, max_samples=calib_samples, part="calibration")
-        table = calibrate(model, data, method=calib_method, threads=threads)
-    quant = QuantSettings(encoding, per_channel, tuple(sorted(exclude_nodes)), tuple(sorted(exclude_op_types)))
-    spec, part = (val_data, "all") if val_data else (calib_data, "heldout")
-    heldout = load_heldout(model, spec, part, samples, batch_size, threads)
-    with Evaluator(model, table, quant, heldout, metrics or MetricSettings(), threads) as evaluator:
+        data = open_source(calibration.data, inputs, batch_size=settings.batch_size, max_samples=calibration.samples,
+                           seed=calibration.seed, part="calibration")
+        table = calibrate(model, data, calibration, threads=threads)
+    quant = QuantSettings(qdq.encoding or "onnxruntime-cpu", qdq.per_channel, tuple(sorted(qdq.exclude_nodes)),
+                          tuple(sorted(qdq.exclude_op_types)))
+    val_data = settings.accuracy.data
+    spec, part = (val_data, "all") if val_data else (calibration.data, "heldout")
+    heldout = load_heldout(model, spec, part, samples, settings.batch_size, threads)
+    with Evaluator(model, table, quant, heldout, settings.accuracy.metrics, threads) as evaluator:
         return analyze(evaluator, quantized_layers(model, table, quant), on_layer)

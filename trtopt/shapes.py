@@ -11,8 +11,10 @@ Profile rules (per dynamic dimension of each input):
 * ``--shapes`` fills every role not given explicitly (trtexec: ``--shapes`` alone pins the shape);
 * the batch dimension (axis 0) otherwise defaults to min 1, max ``default_max_batch`` (or the largest
   value given) and opt = max, since TensorRT tunes kernels for opt and throughput runs use big batches;
-* any other dynamic dimension (sequence length, image size) has no safe default: it must be given,
-  otherwise a UsageError names the input and the dimension;
+* any other dynamic dimension (sequence length, image size) is taken from the calibration or
+  validation data when given (min and max of what it holds, opt = max; data outside explicit flags
+  is refused); it has no safe default otherwise: backends that need a profile (TensorRT) get a
+  UsageError naming the input and the dimension, others leave the input out of the profile;
 * min <= opt <= max, ranks match the model, and fixed dimensions are not contradicted.
 
 Inputs with only fixed dimensions are validated but left out of the profile (TensorRT needs profile
@@ -20,13 +22,16 @@ entries for dynamic inputs only).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 from trtopt.tensors import TensorInfo
 from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
 
 Shape = tuple[int, ...]
+ObservedShapes = Mapping[str, tuple[Shape, Shape]]  # input -> (smallest, largest) size per axis
 ROLES = ("min", "opt", "max")
 _ROLE_FLAGS = {"min": "--min-shapes", "opt": "--opt-shapes", "max": "--max-shapes"}
 
@@ -168,17 +173,50 @@ def _dim_roles(info: TensorInfo, axis: int, known: dict[str, int], default_max_b
     return filled
 
 
+def observe_shapes(feeds: Iterable[Mapping[str, np.ndarray]]) -> ObservedShapes:
+    """Per input, the smallest and largest size of every axis over the given feeds (one data pass)."""
+    observed: dict[str, tuple[Shape, Shape]] = {}
+    for feed in feeds:
+        for name, array in feed.items():
+            shape = tuple(int(d) for d in np.shape(array))
+            low, high = observed.get(name, (shape, shape))
+            if len(low) != len(shape):
+                continue  # a rank mismatch is reported by the feed check, with the data's origin
+            observed[name] = (tuple(map(min, low, shape)), tuple(map(max, high, shape)))
+    return observed
+
+
+def _check_observed(info: TensorInfo, axis: int, roles: Mapping[str, int], observed: ObservedShapes,
+                    what: str) -> None:
+    """Data whose size on a dynamic axis falls outside the flags' profile cannot be checked or calibrated."""
+    if info.name not in observed or axis == 0:
+        return
+    low, high = observed[info.name][0][axis], observed[info.name][1][axis]
+    if low < roles["min"] or high > roles["max"]:
+        raise UsageError(
+            f"{what}: input {info.name!r} dimension {axis} is {low}..{high} in the data, outside "
+            f"[{roles['min']}, {roles['max']}] given by --shapes/--min-shapes/--max-shapes; give shapes that cover "
+            "the data, or leave them out to take them from it")
+
+
 def derive_profile(inputs: Sequence[TensorInfo], shapes: Mapping[str, Shape] | str | None = None,
                    min_shapes: Mapping[str, Shape] | str | None = None,
                    opt_shapes: Mapping[str, Shape] | str | None = None,
                    max_shapes: Mapping[str, Shape] | str | None = None,
-                   default_max_batch: int = 32) -> ShapeProfile:
+                   default_max_batch: int = 32, *, observed: ObservedShapes | None = None,
+                   observed_from: str = "the data", require_all: bool = True) -> ShapeProfile:
     """The min/opt/max profile for every dynamic input (rules in the module docstring).
 
-    Flags may be given as parsed mappings or as the raw flag text. Raises UsageError naming the
-    flag, input and dimension for unknown names, rank or fixed-dimension mismatches, a dynamic
-    non-batch dimension without a value, or min > opt > max.
+    Flags may be given as parsed mappings or as the raw flag text. ``observed`` (from
+    :func:`observe_shapes` over calibration or validation data, described by ``observed_from``)
+    gives the non-batch dynamic dimensions no flag gave: min and max are what the data holds, opt
+    is the max. Flags win; data outside them is refused. Without ``require_all`` (backends that
+    run any shape, such as ONNX Runtime), an input with a dimension nobody gave is left out of the
+    profile instead of refused. Raises UsageError naming the flag, input and dimension for unknown
+    names, rank or fixed-dimension mismatches, a dynamic non-batch dimension without a value (when
+    required), or min > opt > max.
     """
+    observed = observed or {}
     if default_max_batch < 1:
         raise UsageError(f"default max batch must be >= 1, got {default_max_batch}")
     by_name = {info.name: info for info in inputs}
@@ -203,6 +241,13 @@ def derive_profile(inputs: Sequence[TensorInfo], shapes: Mapping[str, Shape] | s
                 source = given[role].get(info.name) or given["shapes"].get(info.name)
                 if source is not None:
                     known[role] = source[axis]
+            if known:
+                _check_observed(info, axis, _dim_roles(info, axis, known, default_max_batch), observed, observed_from)
+            elif axis > 0 and info.name in observed:
+                low, high = observed[info.name][0][axis], observed[info.name][1][axis]
+                known = {"min": low, "opt": high, "max": high}
+            elif axis > 0 and not require_all:
+                break  # no value for this dimension: the input stays out of the profile (runs any shape)
             roles = _dim_roles(info, axis, known, default_max_batch)
             if not roles["min"] <= roles["opt"] <= roles["max"]:
                 raise UsageError(
@@ -211,8 +256,9 @@ def derive_profile(inputs: Sequence[TensorInfo], shapes: Mapping[str, Shape] | s
                     "does not hold; fix --min-shapes/--opt-shapes/--max-shapes")
             for role in ROLES:
                 per_role[role].append(roles[role])
-        for role in ROLES:
-            getattr(profile, role)[info.name] = tuple(per_role[role])
+        else:
+            for role in ROLES:
+                getattr(profile, role)[info.name] = tuple(per_role[role])
     return profile
 
 
@@ -223,3 +269,27 @@ def profile_bounds(info: TensorInfo, profile: ShapeProfile) -> tuple[tuple[int, 
         return None
     return tuple((lo, hi) if is_dynamic(dim) else None for dim, lo, hi in zip(info.shape, low, high))
 
+
+
+def fit_profile_batch(feed: Mapping[str, np.ndarray], profile: ShapeProfile) -> tuple[dict[str, np.ndarray], int]:
+    """Pad a batch smaller than the profile's minimum batch by repeating its last sample.
+
+    The last batch of a data set is usually short; an engine built for ``--shapes x:8x...`` cannot
+    run 3 samples. Returns (feed, padded rows); callers drop the padding from the outputs with
+    :func:`unpad_outputs`.
+    """
+    rows = next((int(np.shape(a)[0]) for a in feed.values() if np.ndim(a)), 0)
+    wanted = max((profile.min[name][0] for name in feed if profile.min.get(name)), default=0)
+    if not rows or rows >= wanted:
+        return dict(feed), 0
+    pad = wanted - rows
+    padded = {name: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if np.ndim(a) and np.shape(a)[0] == rows
+              else a for name, a in feed.items()}
+    return padded, pad
+
+
+def unpad_outputs(outputs: Mapping[str, np.ndarray], rows: int, padded: int) -> dict[str, np.ndarray]:
+    """Outputs of the real ``rows`` samples of a batch :func:`fit_profile_batch` padded by ``padded``."""
+    if not padded:
+        return dict(outputs)
+    return {name: a[:rows] if np.ndim(a) and np.shape(a)[0] == rows + padded else a for name, a in outputs.items()}

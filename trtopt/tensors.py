@@ -71,6 +71,9 @@ def validate_feed(feed: Mapping[str, Any], inputs: Sequence[TensorInfo]) -> dict
 
     Returns the feed as contiguous numpy arrays. Raises UsageError naming the tensor.
     """
+    if not isinstance(feed, Mapping):
+        raise UsageError(f"the feed must be a dict of input name -> array, got a {type(feed).__name__}; "
+                         f"the model expects {[i.describe() for i in inputs]}")
     expected = {info.name: info for info in inputs}
     missing = [name for name in expected if name not in feed]
     unknown = [name for name in feed if name not in expected]

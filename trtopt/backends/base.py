@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from trtopt.errors import UsageError
 from trtopt.tensors import TensorInfo, validate_feed
 
 
@@ -50,9 +51,20 @@ class Runner(abc.ABC):
         """Accelerator memory the loaded engine holds; None for runners that use host memory only."""
         return None
 
+    @property
+    def closed(self) -> bool:
+        """True after close(); backends say how they know (their session or engine is released)."""
+        return False
+
     def infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run one batch; feed maps every input name to an array. Checked before the backend sees it."""
+        self._ensure_open()
         return self._infer(self._checked_feed(feed))
+
+    def _ensure_open(self) -> None:
+        """Using a closed runner is the caller's mistake: a usage error, not a failure inside the backend."""
+        if self.closed:
+            raise UsageError(f"this {self.backend} runner is closed; load the engine again (trtopt.load) to run it")
 
     def _checked_feed(self, feed: Mapping[str, Any]) -> Mapping[str, Any]:
         """The feed as contiguous numpy arrays, or UsageError naming the tensor. Backends that also

@@ -51,6 +51,10 @@ class OnnxRuntimeRunner(Runner):
     def providers(self) -> list[str]:
         return self._session.providers
 
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
     def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return self._session.run(feed)
 
@@ -77,6 +81,8 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     title = "ONNX Runtime on the CPU"
+    default_encoding = "onnxruntime-cpu"
+    engine_fields = ("threads",)  # recorded in session.json, which the engine folder holds
 
     def availability(self) -> tuple[bool, str]:
         return True, f"onnxruntime {ort.__version__} on the CPU"
@@ -92,19 +98,21 @@ class OnnxRuntimeBackend:
     def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
         return exact_match_problems(manifest, self.version(), self.device())
 
+    def check_options(self, options: BuildOptions) -> None:
+        """Every option ONNX Runtime reads (threads) is checked by the settings themselves."""
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
-        config = qdq_session_config(options.extra.get("encoding"))
+        threads = options.engine.threads
+        config = qdq_session_config(options.encoding)
         session = {
             "graph_optimization": "all",
             "saved_optimization": SAVED_OPTIMIZATION,
-            "intra_op_num_threads": options.threads,
+            "intra_op_num_threads": threads,
             "providers": ["CPUExecutionProvider"],
             "config": config,
         }
-        build_options = make_session_options(
-            options.threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config
-        )
+        build_options = make_session_options(threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config)
         try:
             ort.InferenceSession(os.fspath(onnx_path), build_options, providers=session["providers"])
         except Exception as exc:  # ORT's own exception types: report the model and the first line
@@ -121,7 +129,7 @@ class OnnxRuntimeBackend:
     def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner:
         """Reopen the optimized model with the recorded session options (threads may be overridden)."""
         folder = Path(engine_dir)
-        session = read_json(folder / SESSION_FILE, "ONNX Runtime session options")
+        session = _read_session(folder / SESSION_FILE)
         threads = runner_options.pop("threads", None) or session.get("intra_op_num_threads")
         if runner_options:
             raise UsageError(f"the onnxruntime backend takes only threads=, not {sorted(runner_options)}")
@@ -131,6 +139,27 @@ class OnnxRuntimeBackend:
         engine_file = (manifest.get("engine") or {}).get("file", ENGINE_FILE)
         return OnnxRuntimeRunner(folder / str(engine_file), session_options=options,
                                  providers=session.get("providers"), profile=profile)
+
+
+_SESSION_FIELDS = {  # session.json key: (check, what it must be)
+    "graph_optimization": (lambda v: v in ("disabled", "basic", "extended", "all"),
+                           "one of disabled, basic, extended, all"),
+    "intra_op_num_threads": (lambda v: v is None or (type(v) is int and v >= 1), "null or a positive integer"),
+    "providers": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of provider names"),
+    "config": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())),
+               "a mapping of strings to strings"),
+}
+
+
+def _read_session(path: Path) -> dict[str, Any]:
+    """The engine's recorded session options, checked: a hand-edited file is a usage error naming it."""
+    session = read_json(path, "ONNX Runtime session options")
+    if not isinstance(session, dict):
+        raise UsageError(f"{path}: expected a JSON object of session options; rebuild the engine")
+    for key, (valid, what) in _SESSION_FIELDS.items():
+        if key in session and not valid(session[key]):
+            raise UsageError(f"{path}: {key!r} must be {what}, got {session[key]!r}; rebuild the engine")
+    return session
 
 
 BACKEND = OnnxRuntimeBackend()

@@ -51,8 +51,8 @@ def _shape_list(shapes: Mapping[str, Sequence[int]]) -> str:
 def tensorrt_ep_options(options: BuildOptions) -> dict[str, Any]:
     """The TensorRT execution provider's options for a build (see the module doc for why)."""
     settings: dict[str, Any] = {}
-    if options.workspace_bytes:
-        settings["trt_max_workspace_size"] = int(options.workspace_bytes)
+    if options.engine.workspace_bytes:
+        settings["trt_max_workspace_size"] = int(options.engine.workspace_bytes)
     profile = options.profile
     if profile.min or profile.opt or profile.max:
         if not (set(profile.min) == set(profile.opt) == set(profile.max)):
@@ -85,6 +85,11 @@ class OnnxRuntimeGpuBackend:
         self.name = name
         self.provider = provider
         self.title = f"ONNX Runtime {provider}"
+        self.default_encoding = "onnxruntime-cpu"
+        # threads are recorded in session.json; the TensorRT EP also takes the workspace limit
+        self.engine_fields: tuple[str, ...] = (
+            ("threads", "workspace_bytes") if provider == "TensorrtExecutionProvider" else ("threads",)
+        )
 
     def availability(self) -> tuple[bool, str]:
         available = ort.get_available_providers()
@@ -109,6 +114,11 @@ class OnnxRuntimeGpuBackend:
     def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
         return exact_match_problems(manifest, self.version(), self.device())
 
+    def check_options(self, options: BuildOptions) -> None:
+        """The profile's shape lists must be expressible in the TensorRT EP's option format."""
+        if self.provider == "TensorrtExecutionProvider":
+            tensorrt_ep_options(options)
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         usable, why = self.availability()
         if not usable:
@@ -120,7 +130,7 @@ class OnnxRuntimeGpuBackend:
         with open(source, "rb") as handle:
             atomic_write(staging / ENGINE_FILE, lambda out: shutil.copyfileobj(handle, out))
         provider_options = tensorrt_ep_options(options) if self.provider == "TensorrtExecutionProvider" else {}
-        session = {"provider": self.provider, "provider_options": provider_options, "threads": options.threads}
+        session = {"provider": self.provider, "provider_options": provider_options, "threads": options.engine.threads}
         atomic_write_json(staging / SESSION_FILE, session)
         # the TensorRT EP builds its engine on first load; build here once so the folder holds it
         runner = self._runner(staging, session)

@@ -7,12 +7,14 @@ pipeline talk only to this protocol, so adding a backend touches no pipeline cod
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from trtopt.backends.base import Runner
 from trtopt.errors import UsageError
+from trtopt.settings import EngineSettings
 from trtopt.tensors import ShapeProfile
 
 # name -> module that defines BACKEND (or "module:ATTRIBUTE" when one module serves several)
@@ -26,33 +28,21 @@ BACKEND_MODULES: dict[str, str] = {
 AUTO_ORDER: tuple[str, ...] = ("tensorrt", "onnxruntime")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildOptions:
-    """Every option a build takes, in one place (recorded in the manifest and in the cache key)."""
+    """What a backend's build() is asked for: the precision the ONNX already encodes, the shape
+    profile, the Q/DQ encoding of an INT8 model, and the engine settings (the backend reads the
+    fields it understands and declares the engine-affecting ones in ``engine_fields``)."""
 
     precision: str = "fp32"  # fp32 | fp16 | int8 (the ONNX handed to the backend already encodes it)
     profile: ShapeProfile = field(default_factory=ShapeProfile)
-    workspace_bytes: int | None = None
-    opt_level: int | None = None
-    tf32: bool = True
-    version_compatible: bool = False
-    hardware_compat: str = "none"  # none | ampere+ | same-compute-capability
-    timing_cache: Path | None = None
-    threads: int | None = None  # CPU backends: intra-op threads (None = library default)
-    extra: dict[str, Any] = field(default_factory=dict)
+    encoding: str | None = None  # Q/DQ encoding of an int8 model (tensorrt | onnxruntime-cpu)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision,
-            "profile": self.profile.to_json(),
-            "workspace_bytes": self.workspace_bytes,
-            "opt_level": self.opt_level,
-            "tf32": self.tf32,
-            "version_compatible": self.version_compatible,
-            "hardware_compat": self.hardware_compat,
-            "threads": self.threads,
-            "extra": self.extra,
-        }
+    def to_json(self, engine_fields: Sequence[str]) -> dict[str, Any]:
+        """Recorded in the manifest and hashed into the cache key: only `engine_fields` of the engine settings."""
+        return {"precision": self.precision, "profile": self.profile.to_json(), "encoding": self.encoding,
+                **self.engine.to_json(engine_fields)}
 
 
 @dataclass
@@ -66,6 +56,9 @@ class BuiltEngine:
 class Backend(Protocol):
     name: str
     title: str  # how messages name it, e.g. "ONNX Runtime on the CPU"
+    default_encoding: str  # Q/DQ encoding an INT8 build writes for this backend unless --encoding says otherwise
+    # EngineSettings fields that change the engine this backend builds (cache key and manifest take only these)
+    engine_fields: tuple[str, ...]
 
     def availability(self) -> tuple[bool, str]:
         """(usable here?, one-line reason naming what is missing when not)."""
@@ -77,6 +70,9 @@ class Backend(Protocol):
 
     def compatibility_problems(self, manifest: dict[str, Any]) -> list[str]:
         """Why the engine a manifest describes cannot run here (empty when it can)."""
+
+    def check_options(self, options: BuildOptions) -> None:
+        """UsageError naming the flag when this backend cannot build with `options` (called while planning)."""
 
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine: ...
 

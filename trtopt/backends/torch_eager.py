@@ -60,6 +60,10 @@ class TorchRunner(Runner):
         self._model = compiled
         self.compiled = True
 
+    @property
+    def closed(self) -> bool:
+        return self._model is None
+
     def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             result = self._model(torch.from_numpy(feed[INPUT_NAME]))

@@ -77,20 +77,36 @@ class History:
         return run_id
 
     def get(self, run_id: int) -> dict[str, Any]:
-        row = self._db.execute("SELECT report FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = self._db.execute("SELECT id, report FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise UsageError(f"--compare-to {run_id}: no such run in {self.path}")
-        return json.loads(row[0])
+        return self._report(row)
 
     def last(self, label: str | None = None) -> dict[str, Any] | None:
         """The most recent run (with `label` when given), or None for an empty history."""
         if label is None:
-            row = self._db.execute("SELECT report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            row = self._db.execute("SELECT id, report FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         else:
             row = self._db.execute(
-                "SELECT report FROM runs WHERE label = ? ORDER BY id DESC LIMIT 1", (label,)
+                "SELECT id, report FROM runs WHERE label = ? ORDER BY id DESC LIMIT 1", (label,)
             ).fetchone()
-        return json.loads(row[0]) if row else None
+        return self._report(row) if row else None
+
+    def _report(self, row: tuple[int, Any]) -> dict[str, Any]:
+        """A stored report; a row edited or damaged outside trtopt is a usage error naming the file and run."""
+        run_id, text = row
+        try:
+            report = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--history {self.path}: run {run_id} holds no readable report ({exc}); "
+                             "use another --compare-to run or another --history file") from exc
+        shape_ok = isinstance(report, dict) and isinstance(report.get("targets"), list) and all(
+            isinstance(t, dict) and "name" in t for t in report["targets"]) and all(
+            isinstance(report.get(key), dict) for key in ("config", "environment"))
+        if not shape_ok:
+            raise UsageError(f"--history {self.path}: run {run_id} is not a trtopt benchmark report; "
+                             "use another --compare-to run or another --history file")
+        return report
 
     def resolve(self, ref: str, label: str | None = None) -> dict[str, Any]:
         """``last`` or a run id, as given to --compare-to."""

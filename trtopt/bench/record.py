@@ -15,8 +15,8 @@ from typing import Any
 from trtopt.bench import report_html, report_json, report_markdown
 from trtopt.bench.compare import DEFAULT_SPREAD_K, DEFAULT_THRESHOLD, compare_reports, regression_summary
 from trtopt.bench.history import History
-from trtopt.errors import RegressionDetected
-from trtopt.fileio import atomic_write_text
+from trtopt.errors import RegressionDetected, UsageError
+from trtopt.fileio import atomic_write_text, ensure_file_target
 
 log = logging.getLogger("trtopt.bench")
 
@@ -32,6 +32,11 @@ class RecordOptions:
     markdown_path: Path | None = None
     html_path: Path | None = None
 
+    def __post_init__(self) -> None:  # refuse before the benchmark runs, not after
+        for flag, path in (("--json", self.json_path), ("--markdown", self.markdown_path), ("--html", self.html_path)):
+            if path is not None:
+                ensure_file_target(path, flag)
+
 
 def record(report: dict[str, Any], options: RecordOptions) -> dict[str, Any]:
     """Compare/store/write as `options` say; raises RegressionDetected after all outputs exist."""
@@ -45,7 +50,11 @@ def record(report: dict[str, Any], options: RecordOptions) -> dict[str, Any]:
                 )
             elif options.compare_to:
                 previous = history.resolve(options.compare_to, report.get("label"))
-                report["comparison"] = compare_reports(previous, report, options.threshold, options.spread_k)
+                try:
+                    report["comparison"] = compare_reports(previous, report, options.threshold, options.spread_k)
+                except (KeyError, TypeError, ValueError) as exc:  # our report is complete: the stored one is damaged
+                    raise UsageError(f"--history {history.path}: run {previous.get('run_id')} is damaged "
+                                     f"({type(exc).__name__}: {exc}); compare to another run") from exc
             if options.store:
                 history.store(report)
     writers = [(options.json_path, report_json.dumps), (options.markdown_path, report_markdown.render),

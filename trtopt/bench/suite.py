@@ -18,6 +18,7 @@ from typing import Any
 from trtopt.bench.compare import DEFAULT_SPREAD_K, DEFAULT_THRESHOLD
 from trtopt.bench.driver import BenchConfig, benchmark
 from trtopt.bench.record import RecordOptions, record
+from trtopt.usercode import runs_code
 from trtopt.errors import RegressionDetected, UsageError
 
 if sys.version_info >= (3, 11):
@@ -130,8 +131,19 @@ def _model(path: Path, index: int, table: Any) -> SuiteModel:
     )
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Parse and check a suite file; every problem is a UsageError naming the file and key."""
+def _refuse_code(path: Path, where: str, table: Mapping[str, Any]) -> None:
+    """A suite may come from anyone: its Python loaders run only when the user says --allow-code."""
+    for key in ("data", "calib_data"):
+        if key in table and runs_code(table[key]):
+            raise _fail(path, f"{where}.{key} = {table[key]!r} is a Python loader: it would import and run that file. "
+                              "Pass --allow-code if you trust this suite's code")
+
+
+def load_suite(path: str | Path, allow_code: bool = False) -> Suite:
+    """Parse and check a suite file; every problem is a UsageError naming the file and key.
+
+    ``file.py[:fn]`` data loaders are refused unless `allow_code` (``--allow-code``): they run code.
+    """
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"suite file not found: {file}")
@@ -149,6 +161,10 @@ def load_suite(path: str | Path) -> Suite:
         raise _fail(file, "no models; add at least one [[models]] table")
     root = file.parent
     parsed = [_model(file, i, m) for i, m in enumerate(models)]
+    if not allow_code:
+        _refuse_code(file, "bench", bench)
+        for index, table in enumerate(models):
+            _refuse_code(file, f"models[{index}]", table)
     names = [m.name for m in parsed]
     if len(set(names)) != len(names):
         raise _fail(file, f"model names must be unique, got {names}")
@@ -203,11 +219,12 @@ def run_suite(
     spread_k: float | None = None,
     store: bool = True,
     printer: Callable[[str], None] = print,
+    allow_code: bool = False,
 ) -> int:
     """Run every model of the suite; raises RegressionDetected (exit 3) after all models ran."""
     from trtopt.bench import report_terminal
 
-    suite = load_suite(path)
+    suite = load_suite(path, allow_code=allow_code)
     regressed: list[str] = []
     for model in suite.models:
         config = BenchConfig(**{**suite.bench, **model.bench, "label": f"{suite.name}/{model.name}"})

@@ -6,7 +6,8 @@ Each verb lives in its own module in this package and exposes
 exactly the verbs that exist. Verb modules import heavy libraries (torch, onnxruntime) inside
 ``run`` only, keeping ``--help`` fast.
 
-Exit statuses: 0 ok, 1 failure, 2 usage error, 3 benchmark regression, 130 interrupted.
+Exit statuses: 0 ok, 1 failure, 2 usage error, 3 benchmark regression, 130 interrupted (Ctrl-C or
+SIGTERM: both unwind through the same cleanup, see trtopt.signals).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from trtopt import __version__
 from trtopt.errors import TrtoptError
 from trtopt.progress import set_quiet
+from trtopt.signals import Terminated, sigterm_as_interrupt
 
 log = logging.getLogger("trtopt")
 
@@ -53,12 +56,16 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    # recorded by verbs that write artefacts (the build manifest), so a later load() can say how to rebuild
+    args.command_line = "trtopt " + shlex.join(argv)
     _configure_logging(args.verbose, args.quiet)
     set_quiet(args.quiet)
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except TrtoptError as exc:
         if args.debug:
             traceback.print_exc()
@@ -68,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print(f"trtopt {args.verb}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated): cleanup has run
+        print(f"trtopt {args.verb}: {exc if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback
         if args.debug:

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trtopt.usercode import CODE_WARNING
 from trtopt.errors import UsageError
 
 if TYPE_CHECKING:  # imported lazily at run time: `--help` stays fast
@@ -52,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="SUITE.toml",
         help="run a benchmark suite (builds missing engines) instead of TARGETs",
+    )
+    parser.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="let the suite's data/calib_data name file.py:fn loaders, which import and run that "
+        "Python file (refused without this flag: a suite file may come from anyone)",
     )
     load = parser.add_argument_group("load")
     load.add_argument(
@@ -99,7 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--data",
         metavar="SRC",
-        help="data source as in calibration (.npy/.npz, folder, digits); labels give task accuracy",
+        help="data source as in calibration (.npy/.npz, folder, image folder, file.py:fn, digits); labels give "
+        f"task accuracy ({CODE_WARNING})",
     )
     data.add_argument(
         "--data-part",
@@ -191,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         from trtopt.bench.suite import run_suite
 
         return run_suite(args.suite, history=args.history, compare_to=args.compare_to, threshold=args.threshold,
-                         spread_k=args.spread_k, store=not args.no_history)
+                         spread_k=args.spread_k, store=not args.no_history, allow_code=args.allow_code)
     if not args.targets and not args.baseline:
         raise UsageError(
             "no targets given; pass TARGET... (engine folders, .onnx files, checkpoints) or --suite SUITE.toml"

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from trtopt.usercode import CODE_WARNING
+
 if TYPE_CHECKING:
     from trtopt.accuracy import MetricSettings
 
@@ -86,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     precision.add_argument("--int8", action="store_true", help="explicit INT8 (Q/DQ) from calibration")
     precision.add_argument("--fp16", action="store_true", help="mixed precision FP16 (I/O stay FP32)")
     p.add_argument(
-        "--calib-data", metavar="SRC", help="calibration data: .npz/.npy, folder, image folder, file.py:fn, digits"
+        "--calib-data",
+        metavar="SRC",
+        help=f"calibration data: .npz/.npy, folder, image folder, file.py:fn, digits ({CODE_WARNING})",
     )
     p.add_argument(
         "--calib-method",
@@ -99,7 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calib-table", metavar="JSON", help="scale table from `trtopt calibrate` (instead of --calib-data)"
     )
     p.add_argument("--calib-samples", type=int, default=512, help="most calibration samples to use (default 512)")
-    p.add_argument("--val-data", metavar="SRC", help="accuracy data (default: held-out part of --calib-data)")
+    p.add_argument(
+        "--val-data",
+        metavar="SRC",
+        help=f"accuracy data, same forms as --calib-data (default: its held-out part; {CODE_WARNING})",
+    )
     p.add_argument("--accuracy-samples", type=int, default=512, help="most samples for the accuracy check")
     p.add_argument(
         "--accuracy-budget",
@@ -127,6 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-shapes", help="profile minimum shapes")
     p.add_argument("--opt-shapes", help="profile optimum shapes")
     p.add_argument("--max-shapes", help="profile maximum shapes")
+    p.add_argument("--input-range", metavar="NAME:LO:HI,...",
+                   help="value range of generated (random) data per input, e.g. ids:0:30522; required for integer "
+                        "inputs when no --calib-data/--val-data is given")
     add_quantization_arguments(p)
     p.add_argument("--fp16-io", dest="keep_io_types", action="store_false", help="FP16 inputs/outputs (with --fp16)")
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (build, accuracy check and the engine)")
@@ -239,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
         version_compatible=args.version_compatible,
         hardware_compat=args.hardware_compat,
         batch_size=args.batch_size,
+        input_ranges=args.input_range,
         force=args.force,
+        command=args.command_line,
     )
     if args.json:
         print(

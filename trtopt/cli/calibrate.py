@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from trtopt.usercode import CODE_WARNING
 import time
 from pathlib import Path
 
@@ -14,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "TensorRT calibration cache.")
     parser.add_argument("model", help="FP32 ONNX model")
     parser.add_argument("--calib-data", metavar="SRC",
-                        help="digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION]")
+                        help="digits | random | FILE.npz | FOLDER (arrays or images) | FILE.py[:FUNCTION] "
+                             f"({CODE_WARNING})")
     parser.add_argument("--method", "--calib-method", dest="method", default="entropy",
                         choices=["entropy", "auto", "percentile", "max", "mse"],
                         help="calibration method (default entropy; auto picks per tensor the candidate with the least "
@@ -49,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="convert an existing TensorRT calibration cache into a scale table for MODEL",
     )
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--calib-device", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"],
+                        help="where the forward pass runs: auto (ONNX Runtime's CUDA provider when onnxruntime-gpu "
+                             "and a CUDA device are present, else the CPU), cpu, cuda, tensorrt (default auto)")
     parser.set_defaults(func=run)
 
 
@@ -94,4 +100,4 @@ def _calibrate(args: argparse.Namespace) -> "ScaleTable":  # noqa: F821 - import
     return calibrate(args.model, args.calib_data, method=args.method, percentile=args.percentile,
                      all_tensors=args.all_tensors, nan_policy=args.nan_policy, batch_size=args.batch_size,
                      max_samples=args.max_samples, threads=args.threads, seed=args.seed, part=args.calib_part,
-                     source_options=options)
+                     source_options=options, device=args.calib_device)

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet and not args.json:
             print(f"== {step}", file=sys.stderr, flush=True)
 
-    result = run_demo(args.out, epochs=args.epochs or DEMO_EPOCHS, nproc=args.nproc, seed=args.seed, on_step=announce)
+    epochs = DEMO_EPOCHS if args.epochs is None else args.epochs  # 0 is refused, not taken for "default"
+    result = run_demo(args.out, epochs=epochs, nproc=args.nproc, seed=args.seed, on_step=announce)
     print(json.dumps(result.to_json(), indent=2) if args.json else format_summary(result))
     return 0

@@ -32,18 +32,23 @@ def run(args: argparse.Namespace) -> int:
     if args.fp16:
         from trtopt.quantization.fp16 import convert_fp16
 
-        if table is not None:
-            table.ensure_matches(args.onnx, force=args.force)
-        result = convert_fp16(args.onnx, args.output, scales=table, keep_io_types=not args.fp16_io,
-                              exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types)
+        result = convert_fp16(
+            args.onnx,
+            args.output,
+            scales=table,
+            keep_io_types=not args.fp16_io,
+            exclude_nodes=args.exclude_nodes,
+            exclude_op_types=args.exclude_op_types,
+            force=args.force,
+        )
         print(f"wrote {result.path}: {result.converted_nodes} nodes in FP16, {len(result.kept_fp32)} kept in FP32")
         for node, reason in result.kept_fp32.items():
             print(f"  {node}: {reason}")
         return 0
     if table is None:
         raise UsageError(
-            "INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --data SRC` first), "
-            "or use --fp16"
+            "INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --calib-data SRC "
+            "-o TABLE.json` first), or use --fp16"
         )
     from trtopt.quantization.qdq import quantize
 

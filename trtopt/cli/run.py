@@ -31,11 +31,12 @@ def _read_feed(specs: list[str], input_names: list[str]) -> dict:
             name, path = "", spec
         try:
             loaded = np.load(path, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):  # lazy members: object arrays fail here, never unpickled
+                feed.update({key: loaded[key] for key in loaded.files})
+                continue
         except (OSError, ValueError) as exc:
             raise UsageError(f"--input {spec}: cannot read {path}: {exc}") from exc
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            feed.update({key: loaded[key] for key in loaded.files})
-        elif name:
+        if name:
             feed[name] = loaded
         elif len(input_names) == 1:
             feed[input_names[0]] = loaded

@@ -50,22 +50,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 1 or args.batch_size < 1:
         raise UsageError("--samples and --batch-size must be at least 1")
-    encoding = args.encoding or "onnxruntime-cpu"
+    from trtopt.settings import BuildSettings
+
+    settings = BuildSettings(batch_size=args.batch_size).with_overrides(
+        calib_data=args.calib_data, calib_method=args.calib_method, calib_table=args.calib_table,
+        calib_samples=args.calib_samples, val_data=args.val_data, encoding=args.encoding,
+        per_channel=not args.per_tensor, exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types,
+        metrics=metric_settings(args), threads=args.threads)
     result = run_sensitivity(
-        Path(args.onnx),
-        calib_data=args.calib_data,
-        calib_method=args.calib_method,
-        calib_table=args.calib_table,
-        calib_samples=args.calib_samples,
-        val_data=args.val_data,
-        samples=args.samples,
-        batch_size=args.batch_size,
-        encoding=encoding,
-        per_channel=not args.per_tensor,
-        exclude_nodes=args.exclude_nodes,
-        exclude_op_types=args.exclude_op_types,
-        metrics=metric_settings(args),
-        threads=args.threads,
+        Path(args.onnx), settings, samples=args.samples,
         on_layer=lambda done, total: print(f"\rsensitivity: {done}/{total} layers", end="", file=sys.stderr),
     )
     print(file=sys.stderr)

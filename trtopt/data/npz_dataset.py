@@ -36,7 +36,10 @@ class NpzDataset:
 
 
 def _pair(path: Path, arrays: np.lib.npyio.NpzFile, xkey: str, ykey: str) -> tuple[np.ndarray, np.ndarray]:
-    x, y = arrays[xkey], arrays[ykey]
+    try:  # members load lazily: an object (pickled) array fails here and is never unpickled
+        x, y = arrays[xkey], arrays[ykey]
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read '{xkey}'/'{ykey}': {exc}") from exc
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or not np.issubdtype(x.dtype, np.number):
@@ -49,6 +52,9 @@ def _pair(path: Path, arrays: np.lib.npyio.NpzFile, xkey: str, ykey: str) -> tup
         raise UsageError(f"{path}: '{xkey}' has {x.shape[0]} samples but '{ykey}' has {y.shape[0]} (need equal, > 0)")
     if y.min() < 0:
         raise UsageError(f"{path}: '{ykey}' has negative labels; expected class indices 0..K-1")
+    nonfinite = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if nonfinite:  # NaN/Inf images train to NaN weights that still "finish"
+        raise UsageError(f"{path}: '{xkey}' has {nonfinite} NaN/Inf values of {x.size}; clean the data before training")
     return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
 
 

@@ -1,6 +1,7 @@
 """``calibrate()``: an FP32 ONNX model and calibration data in, a :class:`ScaleTable` out."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -12,9 +13,10 @@ from trtopt.errors import UsageError
 from trtopt.fileio import sha256_file
 from trtopt.quantization.calibrators import (AUTO_CANDIDATES, METHODS, NUM_LEVELS, auto_bins, entropy_bins, mse_bins,
                                             percentile_bins)
-from trtopt.quantization.collect import Collected, TargetRunner, collect
-from trtopt.quantization.histogram import NUM_BINS
+from trtopt.quantization.collect import Collected, collect
+from trtopt.quantization.histogram import FINE_BINS, NUM_BINS
 from trtopt.quantization.table import ScaleTable, TensorStats
+from trtopt.settings import CalibrationSettings
 
 log = logging.getLogger("trtopt.calibrate")
 
@@ -59,57 +61,78 @@ def _stats(name: str, collected: Collected, amax: float) -> TensorStats:
     )
 
 
-def calibrate(model_path: str | os.PathLike[str], data: DataSource | str, *, method: str = "entropy",
-              percentile: float = 99.99, all_tensors: bool = False, nan_policy: str = "error",
-              batch_size: int = 16, max_samples: int | None = None, threads: int | None = None, seed: int = 0,
-              part: str = "all", source_options: Mapping[str, Any] | None = None) -> ScaleTable:
+def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None = None,
+              settings: CalibrationSettings | None = None, *, batch_size: int = 16, threads: int | None = None,
+              all_tensors: bool = False, part: str = "all", source_options: Mapping[str, Any] | None = None,
+              **overrides: Any) -> ScaleTable:
     """Calibrate every activation a Q/DQ pass may need (all float activations with ``all_tensors``).
 
-    ``data`` is a DataSource or a spec for :func:`trtopt.data.sources.open_source` (then
-    ``batch_size``, ``max_samples``, ``seed``, ``part`` and ``source_options`` such as image
-    ``layout`` or random ``shapes`` apply). The table records the sha256 of the exact model bytes.
+    ``data`` is a DataSource or a spec for :func:`trtopt.data.sources.open_source` (default:
+    ``settings.data``; then ``batch_size``, ``settings.samples``, ``settings.seed``, ``part`` and
+    ``source_options`` such as image ``layout`` or random ``shapes`` apply). `overrides` are
+    :class:`~trtopt.settings.CalibrationSettings` fields (``method="max"``, ``samples=64``;
+    ``max_samples`` is the older name of ``samples``; ``device`` picks where the forward pass runs,
+    see :mod:`trtopt.quantization.providers`). The table records the sha256 of the exact model bytes.
     """
     import onnx
 
-    from trtopt.quantization.targets import calibration_targets
+    from trtopt.quantization.providers import select_providers
+    from trtopt.quantization.session import TargetRunner
 
+    if "max_samples" in overrides:
+        overrides["samples"] = overrides.pop("max_samples")
+    settings = dataclasses.replace(settings or CalibrationSettings(), **overrides)
+    problems = settings.problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+    data = settings.data if data is None else data
+    if data is None:
+        raise UsageError("--calib-data is required (digits, random, an .npz file, a folder, or file.py:function)")
+    method = settings.method
     if method not in METHODS:
-        raise UsageError(f"--method must be one of {list(METHODS)}, got {method!r}")
-    if method == "percentile" and not 0 < percentile <= 100:
-        raise UsageError(f"--percentile must be in (0, 100], got {percentile}")
+        raise UsageError(f"--calib-method must be one of {list(METHODS)}, got {method!r}")
     path = Path(model_path)
     if not path.is_file():
         raise UsageError(f"ONNX model not found: {path}")
+    providers = select_providers(settings.device)
     digest = sha256_file(path)
     try:
-        model = onnx.load(os.fspath(path))
+        model = onnx.load(os.fspath(path), load_external_data=False)  # the graph; the session reads the weights
     except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
         raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
-    runner = TargetRunner(model, calibration_targets(model, all_tensors=all_tensors), threads=threads)
+    if not model.graph.node:
+        raise UsageError(f"{path} has an empty graph: no activations to calibrate")
+    runner = TargetRunner(path, model, providers, all_tensors=all_tensors, threads=threads)
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(
-            data, runner.inputs, batch_size=batch_size, max_samples=max_samples, seed=seed, part=part,
+            data, runner.inputs, batch_size=batch_size, max_samples=settings.samples, seed=settings.seed, part=part,
             **(source_options or {}))
-        log.info("calibrating %d tensors of %s on %s", len(runner.targets), path, source.describe())
-        collected = collect(runner, source, histograms=method != "max", nan_policy=nan_policy)
+        log.info("calibrating %d tensors of %s on %s (%s)", len(runner.targets), path, source.describe(),
+                 providers.reason)
+        collected = collect(runner, source, histograms=method != "max", nan_policy=settings.nan_policy)
     finally:
         runner.close()
     tensors = {}
     chosen: dict[str, str] = {}
     for name in runner.targets:
-        amax, chosen[name] = _amax(name, collected, method, percentile)
+        amax, chosen[name] = _amax(name, collected, method, settings.percentile)
         tensors[name] = _stats(name, collected, amax)
-    params: dict[str, object] = {"nan_policy": nan_policy, "all_tensors": all_tensors, "data": source.describe()}
+    params: dict[str, object] = {
+        "nan_policy": settings.nan_policy,
+        "all_tensors": all_tensors,
+        "data": source.describe(),
+        "provider": providers.providers[0],
+    }
     if method != "max":
-        params.update(bins=NUM_BINS, range="two-pass: [0, max|x|]")
+        params.update(bins=NUM_BINS, range=f"one pass: [0, max|x|], re-binned from {FINE_BINS} power-of-two bins")
     if method in ("entropy", "auto"):
         params["levels"] = NUM_LEVELS
     if method == "auto":
         params["candidates"] = list(AUTO_CANDIDATES)
         params["chosen"] = chosen  # per tensor: the candidate with the smallest quantization error
     if method == "percentile":
-        params["percentile"] = percentile
+        params["percentile"] = settings.percentile
     return ScaleTable(digest, method, params, collected.samples, tensors)
 
 

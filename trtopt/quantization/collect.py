@@ -1,26 +1,27 @@
-"""Streaming collection: run the FP32 model batch by batch, fold each target into its statistics.
+"""Streaming collection: one pass of the FP32 model over the data, statistics folded in as it runs.
 
-The model is re-saved with the target tensors added as graph outputs and run in ONNX Runtime; each
-batch's outputs update one :class:`RangeStats` (pass 1) or :class:`AbsHistogram` (pass 2) per tensor
-and are dropped before the next batch, so peak memory is one batch of activations plus
-``2048 x 8`` bytes per tensor, whatever the number of samples.
+Each batch's target activations update one :class:`RangeStats` and one
+:class:`PowerOfTwoHistogram` per tensor (see :mod:`trtopt.quantization.histogram` for why one pass
+gives batch-order- and batch-size-independent histograms). The updates run on one worker thread
+while the next batch is in inference: ONNX Runtime releases the GIL while it runs and numpy
+releases it in the element-wise work, so on a multi-core host the statistics cost hides behind the
+forward pass. The pipeline is one batch deep (the next batch's statistics start only after the
+previous ones are done), so at most two batches of activations are alive, and per-tensor state is
+a fixed-size histogram: peak memory does not grow with the number of samples.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import onnx
 
-from trtopt.tensors import TensorInfo
 from trtopt.data.sources import DataSource
-from trtopt.errors import TrtoptError, UsageError
+from trtopt.errors import UsageError
 from trtopt.progress import progress
-from trtopt.quantization.histogram import AbsHistogram, RangeStats
+from trtopt.quantization.histogram import AbsHistogram, PowerOfTwoHistogram, RangeStats
+from trtopt.quantization.session import TargetRunner
 
 
 @dataclass
@@ -32,69 +33,52 @@ class Collected:
     histograms: dict[str, AbsHistogram] | None  # None when only ranges were collected
 
 
-class TargetRunner:
-    """An ONNX Runtime runner of the model with every target tensor exposed as an output."""
+class _Statistics:
+    """Per-tensor statistics of the pass; ``fold`` runs on the worker thread, one batch at a time."""
 
-    def __init__(self, model: onnx.ModelProto, targets: Sequence[str], threads: int | None = None) -> None:
-        from trtopt.ortsession import OrtSession, make_session_options
+    def __init__(self, targets: list[str], histograms: bool, skip_nonfinite: bool) -> None:
+        self.ranges = {name: RangeStats() for name in targets}
+        self.fine = {name: PowerOfTwoHistogram() for name in targets} if histograms else None
+        self.skip_nonfinite = skip_nonfinite
 
-        model = onnx.ModelProto.FromString(model.SerializeToString())
-        present = {out.name for out in model.graph.output}
-        for name in targets:
-            if name not in present:
-                model.graph.output.append(onnx.ValueInfoProto(name=name))
-        with tempfile.TemporaryDirectory(prefix="trtopt-calib-") as folder:
-            path = Path(folder) / "targets.onnx"
-            onnx.save(model, os.fspath(path))
-            # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
-            # shows up as peak memory creeping with the number of batches
-            options = make_session_options(threads)
-            options.enable_cpu_mem_arena = False
-            self.runner = OrtSession(path, options)
-        float_outputs = {info.name for info in self.runner.outputs if np.dtype(info.dtype).kind == "f"}
-        self.targets = [name for name in targets if name in float_outputs]
+    def fold(self, index: int, activations: dict[str, np.ndarray]) -> None:
+        for name, values in activations.items():
+            ranges = self.ranges[name]
+            finite = ranges.update(values, self.skip_nonfinite, f"tensor {name!r} in batch {index}")
+            if self.fine is not None:
+                self.fine[name].update(finite, ranges.absmax)
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self.runner.inputs
+    def histograms(self) -> dict[str, AbsHistogram] | None:
+        """The 2048-bin histograms over each tensor's final ``[0, max |x|]``."""
+        if self.fine is None:
+            return None
+        return {name: fine.rebin(self.ranges[name].absmax) for name, fine in self.fine.items()}
 
-    def batches(self, data: DataSource, desc: str) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
-        """Yield (batch index, batch size, target activations), with a progress bar over samples."""
-        with progress(total=data.num_samples, desc=desc, unit="sample") as bar:
-            for index, batch in enumerate(data):
-                outputs = self.runner.run(batch.feed)
-                yield index, batch.size, {name: outputs[name] for name in self.targets}
-                del outputs
-                bar.update(batch.size)
 
-    def close(self) -> None:
-        self.runner.close()
+def _batches(runner: TargetRunner, data: DataSource) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """Yield (batch index, batch size, target activations), with a progress bar over samples."""
+    with progress(total=data.num_samples, desc="calibrate", unit="sample") as bar:
+        for index, batch in enumerate(data):
+            yield index, batch.size, runner.infer(batch.feed)
+            bar.update(batch.size)
 
 
 def collect(runner: TargetRunner, data: DataSource, *, histograms: bool, nan_policy: str = "error") -> Collected:
-    """Pass 1 (ranges) and, when ``histograms``, pass 2 (|x| histograms over those ranges)."""
+    """Ranges and, when ``histograms``, |x| histograms of every target, in one pass over ``data``."""
     if nan_policy not in ("error", "skip"):
         raise UsageError(f"--nan-policy must be 'error' or 'skip', got {nan_policy!r}")
-    skip = nan_policy == "skip"
-    ranges = {name: RangeStats() for name in runner.targets}
+    statistics = _Statistics(runner.targets, histograms, nan_policy == "skip")
     samples = 0
-    for index, size, activations in runner.batches(data, "calibrate: ranges"):
-        samples += size
-        for name, values in activations.items():
-            ranges[name].update(values, skip, f"tensor {name!r} in batch {index}")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trtopt-calibrate") as worker:
+        pending: Future[None] | None = None
+        for index, size, activations in _batches(runner, data):
+            if pending is not None:
+                pending.result()  # re-raises the worker's error (e.g. NaN in the previous batch)
+            samples += size
+            pending = worker.submit(statistics.fold, index, activations)
+            del activations
+        if pending is not None:
+            pending.result()
     if samples == 0:
         raise UsageError(f"the calibration data gave no samples: {data.describe()}")
-    if not histograms:
-        return Collected(samples, ranges, None)
-    hists = {name: AbsHistogram(stats.absmax) for name, stats in ranges.items()}
-    seen = 0
-    for _, size, activations in runner.batches(data, "calibrate: histograms"):
-        seen += size
-        for name, values in activations.items():
-            if ranges[name].nonfinite:
-                values = values[np.isfinite(values)]
-            hists[name].update(values)
-    if seen != samples:
-        raise TrtoptError(f"the calibration data is not repeatable: {samples} samples in the first pass, {seen} "
-                          f"in the second ({data.describe()}); a loader must yield the same data every time")
-    return Collected(samples, ranges, hists)
+    return Collected(samples, statistics.ranges, statistics.histograms())

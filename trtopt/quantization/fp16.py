@@ -9,6 +9,8 @@ callers feed and read the same arrays as for the FP32 model.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,10 +18,10 @@ from pathlib import Path
 
 import onnx
 
-from trtopt.errors import UsageError
+from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_bytes
 from trtopt.quantization.fp16_rules import DEFAULT_RULES, FP16_MAX, GraphFacts, Rule, classify
-from trtopt.quantization.modelio import load_onnx
+from trtopt.quantization.modelio import INLINE_LIMIT_BYTES, load_onnx, prepare_model, save_onnx, uses_external_data
 from trtopt.quantization.qdq import ScaleSource, amax_mapping
 
 
@@ -49,9 +51,13 @@ def convert_model_fp16(
     exclude_op_types: Iterable[str] = (),
     rules: Iterable[Rule] = DEFAULT_RULES,
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """Convert an in-memory model; returns (mixed-precision model, {node kept FP32: reason})."""
-    from onnxconverter_common import float16
+    """Convert an in-memory model; returns (mixed-precision model, {node kept FP32: reason}).
 
+    Every result is loaded by ONNX Runtime before it is returned. A node ONNX Runtime refuses in
+    FP16 (no FP16 kernel on the CPU, a Cast or subgraph output typed differently) is kept FP32 and
+    the conversion repeated; when the refusal names no node, or persists, the converter (i.e.
+    trtopt) is at fault and a TrtoptError says so, naming the node.
+    """
     _name_nodes(model)
     facts = GraphFacts.from_model(model, amax_mapping(scales) if scales is not None else None)
     kept = classify(model, facts, rules)
@@ -63,31 +69,84 @@ def convert_model_fp16(
     for node in model.graph.node:
         if node.name in set(exclude_nodes) or node.op_type in op_types:
             kept.setdefault(node.name, "excluded by the user")
+    for _ in range(MAX_LOAD_RETRIES):
+        converted = _convert(model, kept, keep_io_types)
+        problem = runtime_load_problem(converted)
+        if problem is None:
+            return converted, kept
+        node = _named_node(problem, names)
+        if node is None or node in kept:
+            break
+        kept[node] = f"ONNX Runtime refuses it in FP16: {problem.splitlines()[0][-160:]}"
+    where = f"node {node!r}" if node else "a node the message does not name"
+    raise TrtoptError(f"FP16 conversion wrote a model ONNX Runtime cannot load ({where}); this is a trtopt bug, "
+                      f"please report it with the model (workaround: --exclude-nodes/--exclude-op-types): "
+                      f"{problem.splitlines()[0][-300:]}")
+
+
+MAX_LOAD_RETRIES = 16
+
+
+def _convert(model: onnx.ModelProto, kept: Mapping[str, str], keep_io_types: bool) -> onnx.ModelProto:
+    """onnxconverter-common's mechanical conversion with our block list (subgraphs included)."""
+    from onnxconverter_common import float16
+
     try:
         with warnings.catch_warnings():
             # the converter warns per clamped tiny value; InitializerRangeRule already judged those constants
             warnings.simplefilter("ignore", UserWarning)
-            converted = float16.convert_float_to_float16(
+            return float16.convert_float_to_float16(
                 model, keep_io_types=keep_io_types, node_block_list=sorted(kept), max_finite_val=FP16_MAX,
                 min_positive_val=float(2.0 ** -24), disable_shape_infer=False)
-    except Exception as exc:  # the converter raises assorted errors for models it cannot type
+    except Exception as exc:  # noqa: BLE001 - the converter raises assorted errors for models it cannot type
         raise UsageError(f"FP16 conversion failed: {type(exc).__name__}: {exc}") from exc
-    return converted, kept
+
+
+def runtime_load_problem(model: onnx.ModelProto) -> str | None:
+    """ONNX Runtime's first complaint when it loads ``model`` on the CPU, or None when it loads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        with tempfile.TemporaryDirectory(prefix="trtopt-fp16-check-") as folder:
+            if model.ByteSize() > INLINE_LIMIT_BYTES:
+                path = save_onnx(model, Path(folder) / "model.onnx", external=True)
+                ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+            else:
+                ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        return str(exc).strip() or type(exc).__name__
+    return None
+
+
+def _named_node(message: str, names: set[str]) -> str | None:
+    """The node an ONNX Runtime load error names (``node (X)``, ``node with name 'X'``), if it is ours."""
+    tokens = set(re.findall(r"[\w./:-]+", message))
+    found = [name for name in names if name in tokens]
+    return max(found, key=len) if found else None
 
 
 def convert_fp16(model_path: str | os.PathLike[str], output_path: str | os.PathLike[str] | None = None, *,
                  scales: ScaleSource | Mapping[str, float] | None = None, keep_io_types: bool = True,
                  exclude_nodes: Iterable[str] = (), exclude_op_types: Iterable[str] = (),
-                 rules: Iterable[Rule] = DEFAULT_RULES) -> Fp16Result:
-    """Write an FP16 mixed-precision copy of `model_path` (atomically) and say which nodes kept FP32."""
-    model = load_onnx(model_path)
+                 rules: Iterable[Rule] = DEFAULT_RULES, force: bool = False) -> Fp16Result:
+    """Write an FP16 mixed-precision copy of `model_path` and say which nodes kept FP32.
+
+    Written atomically; a model too large for one protobuf keeps its weights in external data.
+    A ScaleTable computed on different model bytes is refused unless `force`, as in ``quantize()``.
+    """
+    model = prepare_model(load_onnx(model_path))
     if scales is not None and hasattr(scales, "ensure_matches"):
-        scales.ensure_matches(model_path)  # type: ignore[union-attr]
+        scales.ensure_matches(model_path, force=force)  # type: ignore[union-attr]
     converted, kept = convert_model_fp16(model, scales=scales, keep_io_types=keep_io_types, exclude_nodes=exclude_nodes,
                                          exclude_op_types=exclude_op_types, rules=rules)
     converted.metadata_props.add(key="trtopt.precision", value="fp16")
     result = Fp16Result(path=None, kept_fp32=kept, keep_io_types=keep_io_types,
                         converted_nodes=sum(1 for n in model.graph.node if n.name not in kept))
     if output_path is not None:
-        result.path = atomic_write_bytes(output_path, converted.SerializeToString())
+        if converted.ByteSize() > INLINE_LIMIT_BYTES or uses_external_data(model_path):
+            result.path = save_onnx(converted, output_path, external=True)
+        else:
+            result.path = atomic_write_bytes(output_path, converted.SerializeToString())
     return result

@@ -23,6 +23,10 @@ from trtopt.fileio import atomic_write_json, read_json, sha256_bytes, sha256_fil
 
 FORMAT = "trtopt-scale-table"
 VERSION = 1
+# Scales are float32 (amax / 127) in Q/DQ nodes and TensorRT caches: an amax whose scale falls below
+# the smallest normal float32 underflows to 0 or loses its precision, and one above float32's max overflows.
+_FLOAT32_TINY = 1.1754943508222875e-38
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class TensorStats:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.amax) and self.amax > 0):
             raise UsageError(f"amax must be a finite positive number, got {self.amax}")
+        if not _FLOAT32_TINY <= self.amax / 127.0 <= _FLOAT32_MAX:
+            raise UsageError(f"amax {self.amax:g} gives the scale {self.amax / 127.0:g}, outside float32's normal "
+                             f"range [{_FLOAT32_TINY:g}, {_FLOAT32_MAX:g}]; recalibrate (a near-zero amax means a "
+                             "constant tensor)")
 
     @property
     def non_negative(self) -> bool | None:
@@ -96,6 +104,8 @@ class ScaleTable:
             raise UsageError(f"{origin} is not a trtopt scale table (no \"format\": \"{FORMAT}\")")
         if data.get("version") != VERSION:
             raise UsageError(f"{origin} has scale table version {data.get('version')}, this trtopt reads {VERSION}")
+        if not isinstance(data.get("tensors"), dict) or not all(isinstance(v, dict) for v in data["tensors"].values()):
+            raise UsageError(f"{origin}: \"tensors\" must map tensor names to {{\"amax\": ...}} objects")
         try:
             tensors = {name: TensorStats(**stats) for name, stats in data["tensors"].items()}
             return cls(str(data["model_sha256"]), str(data["method"]), dict(data["params"]),

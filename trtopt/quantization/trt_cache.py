@@ -87,5 +87,23 @@ def read_trt_cache(path: str | os.PathLike[str], model_path: str | os.PathLike[s
             log.warning("%s line %d: tensor %r has scale 0; left out of the table", file, number, name)
             continue
         tensors[name] = TensorStats(amax=scale * 127.0)
+    _warn_unknown_tensors(file, model_path, tensors)
     params = {"trt_cache": file.name, "trt_version_code": int(header.group(1)), "algorithm": header.group(2)}
     return ScaleTable(sha256_file(model_path), "trt-cache", params, 0, tensors)
+
+
+def _warn_unknown_tensors(file: Path, model_path: str | os.PathLike[str], tensors: dict[str, TensorStats]) -> None:
+    """A cache names tensors, not the model: names the model lacks mean it came from another model (or export)."""
+    import onnx
+
+    try:
+        graph = onnx.load(os.fspath(model_path), load_external_data=False).graph
+    except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
+        raise UsageError(f"cannot read ONNX model {model_path}: {exc}") from exc
+    known = {v.name for v in graph.input} | {v.name for v in graph.output} | {i.name for i in graph.initializer}
+    known |= {name for node in graph.node for name in node.output}
+    unknown = [name for name in tensors if name not in known]
+    if unknown:
+        log.warning("%s names %d tensor(s) that %s does not have (%s%s); was it written for another model or "
+                    "export? Those scales are ignored by quantize", file, len(unknown), model_path,
+                    ", ".join(repr(n) for n in unknown[:5]), ", ..." if len(unknown) > 5 else "")

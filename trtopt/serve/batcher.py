@@ -32,7 +32,7 @@ Outputs = dict[str, np.ndarray]
 class BatchObserver(Protocol):
     """Receives what the batcher measured (metrics and the statistics endpoint)."""
 
-    def request_done(self, ok: bool, queue_s: float, total_s: float) -> None: ...
+    def request_done(self, ok: bool, rows: int, queue_s: float, total_s: float) -> None: ...
 
     def batch_done(self, size: int, compute_s: float) -> None: ...
 
@@ -108,7 +108,7 @@ class DynamicBatcher:
                 request.future.set_exception(
                     Unavailable(f"model {self.model!r}: request timed out after {waited_ms:.0f} ms in the queue")
                 )
-            self._observer.request_done(False, now - request.enqueued, now - request.enqueued)
+            self._observer.request_done(False, request.rows, now - request.enqueued, now - request.enqueued)
 
     def _take_batch(self) -> list[PendingRequest] | None:
         """Block until a batch is due; None once stopping and the queue is empty."""
@@ -164,7 +164,9 @@ class DynamicBatcher:
                 request.future.set_result(parts[index])
             else:
                 request.future.set_exception(error)
-            self._observer.request_done(error is None, started - request.enqueued, finished - request.enqueued)
+            self._observer.request_done(
+                error is None, request.rows, started - request.enqueued, finished - request.enqueued
+            )
 
 
 def concatenate(feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from trtopt.serve.datatypes import numpy_dtype, v2_name
-from trtopt.serve.errors import BadRequest
+from trtopt.serve.errors import BadRequest, PayloadTooLarge
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,26 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[int], values: A
     if array.size != math.prod(shape):
         raise BadRequest(f"input {name!r}: {array.size} values given, shape {list(shape)} needs {math.prod(shape)}")
     return array.astype(dtype).reshape(shape)
+
+
+# zlib window bits per Content-Encoding: gzip framing, or zlib framing (what HTTP calls "deflate")
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body of a gzip/deflate request (tritonclient's request compression), at most `limit` bytes
+    once inflated, so a small compressed body cannot expand past the size limit."""
+    wbits = _WBITS.get(encoding.strip().lower())
+    if wbits is None:
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or uncompressed bodies")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"request body is not valid {encoding} data: {exc}") from exc
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"request body inflates beyond the limit of {limit} bytes (--max-body-mb)")
+    return data
 
 
 def _json_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any], bytes]:

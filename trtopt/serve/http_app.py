@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from trtopt.serve.access_log import log_access
-from trtopt.serve.codec import decode_http, encode_http
+from trtopt.serve.codec import decode_http, decompress, encode_http
 from trtopt.serve.errors import BadRequest, PayloadTooLarge, ServeError, Unavailable
 from trtopt.serve.state import ServerState
 
@@ -93,12 +93,18 @@ def _header_length(request: Request) -> int | None:
         raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {raw!r}") from None
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    body = await request.body()
+    encoding = request.headers.get("content-encoding", "identity")
+    return body if encoding.strip().lower() in ("", "identity") else decompress(body, encoding, limit)
+
+
 async def infer(request: Request, state: ServerState) -> Response:
     if state.draining:
         raise Unavailable("the server is shutting down")
     model = _model(request, state)
     with state.metrics.in_flight.labels("http").track_inprogress():
-        decoded = decode_http(await request.body(), _header_length(request))
+        decoded = decode_http(await _body(request, state.settings.max_body_bytes), _header_length(request))
         names = model.output_names([o.name for o in decoded.outputs] if decoded.outputs is not None else None)
         binary = {o.name: o.binary for o in decoded.outputs or []}
         outputs = await asyncio.wrap_future(model.submit(decoded))

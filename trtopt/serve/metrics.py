@@ -98,12 +98,13 @@ class ModelStats:
         self._last_ms = 0
         self._batches: dict[int, _Duration] = {}
 
-    def request_done(self, ok: bool, queue_s: float, total_s: float) -> None:
+    def request_done(self, ok: bool, rows: int, queue_s: float, total_s: float) -> None:
+        """One answered request; Triton counts inferences in rows (a 4-row request is 4)."""
         with self._lock:
             (self._success if ok else self._fail).add(total_s)
             if ok:
                 self._queue.add(queue_s)
-                self._inferences += 1
+                self._inferences += rows
                 self._last_ms = int(time.time() * 1e3)
         labels = (self.model, self.version)
         self._metrics.requests.labels(*labels, "success" if ok else "failure").inc()

@@ -133,13 +133,16 @@ class ServedModel:
         for runner in self._runners:
             runner.close()
 
-    def submit(self, request: InferenceRequest, default_timeout_us: int | None = None) -> Future[Outputs]:
-        """Validate one request against this model and queue it; BadRequest/Unavailable raised here."""
+    def submit(self, request: InferenceRequest) -> Future[Outputs]:
+        """Validate one request against this model and queue it; BadRequest/Unavailable raised here.
+
+        The request's own `timeout` parameter (microseconds) wins over the model's default timeout.
+        """
         self.require_ready()
         assert self._batcher is not None
         try:
             feed, rows = self._validate(request)
-            timeout_us = request.timeout_us or self.settings.default_timeout_microseconds or default_timeout_us
+            timeout_us = request.timeout_us or self.settings.default_timeout_microseconds
             pending = PendingRequest(
                 feed, rows, tuple((n, a.shape[1:]) for n, a in feed.items()), deadline=_deadline(timeout_us)
             )

@@ -8,6 +8,7 @@ trtopt_version.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
+    except pickle.UnpicklingError as exc:
+        raise UsageError(f"{file} is not a readable trtopt checkpoint: {_refused_object(exc)}; trtopt loads only "
+                         "tensors, numbers, strings, lists and dicts") from exc
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{file} is not a readable trtopt checkpoint: {reason}") from exc
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise UsageError(f"{file} is not a trtopt checkpoint: expected a dict with keys {', '.join(REQUIRED_KEYS)}")
     return checkpoint
+
+
+def _refused_object(exc: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused, without its advice to retry unsafely or allowlist it."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return f"it holds a pickled Python object ({found.group(1)}), which the safe loader refuses" if found else \
+        "it holds Python objects the safe loader refuses"
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> Any:

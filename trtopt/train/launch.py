@@ -4,6 +4,11 @@ The local launcher starts `python -m trtopt.train.worker` once per rank with the
 torchrun would set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), so one code path serves
 both. It watches the children: when one exits non-zero the others are terminated at once (they
 would otherwise block in a collective until the timeout), and the error names the failed rank.
+
+Nothing outlives the launcher: SIGTERM/Ctrl-C stop the workers (trtopt.signals), a SIGKILLed
+launcher's workers get SIGTERM from the kernel (parent-death signal), and each rank reports its
+failure through an already-unlinked temporary file inherited as a descriptor, so no temp folder
+is ever left behind.
 """
 from __future__ import annotations
 
@@ -16,20 +21,22 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import read_json
+from trtopt.signals import die_with_parent, sigterm_as_interrupt
 from trtopt.train.config import TrainConfig, TrainResult
 from trtopt.train.plan import plan_run
 
 log = logging.getLogger("trtopt.train")
 
 CONFIG_ENV = "TRTOPT_TRAIN_CONFIG"
-ERROR_FILE_ENV = "TRTOPT_TRAIN_ERROR_FILE"
+ERROR_FD_ENV = "TRTOPT_TRAIN_ERROR_FD"
+LAUNCHER_PID_ENV = "TRTOPT_TRAIN_LAUNCHER_PID"
+_ERROR_BYTES = 4096
 _POLL_S = 0.1
 _TERMINATE_GRACE_S = 10.0
 
@@ -55,20 +62,9 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def _interrupt_on_sigterm() -> Any:
-    """Let a scheduler's SIGTERM unwind the launcher so it stops its workers instead of orphaning them."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-def _failure_reason(error_file: Path, code: int) -> str:
+def _failure_reason(error_file: IO[bytes], code: int) -> str:
     with contextlib.suppress(OSError):
-        text = error_file.read_text().strip()
+        text = os.pread(error_file.fileno(), _ERROR_BYTES, 0).decode(errors="replace").strip()
         if text:
             return text
     if code < 0:
@@ -84,14 +80,15 @@ def _spawn(config: TrainConfig) -> TrainResult:
                     LOCAL_WORLD_SIZE=str(world), **{CONFIG_ENV: config.dumps()})
     if not config.threads:
         base_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))
-    with tempfile.TemporaryDirectory(prefix="trtopt-train-") as scratch:
-        errors = [Path(scratch) / f"rank{rank}.err" for rank in range(world)]
+    with contextlib.ExitStack() as files, sigterm_as_interrupt():
+        errors = [files.enter_context(tempfile.TemporaryFile(prefix="trtopt-rank-")) for _ in range(world)]
         processes: list[subprocess.Popen[bytes]] = []
-        previous = _interrupt_on_sigterm()
         try:
             for rank in range(world):
-                env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank), **{ERROR_FILE_ENV: str(errors[rank])})
-                processes.append(subprocess.Popen([sys.executable, "-m", "trtopt.train.worker"], env=env))
+                env = dict(base_env, RANK=str(rank), LOCAL_RANK=str(rank),
+                           **{ERROR_FD_ENV: str(errors[rank].fileno()), LAUNCHER_PID_ENV: str(os.getpid())})
+                processes.append(subprocess.Popen([sys.executable, "-m", "trtopt.train.worker"], env=env,
+                                                  pass_fds=(errors[rank].fileno(),)))
             while True:
                 codes = [proc.poll() for proc in processes]
                 failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
@@ -112,9 +109,6 @@ def _spawn(config: TrainConfig) -> TrainResult:
         except BaseException:
             _stop(processes)
             raise
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
     summary = read_json(Path(config.out) / "summary.json", "training summary")
     result = TrainResult.from_json(summary)
     result.wall_time_s = time.perf_counter() - started
@@ -151,7 +145,10 @@ def train(config: TrainConfig) -> TrainResult:
 
 def worker_main() -> int:
     """Entry of one spawned rank: report failures as one line in the launcher's error file."""
-    error_file = os.environ.get(ERROR_FILE_ENV)
+    error_fd = os.environ.get(ERROR_FD_ENV)
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if launcher:
+        die_with_parent(int(launcher))
     try:
         config = TrainConfig.from_json(json.loads(os.environ[CONFIG_ENV]))
         from trtopt.train.loop import run_rank
@@ -161,8 +158,9 @@ def worker_main() -> int:
         return 0
     except Exception as exc:  # noqa: BLE001 - whatever ends a rank becomes one line and an exit status
         message = f"{exc}" if isinstance(exc, TrtoptError) else f"{type(exc).__name__}: {exc}"
-        if error_file:
-            with contextlib.suppress(OSError):
-                Path(error_file).write_text(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)
+        if error_fd:
+            line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+            with contextlib.suppress(OSError, ValueError):
+                os.pwrite(int(error_fd), line.encode()[:_ERROR_BYTES], 0)
         print(f"trtopt train rank {os.environ.get('RANK', '?')}: error: {message}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, TrtoptError) else 1

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from trtopt import __version__
-from trtopt.errors import UsageError
+from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_json, atomic_write_text
 from trtopt.models import create_model
 from trtopt.progress import progress
@@ -129,10 +129,15 @@ class _Trainer:
         if checkpoint["model_name"] != self.config.model or checkpoint["model_config"] != self.plan.model_config:
             raise UsageError(f"--resume {path}: checkpoint is {checkpoint['model_name']} {checkpoint['model_config']}, "
                              f"this run is {self.config.model} {self.plan.model_config}")
-        self.net.load_state_dict(checkpoint["state_dict"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("scaler"):
-            self.scaler.load_state_dict(checkpoint["scaler"])
+        try:
+            self.net.load_state_dict(checkpoint["state_dict"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if checkpoint.get("scaler"):
+                self.scaler.load_state_dict(checkpoint["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:  # torch says which tensors do not fit
+            first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+            raise UsageError(f"--resume {path}: its weights or optimizer state do not fit this run's "
+                             f"{self.config.model}: {first}") from exc
         self.start_epoch = int(checkpoint["epoch"])
         self.metrics = list(checkpoint.get("metrics", []))
         self.best_val = float(checkpoint.get("best_val_accuracy", -1.0))
@@ -222,6 +227,10 @@ class _Trainer:
             end = min(end, self.config.stop_after_epoch)
         for epoch in range(self.start_epoch, end):
             record = self.train_epoch(epoch)
+            if not math.isfinite(record["loss"]):  # the same reduced value on every rank: all stop together
+                raise TrtoptError(f"training diverged: the loss is {record['loss']} in epoch {epoch + 1} "
+                                  f"(lower --lr, or check {self.config.dataset} for extreme values); the last good "
+                                  f"checkpoint is kept")
             self.metrics.append(record)
             improved = record["val_accuracy"] > self.best_val
             self.best_val = max(self.best_val, record["val_accuracy"])

@@ -16,6 +16,9 @@ class TensorRTBackend:
 
     name = "tensorrt"
     title = "TensorRT"
+    default_encoding = "tensorrt"
+    # the timing cache only speeds a build up and threads only concern CPU backends: neither changes the engine
+    engine_fields = ("workspace_bytes", "opt_level", "tf32", "version_compatible", "hardware_compat", "contexts")
 
     def availability(self) -> tuple[bool, str]:
         """TensorRT importable, a GPU present, and cuda-python built for the TensorRT wheel's CUDA major."""
@@ -52,14 +55,24 @@ class TensorRTBackend:
 
         return engine_incompatibilities(manifest, self.version(), self.device())
 
+    def check_options(self, options: BuildOptions) -> None:
+        from trtopt.backends.tensorrt.builder import check_options
+
+        check_options(options)
+
     def build(self, onnx_path: Path, staging_dir: Path, options: BuildOptions) -> BuiltEngine:
         self._require()
         builder = importlib.import_module("trtopt.backends.tensorrt.builder")
         return builder.build_engine(Path(onnx_path), Path(staging_dir), options, self.device())
 
     def load(self, engine_dir: Path, manifest: dict[str, Any], **runner_options: Any) -> Runner:
-        """Open the engine in `engine_dir`; `runner_options` go to TensorRTRunner (contexts, cuda_graph)."""
+        """Open the engine in `engine_dir`; `runner_options` go to TensorRTRunner (contexts, cuda_graph).
+
+        ``contexts`` defaults to the optimization profiles the engine was built with (``--contexts``),
+        so a runner can serve that many callers at once without being told again."""
         self._require()
+        profiles = (manifest.get("tensorrt") or {}).get("optimization_profiles") or 1
+        runner_options.setdefault("contexts", max(1, int(profiles)))
         runner = importlib.import_module("trtopt.backends.tensorrt.runner")
         return runner.TensorRTRunner.from_engine_dir(Path(engine_dir), manifest, self.device(), **runner_options)
 

@@ -55,16 +55,17 @@ def missing_profiles(inputs: Sequence[TensorInfo], profile: ShapeProfile) -> lis
 
 
 def check_options(options: BuildOptions) -> None:
-    """Validate numeric options before TensorRT is touched."""
-    if options.opt_level is not None and not 0 <= options.opt_level <= 5:
-        raise UsageError(f"--opt-level {options.opt_level}: TensorRT accepts 0 to 5 (default 3)")
-    if options.workspace_bytes is not None and options.workspace_bytes <= 0:
-        raise UsageError(f"--workspace must be positive, got {options.workspace_bytes} bytes")
-    compat.hardware_compat_level(options.hardware_compat)
-    profiles = options.extra.get("profiles", 1)
-    if not isinstance(profiles, int) or profiles < 1:
+    """Validate the engine settings TensorRT reads before TensorRT is touched."""
+    engine = options.engine
+    if engine.opt_level is not None and not 0 <= engine.opt_level <= 5:
+        raise UsageError(f"--opt-level {engine.opt_level}: TensorRT accepts 0 to 5 (default 3)")
+    if engine.workspace_bytes is not None and engine.workspace_bytes <= 0:
+        raise UsageError(f"--workspace must be positive, got {engine.workspace_bytes} bytes")
+    compat.hardware_compat_level(engine.hardware_compat)
+    if not isinstance(engine.contexts, int) or engine.contexts < 1:
         raise UsageError(
-            f"profiles must be a positive integer (one per concurrent execution context), got {profiles!r}"
+            f"--contexts must be a positive integer (one optimization profile per concurrent execution context), "
+            f"got {engine.contexts!r}"
         )
 
 
@@ -107,7 +108,7 @@ def _add_profiles(trt: Any, builder: Any, config: Any, inputs: Sequence[TensorIn
     dynamic = [info for info in inputs if any(is_dynamic(d) for d in info.shape)]
     if not dynamic:
         return 0
-    count = int(options.extra.get("profiles", 1))
+    count = int(options.engine.contexts)
     for _ in range(count):
         profile = builder.create_optimization_profile()
         for info in dynamic:
@@ -120,19 +121,21 @@ def _add_profiles(trt: Any, builder: Any, config: Any, inputs: Sequence[TensorIn
 
 
 def _configure(trt: Any, config: Any, options: BuildOptions, version: str) -> None:
-    if options.workspace_bytes is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))
-    if options.opt_level is not None:
-        config.builder_optimization_level = int(options.opt_level)
-    if not options.tf32:
+    if options.engine.workspace_bytes is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.engine.workspace_bytes))
+    if options.engine.opt_level is not None:
+        config.builder_optimization_level = int(options.engine.opt_level)
+    if not options.engine.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)  # exact FP32 conv/matmul (TF32 is on by default)
-    if options.version_compatible:
+    if options.engine.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    level = compat.hardware_compat_level(options.hardware_compat)
+    level = compat.hardware_compat_level(options.engine.hardware_compat)
     if level != "NONE":
         member = getattr(trt.HardwareCompatibilityLevel, level, None)
         if member is None:
-            raise UsageError(f"--hardware-compat {options.hardware_compat}: TensorRT {version} does not offer {level}")
+            raise UsageError(
+                f"--hardware-compat {options.engine.hardware_compat}: TensorRT {version} does not offer {level}"
+            )
         config.hardware_compatibility_level = member
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # makes the inspector JSON useful
 
@@ -161,7 +164,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     if not onnx_path.is_file():
         raise UsageError(f"ONNX model not found: {onnx_path}")
     version = trt.__version__
-    compat.check_build_options(options.hardware_compat, str(device["compute_capability"]))
+    compat.check_build_options(options.engine.hardware_compat, str(device["compute_capability"]))
     router = LogRouter()
     logger = make_trt_logger(router)
     builder = trt.Builder(logger)
@@ -176,7 +179,7 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     inputs = _network_inputs(network)
     profiles = _add_profiles(trt, builder, config, inputs, options)
     _configure(trt, config, options, version)
-    cache_path = timing_cache.resolve_cache_path(options.timing_cache, version, device)
+    cache_path = timing_cache.resolve_cache_path(options.engine.timing_cache, version, device)
     cache = _timing_cache(config, cache_path)
 
     started = time.perf_counter()
@@ -191,14 +194,14 @@ def build_engine(onnx_path: Path, staging_dir: Path, options: BuildOptions, devi
     timing_cache.save_cache_bytes(cache_path, cache_bytes)
     atomic_write_bytes(staging_dir / TIMING_CACHE_FILE, cache_bytes)
 
-    _runtime, engine = deserialize(trt, logger, bytes(memoryview(plan)), options.version_compatible)
+    _runtime, engine = deserialize(trt, logger, bytes(memoryview(plan)), options.engine.version_compatible)
     if engine is None:
         raise TrtoptError(router.explain(f"TensorRT could not load the engine it just built from {onnx_path}"))
     info_json = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
     atomic_write_text(staging_dir / INSPECTOR_FILE, info_json)
     summary = parse_engine_information(info_json)
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    record = compat.engine_record(version, device, options.version_compatible, options.hardware_compat)
+    record = compat.engine_record(version, device, options.engine.version_compatible, options.engine.hardware_compat)
     record.update({
         "strongly_typed": True,
         "optimization_profiles": profiles,

@@ -5,7 +5,7 @@ Thread-safety: a TensorRT execution context is not thread-safe, so the runner ow
 for the duration of the call. One runner may therefore be shared by threads: up to ``contexts``
 calls run concurrently, further callers wait. With dynamic shapes each context needs its own
 optimization profile, so the number of contexts is capped by the profiles the engine was built
-with (BuildOptions.extra["profiles"]).
+with (``--contexts``, EngineSettings.contexts; load() opens that many by default).
 
 Per call: input shapes are checked against the engine's profile (UsageError naming the tensor
 outside it), numpy inputs are staged in pinned memory and copied asynchronously, device inputs
@@ -332,8 +332,7 @@ class TensorRTRunner(Runner):
         return validate_feed(host_feed, host_infos), views
 
     def _run(self, feed: Mapping[str, Any], out: Mapping[str, Any] | None, to_device: bool) -> dict[str, Any]:
-        if not self._all_slots:
-            raise TrtoptError("this TensorRT runner is closed")
+        self._ensure_open()
         slot = self._slots.get()
         try:
             host, dev = self._split_feed(feed, slot)
@@ -355,9 +354,15 @@ class TensorRTRunner(Runner):
         finally:
             self._slots.put(slot)
 
+    @property
+    def closed(self) -> bool:
+        return not self._all_slots
+
     def _checked_feed(self, feed: Mapping[str, Any]) -> Mapping[str, Any]:
         """Passed through: device arrays are read on the stream of the context that runs them, so the
         feed is checked (host and device arrays alike) in ``_split_feed`` once a context is taken."""
+        if not isinstance(feed, Mapping):
+            validate_feed(feed, self._inputs)  # raises the shared not-a-dict message
         return feed
 
     def _infer(self, feed: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -13,13 +13,16 @@ a folder of images                 decoded, resized, normalized (``layout``, ``i
 
 Every source is an iterable of :class:`Batch` checked against the model's inputs; see
 :mod:`trtopt.data.sources.base` for the batching rules and the held-out split.
+
+A ``file.py[:function]`` spec imports and runs that file (see :mod:`trtopt.usercode`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trtopt.usercode import runs_code
 from trtopt.tensors import TensorInfo
 from trtopt.data.sources.base import PARTS, Batch, DataSource
 from trtopt.errors import UsageError
@@ -30,9 +33,15 @@ _IMAGE_OPTIONS = {"layout", "image_size", "mean", "std", "scale"}
 
 
 def open_source(spec: str, inputs: Sequence[TensorInfo], *, batch_size: int = 16, max_samples: int | None = None,
-                part: str = "all", seed: int = 0, **options: Any) -> DataSource:
-    """Open the data source ``spec`` for a model with ``inputs`` (e.g. ``OnnxRuntimeRunner(m).inputs``)."""
-    common: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples, "part": part}
+                part: str = "all", seed: int = 0, constants: Mapping[str, TensorInfo] | None = None,
+                **options: Any) -> DataSource:
+    """Open the data source ``spec`` for a model with ``inputs`` (e.g. ``OnnxRuntimeRunner(m).inputs``).
+
+    ``constants`` are the model's initializer-backed inputs (old IR): data may give their value once
+    (see :meth:`DataSource.constant_feeds`); ``random`` never does.
+    """
+    common: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples, "part": part,
+                              "constants": constants}
     spec = str(spec)
     if spec == "digits":
         from trtopt.data.sources.bundled import DigitsSource
@@ -41,8 +50,8 @@ def open_source(spec: str, inputs: Sequence[TensorInfo], *, batch_size: int = 16
     if spec == "random":
         from trtopt.data.sources.synthetic import RandomSource
 
-        return RandomSource(inputs, seed=seed, **common, **_only(options, {"shapes"}, spec))
-    if ".py:" in spec or spec.endswith(".py"):
+        return RandomSource(inputs, seed=seed, **common, **_only(options, {"shapes", "ranges"}, spec))
+    if runs_code(spec):
         from trtopt.data.sources.loader import LoaderSource
 
         return LoaderSource(spec, inputs, **common, **_only(options, set(), spec))

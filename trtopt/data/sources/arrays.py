@@ -31,21 +31,29 @@ def _load(path: Path) -> Mapping[str, np.ndarray] | np.ndarray:
         raise UsageError(f"cannot read calibration data {path}: {exc}") from exc
 
 
+def _read(arrays: Mapping[str, np.ndarray], key: str, origin: str) -> np.ndarray:
+    """One array of an .npz; members load lazily, so a pickled (object) member fails here, never unpickled."""
+    try:
+        return np.asarray(arrays[key])
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read array {key!r} of {origin}: {exc}") from exc
+
+
 def _match(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo], origin: str) -> Chunk:
     """Map file keys to input names (see the module docstring for the rules)."""
     label_key = take_labels(arrays, inputs)
     data_keys = [key for key in arrays if key != label_key]
     names = [info.name for info in inputs]
     if len(inputs) == 1 and names[0] not in arrays and len(data_keys) == 1:
-        feed = {names[0]: arrays[data_keys[0]]}
+        feed = {names[0]: _read(arrays, data_keys[0], origin)}
     else:
         missing = [name for name in names if name not in arrays]
         if missing:
             raise UsageError(f"{origin}: no array for input(s) {missing}; it has keys {sorted(arrays)}, "
                              f"the model expects {[i.describe() for i in inputs]}")
-        feed = {name: arrays[name] for name in names}
-    labels = np.asarray(arrays[label_key]) if label_key else None
-    return Chunk({name: np.asarray(a) for name, a in feed.items()}, labels, origin)
+        feed = {name: _read(arrays, name, origin) for name in names}
+    labels = _read(arrays, label_key, origin) if label_key else None
+    return Chunk(feed, labels, origin)
 
 
 class NpzFileSource(DataSource):
@@ -107,13 +115,13 @@ class ArrayFolderSource(DataSource):
     def _total(self) -> int | None:
         if not self.per_input:
             return None
-        return _count({n: np.load(p, mmap_mode="r") for n, p in self.columns.items()}, self.inputs)
+        return _count({n: _load(p) for n, p in self.columns.items()}, self.inputs)  # type: ignore[misc]
 
     def _chunks(self) -> Iterator[Chunk]:
         if self.per_input:
             # memory-mapped and read one batch-sized slice at a time
             columns = {name: _load(path) for name, path in self.columns.items()}
-            labels = np.load(self.label_file, allow_pickle=False) if self.label_file else None
+            labels = np.asarray(_load(self.label_file)) if self.label_file else None
             total = _count(columns, self.inputs)  # type: ignore[arg-type]
             if total == 1 and next(iter(columns.values())).ndim == len(self.inputs[0].shape) - 1:
                 yield Chunk({n: np.asarray(a) for n, a in columns.items()}, labels, str(self.folder))  # type: ignore[arg-type]

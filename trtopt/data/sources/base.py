@@ -66,14 +66,14 @@ def _same_kind(given: np.dtype, wanted: np.dtype) -> bool:
 class DataSource(abc.ABC):
     """An iterable of :class:`Batch` conforming to a model's inputs; iterating again restarts it.
 
-    Calibration iterates twice (ranges, then histograms), so every source must be re-iterable and
-    yield the same samples in the same order each time.
+    Calibration and the accuracy checks of a build iterate the same source, so every source must be
+    re-iterable and yield the same samples in the same order each time.
     """
 
     kind = "abstract"
 
     def __init__(self, inputs: Sequence[TensorInfo], *, batch_size: int = 16, max_samples: int | None = None,
-                 part: str = "all") -> None:
+                 part: str = "all", constants: Mapping[str, TensorInfo] | None = None) -> None:
         if not inputs:
             raise UsageError("the model has no inputs to feed")
         if batch_size < 1:
@@ -83,6 +83,8 @@ class DataSource(abc.ABC):
         if part not in PARTS:
             raise UsageError(f"data part {part!r} is not one of {list(PARTS)}")
         self.inputs = list(inputs)
+        # initializer-backed inputs (old IR): data may give their value, once, not per sample
+        self.constants = dict(constants or {})
         self.max_samples = max_samples
         self.part = part
         fixed = self.inputs[0].shape[0] if self.inputs[0].shape else None
@@ -110,6 +112,15 @@ class DataSource(abc.ABC):
         """Short human description of where the data comes from."""
 
     # --- shared behaviour ----------------------------------------------------------------------
+    def constant_feeds(self) -> dict[str, np.ndarray]:
+        """Values the data gives for initializer-backed inputs (read from the first chunk, checked)."""
+        if not self.constants:
+            return {}
+        for chunk in self._chunks():
+            return {name: check_initializer_feed(self.constants[name], value, chunk.origin)
+                    for name, value in chunk.feed.items() if name in self.constants}
+        return {}
+
     def _applies_split(self) -> bool:
         """Sources with a natural split (digits) select their part themselves."""
         return True
@@ -167,6 +178,8 @@ class DataSource(abc.ABC):
         feed: dict[str, np.ndarray] = {}
         expected = {info.name: info for info in self.inputs}
         for name, value in chunk.feed.items():
+            if name in self.constants:
+                continue  # a model constant, given once: see constant_feeds()
             array = np.asarray(value)
             info = expected.get(name)
             if info is not None:
@@ -194,6 +207,16 @@ class DataSource(abc.ABC):
                 raise UsageError(f"{chunk.origin}: {labels.shape[0]} labels for "
                                  f"{next(iter(feed.values())).shape[0]} samples")
         return feed, labels
+
+
+def check_initializer_feed(info: TensorInfo, value: np.ndarray, origin: str) -> np.ndarray:
+    """A user's value for an initializer-backed input: same dtype kind and exactly its shape."""
+    array = np.asarray(value)
+    if array.shape != tuple(info.shape) or array.dtype.kind != np.dtype(info.dtype).kind:
+        raise UsageError(f"{origin}: input {info.name!r} is an initializer of the model ({info.describe()}); "
+                         f"the data gives {array.dtype.name}{list(array.shape)}; feed exactly that shape, or leave "
+                         "it out to use the model's value")
+    return array.astype(info.dtype)
 
 
 def single_input(inputs: Sequence[TensorInfo], what: str) -> TensorInfo:

@@ -1,10 +1,13 @@
 """Random data, only when the user names it: scales calibrated on it say nothing about accuracy.
 
 Every sample is drawn from its own generator seeded by ``(seed, sample index)``, so the data is the
-same for every batch size and every pass. Float inputs get standard normal values, integer inputs
-integers in [0, 10), booleans fair coin flips. Dynamic dims other than the batch take their size
-from ``shapes`` ({input: full shape}, trtexec's ``--shapes``) or, when the input has profile bounds,
-a seeded draw within them per batch; otherwise the error asks for ``--shapes``.
+same for every batch size and every pass. Float inputs get standard normal values (or uniform values
+in a given range), booleans fair coin flips, integer inputs uniform integers in the inclusive range
+``ranges`` gives them (``--input-range ids:0:30522``): token ids, class indices or a sample rate have
+no default a tool could guess, so an integer input without a range is refused. Dynamic dims other
+than the batch take their size from ``shapes`` ({input: full shape}, trtexec's ``--shapes``) or,
+when the input has profile bounds, a seeded draw within them per batch; otherwise the error asks
+for ``--shapes``.
 """
 from __future__ import annotations
 
@@ -22,13 +25,43 @@ log = logging.getLogger("trtopt.data")
 DEFAULT_SAMPLES = 64
 
 
+ValueRange = tuple[float, float]
+
+
+def parse_input_ranges(text: str | None, flag: str = "--input-range") -> dict[str, ValueRange]:
+    """``ids:0:30522,mask:0:1`` -> {"ids": (0, 30522), "mask": (0, 1)} (inclusive; names may hold ':')."""
+    ranges: dict[str, ValueRange] = {}
+    for entry in (text or "").split(","):
+        if not entry.strip():
+            continue
+        name, low, high = ([None, None, None] + entry.strip().rsplit(":", 2))[-3:]
+        try:
+            bounds = (float(low), float(high))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            bounds = None
+        if not name or bounds is None or bounds[0] > bounds[1]:
+            raise UsageError(f"{flag} {entry.strip()!r}: expected NAME:LOW:HIGH with LOW <= HIGH, e.g. ids:0:30522")
+        ranges[name] = bounds
+    return ranges
+
+
 class RandomSource(DataSource):
     kind = "random"
 
     def __init__(self, inputs: Sequence[TensorInfo], *, seed: int = 0,
-                 shapes: Mapping[str, Sequence[int]] | None = None, **kwargs: object) -> None:
+                 shapes: Mapping[str, Sequence[int]] | None = None, ranges: Mapping[str, ValueRange] | None = None,
+                 **kwargs: object) -> None:
         super().__init__(inputs, **kwargs)  # type: ignore[arg-type]
         self.seed = seed
+        self.ranges = dict(ranges or {})
+        unknown_ranges = sorted(set(self.ranges) - {info.name for info in self.inputs})
+        if unknown_ranges:
+            raise UsageError(f"--input-range names unknown input(s) {unknown_ranges}; "
+                             f"the model has {[i.describe() for i in self.inputs]}")
+        for info in self.inputs:
+            if np.dtype(info.dtype).kind in "iu" and info.name not in self.ranges:
+                raise UsageError(f"random data for integer input {info.describe()} needs its value range: pass "
+                                 f"--input-range {info.name}:LOW:HIGH (e.g. token ids 0:VOCAB-1), or give real data")
         self.shapes = {name: tuple(int(d) for d in shape) for name, shape in (shapes or {}).items()}
         unknown = sorted(set(self.shapes) - {info.name for info in self.inputs})
         if unknown:
@@ -74,18 +107,23 @@ class RandomSource(DataSource):
             rows = min(self.batch_size, self.count - start)
             feed = {}
             for info in self.inputs:
-                samples = [self._draw(info, shapes[info.name], np.random.default_rng([self.seed, stream, start + i]))
+                samples = [self._draw(info, shapes[info.name], self.ranges.get(info.name),
+                                      np.random.default_rng([self.seed, stream, start + i]))
                            for i in range(rows)]
                 feed[info.name] = np.stack(samples)
             yield Chunk(feed, None, f"random batch {chunk}")
 
     @staticmethod
-    def _draw(info: TensorInfo, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    def _draw(info: TensorInfo, shape: tuple[int, ...], bounds: ValueRange | None,
+              rng: np.random.Generator) -> np.ndarray:
         dtype = np.dtype(info.dtype)
         if dtype.kind == "f":
+            if bounds is not None:
+                return rng.uniform(bounds[0], bounds[1], shape).astype(dtype)
             return rng.standard_normal(shape, dtype=np.float32).astype(dtype)
         if dtype.kind in "iu":
-            return rng.integers(0, 10, shape).astype(dtype)
+            assert bounds is not None  # checked in __init__
+            return rng.integers(int(bounds[0]), int(bounds[1]), shape, endpoint=True).astype(dtype)
         if dtype.kind == "b":
             return rng.integers(0, 2, shape).astype(bool)
         raise UsageError(f"random data for input {info.describe()} is not supported")

@@ -1,0 +1,272 @@
+"""Careless and hostile input: each is a usage error naming the file or flag, never an internal error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+from trtopt.data.npz_dataset import load_npz_dataset
+from trtopt.data.sources import open_source
+from trtopt.errors import UsageError
+from trtopt.fileio import atomic_write_text, sha256_file
+from trtopt.quantization.calibrate import calibrate
+from trtopt.quantization.table import ScaleTable
+from trtopt.quantization.trt_cache import read_trt_cache
+
+ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trtopt", *map(str, args)], capture_output=True, text=True, timeout=180, cwd=cwd, env=ENV
+    )
+
+
+def _loader(folder: Path, name: str, body: str) -> str:
+    path = folder / f"{name}.py"
+    path.write_text("import sys\nimport numpy as np\n\n" + textwrap.dedent(body))
+    return f"{path}:load_data"
+
+
+def _inputs(model: Path) -> list:
+    runner = OnnxRuntimeRunner(model)
+    inputs = runner.inputs
+    runner.close()
+    return inputs
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ("def load_data():\n    raise RuntimeError('dataset offline')\n", "RuntimeError: dataset offline"),
+        ("def load_data():\n    sys.exit(3)\n", "SystemExit: 3"),
+        (
+            "def load_data():\n    yield {'input': np.zeros((2, 3, 16, 16), np.float32)}\n"
+            "    raise ValueError('row 2')\n",
+            "ValueError: row 2",
+        ),
+        ("sys.exit(4)\n\ndef load_data():\n    return []\n", "failed to import: SystemExit: 4"),
+    ],
+)
+def test_a_failing_loader_is_a_usage_error_naming_it(residual_convnet, tmp_path, body, says):
+    spec = _loader(tmp_path, "bad_loader", body)
+    with pytest.raises(UsageError, match=f"bad_loader.py.*{says}"):
+        list(open_source(spec, _inputs(residual_convnet), batch_size=2))
+
+
+def test_a_loader_that_changes_between_passes_is_detected(residual_convnet, tmp_path):
+    spec = _loader(
+        tmp_path,
+        "drifting",
+        """
+        calls = [0]
+
+        def load_data():
+            calls[0] += 1
+            rng = np.random.default_rng(calls[0])
+            for _ in range(3):
+                yield {"input": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    """,
+    )
+    # calibration reads the data once; anything that reads it again (a build's accuracy check) must notice
+    source = open_source(spec, _inputs(residual_convnet), batch_size=4)
+    assert sum(batch.size for batch in source) == 12
+    with pytest.raises(UsageError, match="drifting.py:load_data yielded different data on pass 2 .item 0"):
+        list(source)
+    steady = _loader(
+        tmp_path,
+        "steady",
+        """
+        def load_data():
+            rng = np.random.default_rng(0)
+            for _ in range(3):
+                yield {"input": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    """,
+    )
+    assert calibrate(residual_convnet, steady, batch_size=4).num_samples == 12
+
+
+def test_object_arrays_are_refused_never_unpickled(residual_convnet, tmp_path):
+    marker = tmp_path / "unpickled"
+    np.savez(tmp_path / "objects.npz", input=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(UsageError, match="objects.npz.*Object arrays cannot be loaded"):
+        list(open_source(str(tmp_path / "objects.npz"), _inputs(residual_convnet)))
+    np.savez(tmp_path / "train.npz", x=np.array([None] * 4, dtype=object), y=np.arange(4))
+    with pytest.raises(UsageError, match="train.npz.*Object arrays"):
+        load_npz_dataset(tmp_path / "train.npz")
+    assert not marker.exists()
+
+
+def test_training_data_with_nan_is_refused(tmp_path):
+    x = np.random.default_rng(0).standard_normal((40, 1, 16, 16)).astype(np.float32)
+    x[3, 0, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.arange(40) % 10)
+    with pytest.raises(UsageError, match=r"nan.npz: 'x' has 1 NaN/Inf values"):
+        load_npz_dataset(tmp_path / "nan.npz")
+
+
+def _table(tmp_path: Path, model: Path, tensors: object) -> Path:
+    path = tmp_path / "table.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": "trtopt-scale-table",
+                "version": 1,
+                "model_sha256": sha256_file(model),
+                "method": "max",
+                "params": {},
+                "num_samples": 1,
+                "tensors": tensors,
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "tensors, says",
+    [
+        (["input", "c0"], '"tensors" must map tensor names'),
+        ({"input": 2.0}, '"tensors" must map tensor names'),
+        ({"input": {"amax": 1e-44}}, "amax 1e-44 gives the scale .* outside float32's normal range"),
+        ({"input": {"amax": 1e300}}, "amax 1e\\+300 gives the scale .* outside float32's normal range"),
+    ],
+)
+def test_malformed_scale_tables_are_refused(residual_convnet, tmp_path, tensors, says):
+    with pytest.raises(UsageError, match=f"table.json: {says}"):
+        ScaleTable.load(_table(tmp_path, residual_convnet, tensors))
+
+
+def test_tensorrt_cache_naming_unknown_tensors_warns(residual_convnet, tmp_path, caplog):
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-100900-EntropyCalibration2\ninput: 3c010204\nfrom_another_model: 3c010204\n")
+    with caplog.at_level(logging.WARNING, logger="trtopt.calibrate"):
+        table = read_trt_cache(cache, residual_convnet)
+    assert set(table.tensors) == {"input", "from_another_model"}
+    warned = [r.getMessage() for r in caplog.records if "does not have" in r.getMessage()]
+    assert len(warned) == 1 and "1 tensor(s)" in warned[0] and "'from_another_model'" in warned[0], warned
+
+
+def test_bad_thread_counts_are_refused(residual_convnet):
+    for threads in (-1, 0):
+        with pytest.raises(UsageError, match=f"--threads must be positive, got {threads}"):
+            OnnxRuntimeRunner(residual_convnet, threads=threads)
+
+
+def _model_without_nodes(path: Path) -> Path:
+    value = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])
+    onnx.save(helper.make_model(helper.make_graph([], "empty", [value], [value])), path)
+    return path
+
+
+def _custom_op_model(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["input"], ["out"], domain="com.example")],
+        "custom",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+        path,
+    )
+    return path
+
+
+def test_calibration_errors_name_the_users_model_not_a_temp_file(tmp_path):
+    with pytest.raises(UsageError, match="empty.onnx has an empty graph"):
+        calibrate(_model_without_nodes(tmp_path / "empty.onnx"), "random")
+    with pytest.raises(UsageError, match="custom-op.onnx") as refused:
+        calibrate(_custom_op_model(tmp_path / "custom-op.onnx"), "random")
+    assert "trtopt-calib-" not in str(refused.value) and "targets.onnx" not in str(refused.value)
+
+
+def _history_with(path: Path, report: str) -> Path:
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, label TEXT, "
+            "git_revision TEXT, hostname TEXT, regressions INTEGER NOT NULL DEFAULT 0, report TEXT NOT NULL)"
+        )
+        db.execute("INSERT INTO runs (created_at, report) VALUES ('2026-01-01', ?)", (report,))
+        db.execute("PRAGMA user_version = 1")
+    return path
+
+
+@pytest.mark.parametrize(
+    "report, says", [("{not json", "holds no readable report"), ('{"targets": 3}', "is not a trtopt benchmark report")]
+)
+def test_corrupt_history_rows_are_usage_errors(tmp_path, report, says):
+    from trtopt.bench.history import History
+
+    with History(_history_with(tmp_path / "h.sqlite", report)) as history:
+        with pytest.raises(UsageError, match=f"h.sqlite: run 1 {says}"):
+            history.resolve("last")
+
+
+def test_writing_a_file_over_a_folder_is_a_usage_error(tmp_path):
+    from trtopt.bench.record import RecordOptions
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UsageError, match="--json .*out is a folder; expected a file path"):
+        RecordOptions(json_path=tmp_path / "out")
+    with pytest.raises(UsageError, match="out is a folder"):
+        atomic_write_text(tmp_path / "out", "x")
+
+
+SUITE = """
+[suite]
+name = "s"
+[[models]]
+name = "m"
+onnx = "residual_convnet.onnx"
+data = "{loader}"
+"""
+
+
+def test_cli_usage_errors_exit_2_with_one_line(residual_convnet, tmp_path):
+    """The CLI end of the cases above (plus flag checks), each one line, exit 2, no traceback."""
+    loader = _loader(tmp_path, "loader", "def load_data():\n    raise RuntimeError('no')\n")
+    (tmp_path / "suite.toml").write_text(SUITE.format(loader=loader))
+    cases = [
+        (("quantize", residual_convnet, "-o", tmp_path / "q.onnx"), "--calib-data SRC -o TABLE.json"),
+        (
+            ("build", residual_convnet, "--batch-size", "0", "--engines-dir", tmp_path / "e"),
+            "--batch-size must be positive, got 0",
+        ),
+        (
+            ("build", residual_convnet, "--threads", "-1", "--engines-dir", tmp_path / "e"),
+            "--threads must be positive, got -1",
+        ),
+        (("demo", "--epochs", "0", "--out", tmp_path / "demo"), "--epochs must be at least 1, got 0"),
+        (("bench", "--suite", tmp_path / "suite.toml", "--no-history"), "is a Python loader: it would import and run"),
+    ]
+    for args, message in cases:
+        proc = _cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr, (args, proc.stderr)
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "e").exists()
+    allowed = _cli("bench", "--suite", tmp_path / "suite.toml", "--no-history", "--allow-code", cwd=tmp_path)
+    assert allowed.returncode == 2 and "loader.py:load_data failed: RuntimeError: no" in allowed.stderr, allowed.stderr
+
+
+@pytest.mark.parametrize("flag", ["--calib-data", "--val-data"])
+def test_help_says_loaders_run_code(flag):
+    from trtopt.cli import build_parser
+
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["build"].format_help().split())
+    assert f"{flag} SRC" in help_text and "imports and runs that Python file" in help_text
+    for verb in ("calibrate", "bench"):
+        text = " ".join(build_parser()._subparsers._group_actions[0].choices[verb].format_help().split())
+        assert "imports and runs that Python file" in text, verb
