@@ -112,7 +112,7 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
             with _evaluator(plan, work, table, batch) as evaluator:
                 ranked = _sensitivity(evaluator) if accuracy.sensitivity else None
                 mixed = _mixed_precision(plan, evaluator) if plan.budget else None
-        with atomic_directory(plan.engine_dir) as staging:
+        with atomic_directory(plan.engine_dir, versioned=True) as staging:
             model_file, model_info = _precision_model(plan, work, staging, table, mixed.float_nodes if mixed else ())
             if table is not None:
                 table.save(staging / SCALE_TABLE_FILE)
@@ -286,7 +286,8 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
     times, reference_times = [], []
     with plan.backend.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
-            feed, padded = fit_profile_batch(item.feed, plan.profile)  # a short last batch still fits the profile
+            # a short last batch is padded to fit the profile; the padding is dropped from the outputs
+            feed, padded = fit_profile_batch(item.feed, plan.inputs, plan.profile)
             tic = time.perf_counter()
             expected = reference.infer(feed)
             reference_times.append(time.perf_counter() - tic)
@@ -308,8 +309,14 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
 
 
 def _batch_size(inputs: Sequence[Any], profile: Any, wanted: int) -> int:
-    """A batch size every input accepts: fixed batch dims win, else capped by the profile's max."""
-    for info in inputs:
+    """A batch size every input accepts: fixed batch dims win, else capped by the profile's max.
+
+    Inputs fed whole with every batch (scalars, a state ``[2, batch, 128]``) have no batch axis 0.
+    """
+    from trtopt.data.sources.base import whole_inputs
+
+    whole = whole_inputs(inputs)
+    for info in (info for info in inputs if info.name not in whole):
         if info.shape and isinstance(info.shape[0], int) and info.shape[0] > 0:
             return info.shape[0]
         high = profile.max.get(info.name)
