@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
             f"mixed precision: kept float ({mixed['float_precision']}): {kept}; searched {mixed['evaluations']} "
             f"variants in {mixed['seconds']:.1f} s"
         )
+    if m.get("sensitivity"):
+        ranked = ", ".join(f"{e['node']} ({e['op_type']})" for e in m["sensitivity"]["top"])
+        print(f"INT8 sensitivity, most harmful first: {ranked} (all layers: {m['sensitivity']['file']})")
     warn_far_off(m, accepted=settings.accuracy.accept_loss)
     return 0
 

@@ -205,6 +205,7 @@ ACCURACY = AccuracyGroup("accuracy vs FP32", AccuracySettings, [
     Flag("budget", ("--accuracy-budget",), options={"metavar": "K=V,..."}),
     Flag("metrics", ()),  # --class-axis, --iou-threshold, --metric (see AccuracyGroup)
     Flag("accept_loss", ("--accept-accuracy-loss",), options={"action": "store_true"}),
+    Flag("sensitivity", ("--sensitivity",), options={"action": "store_true"}),
 ], part="accuracy")
 
 OUTPUT = Group("output and run", BuildSettings, [
