@@ -762,6 +762,7 @@ def main() -> int:
     try:
         prepare(work)
         rows = []
+        print(f"{'item':>4}  {'case':<55} {'exit':>5}  {'clean':<5} detail", flush=True)
         for case in CASES:
             if args.only not in case.name:
                 continue

@@ -61,7 +61,8 @@ def test_edge_tensors_varying_sizes_and_empty_slices(tmp_path: Path) -> None:
         "    for size in (6, 3, 6, 3):\n"
         "        yield {'x': (np.abs(rng.standard_normal((4, 2, size, size))) + 0.5).astype(np.float32)}\n",
     )
-    table = calibrate(model, data, all_tensors=True, batch_size=4)
+    # entropy keeps a constant tensor's full range exactly; auto's MSE objective may clip it by one bin (0.05%)
+    table = calibrate(model, data, all_tensors=True, batch_size=4, method="entropy")
     assert table.num_samples == 16
     zeros, constant, negative = table.tensors["zeros"], table.tensors["constant"], table.tensors["negative"]
     assert zeros.amax == DEGENERATE_AMAX and zeros.absmax == 0 and zeros.zero_fraction == 1.0
@@ -86,7 +87,7 @@ def test_nan_and_inf_name_tensor_and_batch_or_are_skipped(tmp_path: Path) -> Non
                               "        yield {'x': x}\n")
     with pytest.raises(NonFiniteError, match=r"tensor 'root' in batch 2: 1 NaN and 0 Inf"):
         calibrate(model, data, batch_size=2, all_tensors=True)
-    table = calibrate(model, data, batch_size=2, all_tensors=True, nan_policy="skip")
+    table = calibrate(model, data, batch_size=2, all_tensors=True, nan_policy="skip", method="entropy")
     root, recip = table.tensors["root"], table.tensors["recip"]
     assert root.nonfinite == 1 and root.amax == pytest.approx(2.0)
     assert recip.nonfinite == 1 and recip.max == pytest.approx(0.25)

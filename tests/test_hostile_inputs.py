@@ -270,3 +270,27 @@ def test_help_says_loaders_run_code(flag):
     for verb in ("calibrate", "bench"):
         text = " ".join(build_parser()._subparsers._group_actions[0].choices[verb].format_help().split())
         assert "imports and runs that Python file" in text, verb
+
+
+def test_triton_export_copies_only_files_inside_the_engine_folder(residual_convnet, tmp_path):
+    pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed")
+    from trtopt.pipeline import build
+    from trtopt.serve.settings import BatchingSettings
+    from trtopt.serve.triton_export import export_model
+
+    built = build(residual_convnet, name="net", engines_dir=tmp_path / "engines", accuracy_samples=8, threads=1)
+    engine = built.engine_dir
+    repository = tmp_path / "triton"
+    export_model("net", engine, repository, BatchingSettings())
+    assert (repository / "net").is_dir() and not (repository / "net").is_symlink()  # Triton's layout, plain folders
+    export_model("net", engine, repository, BatchingSettings(), force=True)
+    assert sorted(p.name for p in repository.iterdir() if not p.name.endswith(".lock")) == ["net"]  # no .old folder
+
+    secret = tmp_path / "secret.onnx"
+    secret.write_bytes(residual_convnet.read_bytes())
+    manifest = json.loads((engine / "manifest.json").read_text())
+    manifest["model"].update(file="../../secret.onnx", sha256=sha256_file(secret))  # the hash matches
+    (engine / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="model file '../../secret.onnx' is not a file name inside the engine folder"):
+        export_model("stolen", engine, repository, BatchingSettings())
+    assert not (repository / "stolen").exists()

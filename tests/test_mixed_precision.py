@@ -81,7 +81,18 @@ def test_sensitivity_finds_the_planted_layer_first(planted, tmp_path):
     model, data = planted
     out = tmp_path / "sens.json"
     run = _cli(
-        "sensitivity", str(model), "--calib-data", str(data), "--samples", "32", "--threads", "1", "--json", str(out)
+        "sensitivity",
+        str(model),
+        "--calib-data",
+        str(data),
+        "--samples",
+        "32",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+        "--html",
+        str(tmp_path / "sens.html"),
     )
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
@@ -92,6 +103,8 @@ def test_sensitivity_finds_the_planted_layer_first(planted, tmp_path):
     assert first["int8_alone"]["accuracy"]["outputs"]["logits"]["agreement"] < 0.7
     assert first["float_alone"]["accuracy"]["outputs"]["logits"]["agreement"] > 0.9
     assert "| 1 | fc_c | Gemm |" in run.stdout
+    page = (tmp_path / "sens.html").read_text()
+    assert "<img alt='per-layer sensitivity'" in page and "<td>fc_c</td>" in page
 
 
 def test_build_warns_loudly_when_far_off_and_can_be_silenced(planted, tmp_path):
@@ -120,11 +133,14 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
         engines_dir=tmp_path,
         threads=1,
         accuracy_budget="agreement=0.95,snr=20",
+        sensitivity=True,
         backend="onnxruntime",
     )
     mixed = result.manifest["mixed_precision"]
     assert [entry["node"] for entry in mixed["kept_float"]] == ["fc_c"]
     assert mixed["kept_float"][0]["rank"] == 1 and mixed["evaluations"] >= 2 and mixed["seconds"] > 0
+    assert result.manifest["sensitivity"]["top"][0]["node"] == "fc_c"
+    assert len(json.loads((result.engine_dir / "sensitivity.json").read_text())["layers"]) == 3
     assert result.manifest["accuracy"]["top1_agreement"] >= 0.95 and not result.manifest["accuracy"]["far_off"]
     quantized = onnx.load(result.engine_dir / result.manifest["model"]["file"])
     fc_c = next(n for n in quantized.graph.node if n.name == "fc_c")

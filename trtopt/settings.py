@@ -153,6 +153,10 @@ class AccuracySettings:
     accept_loss: bool = field(default=False, metadata=_help(
         "do not warn on the terminal when the engine is far off FP32 (the manifest still records it)",
         keyword="accept_accuracy_loss"))
+    sensitivity: bool = field(default=False, metadata=_help(
+        "with --int8: also measure every quantized layer's effect on the accuracy data (INT8 alone / float alone) "
+        "and record the ranking in the engine folder (sensitivity.json; costs two variants per layer)",
+        keyword="sensitivity"))
 
 
 # part name -> (settings class, prefix of its flat keyword names in build(**overrides))

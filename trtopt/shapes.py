@@ -271,20 +271,22 @@ def profile_bounds(info: TensorInfo, profile: ShapeProfile) -> tuple[tuple[int, 
 
 
 
-def fit_profile_batch(feed: Mapping[str, np.ndarray], profile: ShapeProfile) -> tuple[dict[str, np.ndarray], int]:
+def fit_profile_batch(feed: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo],
+                      profile: ShapeProfile) -> tuple[dict[str, np.ndarray], int]:
     """Pad a batch smaller than the profile's minimum batch by repeating its last sample.
 
     The last batch of a data set is usually short; an engine built for ``--shapes x:8x...`` cannot
-    run 3 samples. Returns (feed, padded rows); callers drop the padding from the outputs with
-    :func:`unpad_outputs`.
+    run 3 samples. Only inputs whose axis 0 is a dynamic batch axis are padded. Returns (feed,
+    padded rows); callers drop the padding from the outputs with :func:`unpad_outputs`.
     """
-    rows = next((int(np.shape(a)[0]) for a in feed.values() if np.ndim(a)), 0)
-    wanted = max((profile.min[name][0] for name in feed if profile.min.get(name)), default=0)
+    batched = [info.name for info in inputs if info.shape and is_dynamic(info.shape[0]) and info.name in feed]
+    rows = int(np.shape(feed[batched[0]])[0]) if batched else 0
+    wanted = max((profile.min[name][0] for name in batched if profile.min.get(name)), default=0)
     if not rows or rows >= wanted:
         return dict(feed), 0
     pad = wanted - rows
-    padded = {name: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if np.ndim(a) and np.shape(a)[0] == rows
-              else a for name, a in feed.items()}
+    padded = {name: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if name in batched else a
+              for name, a in feed.items()}
     return padded, pad
 
 

@@ -88,7 +88,7 @@ def validate_feed(feed: Mapping[str, Any], inputs: Sequence[TensorInfo]) -> dict
     for name, info in expected.items():
         array = np.asarray(feed[name])
         check_tensor(info, array.dtype, array.shape)
-        arrays[name] = np.ascontiguousarray(array)
+        arrays[name] = np.require(array, requirements="C")  # keeps 0-d scalars 0-d (ascontiguousarray does not)
     return arrays
 
 

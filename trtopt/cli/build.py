@@ -118,6 +118,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_metric_arguments(p)
     p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="with --int8: also measure every quantized layer's effect on held-out data (INT8 alone / float alone) "
+        "and record the ranking in the engine folder (sensitivity.json; costs two variants per layer)",
+    )
+    p.add_argument(
         "--accept-accuracy-loss",
         action="store_true",
         help="do not warn on the terminal when the engine is far off FP32 (the manifest still records it)",
@@ -223,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         accuracy_budget=args.accuracy_budget,
         metrics=metric_settings(args),
         accept_accuracy_loss=args.accept_accuracy_loss,
+        sensitivity=args.sensitivity,
         backend=args.backend,
         name=args.name,
         engines_dir=args.engines_dir,
@@ -279,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
             f"mixed precision: kept float ({mixed['float_precision']}): {kept}; searched {mixed['evaluations']} "
             f"variants in {mixed['seconds']:.1f} s"
         )
+    if m.get("sensitivity"):
+        ranked = ", ".join(f"{e['node']} ({e['op_type']})" for e in m["sensitivity"]["top"])
+        print(f"INT8 sensitivity, most harmful first: {ranked} (all layers: {m['sensitivity']['file']})")
     warn_far_off(m, accepted=args.accept_accuracy_loss)
     return 0
 

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, help="show only the N most harmful layers")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", metavar="FILE", help="also write the full result (every metric of every output) as JSON")
+    p.add_argument(
+        "--html", metavar="FILE", help="also write an HTML page: bar plot of per-layer harm/gain and the table"
+    )
     p.set_defaults(func=run)
 
 
@@ -68,4 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, result.to_json())
         print(f"JSON: {args.json}")
+    if args.html:
+        from trtopt.bench.report_sensitivity import write_sensitivity_html
+
+        write_sensitivity_html(result.to_json(), args.html, f"INT8 sensitivity of {Path(args.onnx).name}")
+        print(f"HTML: {args.html}")
     return 0

@@ -16,6 +16,7 @@ streams of unknown length and is identical for every batch size.
 from __future__ import annotations
 
 import abc
+import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,9 +38,12 @@ class Batch:
 
     feed: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    rows: int | None = None  # samples in the batch (None: axis 0 of the first array)
 
     @property
     def size(self) -> int:
+        if self.rows is not None:
+            return self.rows
         return int(next(iter(self.feed.values())).shape[0]) if self.feed else 0
 
 
@@ -56,6 +60,15 @@ def part_count(total: int, part: str) -> int:
     """How many of ``total`` samples fall into ``part`` under the every-fifth rule."""
     heldout = (total + 1) // HELDOUT_EVERY
     return {"all": total, "heldout": heldout, "calibration": total - heldout}[part]
+
+
+def whole_inputs(inputs: Sequence[TensorInfo]) -> set[str]:
+    """Inputs fed whole with every batch instead of sample by sample: scalars (a sample rate), and,
+    when some input has a dynamic batch axis, inputs whose axis 0 is fixed (a recurrent state
+    ``[2, batch, 128]`` keeps its batch elsewhere)."""
+    dynamic_batch = any(info.shape and not (isinstance(info.shape[0], int) and info.shape[0] > 0) for info in inputs)
+    return {info.name for info in inputs
+            if not info.shape or (dynamic_batch and isinstance(info.shape[0], int) and info.shape[0] > 0)}
 
 
 def _same_kind(given: np.dtype, wanted: np.dtype) -> bool:
@@ -87,14 +100,18 @@ class DataSource(abc.ABC):
         self.constants = dict(constants or {})
         self.max_samples = max_samples
         self.part = part
-        fixed = self.inputs[0].shape[0] if self.inputs[0].shape else None
+        self.whole = whole_inputs(self.inputs)
+        first = next((info for info in self.inputs if info.name not in self.whole), self.inputs[0])
+        fixed = first.shape[0] if first.shape and first.name not in self.whole else None
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
         if self.fixed_batch is not None and self.fixed_batch != batch_size:
             log.info("input %r has a fixed batch of %d; using it instead of batch size %d",
-                     self.inputs[0].name, self.fixed_batch, batch_size)
+                     first.name, self.fixed_batch, batch_size)
         self.batch_size = self.fixed_batch or batch_size
+        self.first_batched = first.name
         # chunks may hold any number of samples; the batcher enforces a fixed batch dim
-        self._chunk_inputs = [replace(info, shape=(None, *info.shape[1:]),
+        self._chunk_inputs = [info if info.name in self.whole else
+                              replace(info, shape=(None, *info.shape[1:]),
                                       bounds=(None, *info.bounds[1:]) if info.bounds else None)
                               for info in self.inputs]
 
@@ -144,17 +161,18 @@ class DataSource(abc.ABC):
         return f"{self._what()} ({samples}{part}, batch {self.batch_size})"
 
     def __iter__(self) -> Iterator[Batch]:
-        batcher = _Batcher(self.batch_size, self.fixed_batch, self.inputs[0].name)
-        for feed, labels in self._selected():
-            yield from batcher.push(feed, labels)
+        batcher = _Batcher(self.batch_size, self.fixed_batch, self.first_batched)
+        for feed, labels, whole in self._selected():
+            yield from batcher.push(feed, labels, whole)
         yield from batcher.flush()
 
-    def _selected(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
-        """Conformed chunks restricted to the requested part and to ``max_samples``."""
+    def _selected(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, np.ndarray]]]:
+        """Conformed chunks restricted to the requested part and to ``max_samples`` (whole inputs apart)."""
         index = 0  # global sample index in source order, for the held-out rule
         taken = 0
         for chunk in self._chunks():
             feed, labels = self._conform(chunk)
+            whole = {name: feed.pop(name) for name in self.whole}
             rows = _rows(feed)
             keep: np.ndarray | slice = slice(None)
             if self.part != "all" and self._applies_split():
@@ -171,7 +189,7 @@ class DataSource(abc.ABC):
                 labels = labels[keep] if labels is not None else None
             taken += _rows(feed)
             if _rows(feed):
-                yield feed, labels
+                yield feed, labels, whole
 
     def _conform(self, chunk: Chunk) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """Cast within dtype kinds, add a batch axis to single samples, validate; errors name the origin."""
@@ -189,23 +207,22 @@ class DataSource(abc.ABC):
                         raise UsageError(f"{chunk.origin}: input {name!r} has dtype {array.dtype}, expected "
                                          f"{wanted.name} ({info.describe()}); convert the data before calibrating")
                     array = array.astype(wanted)
-                if array.ndim == len(info.shape) - 1:
+                if array.ndim == len(info.shape) - 1 and name not in self.whole:
                     array = array[np.newaxis]
             feed[name] = array
         try:
             feed = validate_feed(feed, self._chunk_inputs)
         except UsageError as exc:
             raise UsageError(f"{chunk.origin}: {exc}") from exc
-        rows = {a.shape[0] for a in feed.values()}
+        counts = {n: a.shape[0] for n, a in feed.items() if n not in self.whole}
+        rows = set(counts.values()) or {1}
         if len(rows) != 1:
-            raise UsageError(f"{chunk.origin}: inputs have different sample counts "
-                             f"{ {n: a.shape[0] for n, a in feed.items()} }")
+            raise UsageError(f"{chunk.origin}: inputs have different sample counts {counts}")
         labels = None
         if chunk.labels is not None:
             labels = np.asarray(chunk.labels).reshape(-1)
-            if labels.shape[0] != rows.pop():
-                raise UsageError(f"{chunk.origin}: {labels.shape[0]} labels for "
-                                 f"{next(iter(feed.values())).shape[0]} samples")
+            if labels.shape[0] != (count := rows.pop()):
+                raise UsageError(f"{chunk.origin}: {labels.shape[0]} labels for {count} samples")
         return feed, labels
 
 
@@ -237,7 +254,8 @@ def take_labels(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo]) 
 
 
 def _rows(feed: Mapping[str, np.ndarray]) -> int:
-    return int(next(iter(feed.values())).shape[0])
+    """Samples in a feed of batched arrays (an empty one, all inputs whole, is one sample)."""
+    return int(next(iter(feed.values())).shape[0]) if feed else 1
 
 
 class _Batcher:
@@ -250,12 +268,19 @@ class _Batcher:
         self.pieces: list[tuple[dict[str, np.ndarray], np.ndarray | None]] = []
         self.rows = 0
         self.key: tuple | None = None
+        self.whole: dict[str, np.ndarray] = {}
 
-    def push(self, feed: dict[str, np.ndarray], labels: np.ndarray | None) -> Iterator[Batch]:
-        key = tuple((name, array.shape[1:]) for name, array in feed.items())
+    def push(self, feed: dict[str, np.ndarray], labels: np.ndarray | None,
+             whole: dict[str, np.ndarray]) -> Iterator[Batch]:
+        """Add a chunk; whole inputs go with every batch, so a change of their value closes a batch too."""
+        key = (tuple((name, array.shape[1:]) for name, array in feed.items()),
+               tuple((name, array.shape, hashlib.sha1(array.tobytes()).hexdigest()) for name, array in whole.items()))
         if self.pieces and key != self.key:
             yield from self.flush()
-        self.key = key
+        self.key, self.whole = key, whole
+        if not feed:  # every input is whole: each chunk is one sample, one batch
+            yield Batch(dict(whole), labels, 1)
+            return
         self.pieces.append((feed, labels))
         self.rows += _rows(feed)
         if self.rows >= self.batch_size:
@@ -274,8 +299,8 @@ class _Batcher:
                       if all(p[1] is not None for p in self.pieces) else None)
         rows, start = _rows(feed), 0
         while rows - start >= self.batch_size:
-            yield Batch({n: a[start:start + self.batch_size] for n, a in feed.items()},
-                        labels[start:start + self.batch_size] if labels is not None else None)
+            yield Batch({**{n: a[start:start + self.batch_size] for n, a in feed.items()}, **self.whole},
+                        labels[start:start + self.batch_size] if labels is not None else None, self.batch_size)
             start += self.batch_size
         self.pieces, self.rows = [], 0
         if start == rows:
@@ -287,4 +312,4 @@ class _Batcher:
             log.warning("dropping the last %d sample(s): input %r has a fixed batch of %d",
                         rows - start, self.first_input, self.fixed_batch)
         else:
-            yield Batch(*tail)
+            yield Batch({**tail[0], **self.whole}, tail[1], rows - start)

@@ -84,11 +84,13 @@ class RandomSource(DataSource):
         return self.count
 
     def _sample_shape(self, info: TensorInfo, chunk: int) -> tuple[int, ...]:
+        """One sample's shape; the whole shape for inputs fed whole (base.whole_inputs)."""
+        first = 0 if info.name in self.whole else 1
         if info.name in self.shapes:
-            return self.shapes[info.name][1:]
+            return self.shapes[info.name][first:]
         dims = []
         rng = np.random.default_rng([self.seed, 1 << 20, chunk])
-        for axis, dim in enumerate(info.shape[1:], start=1):
+        for axis, dim in enumerate(info.shape[first:], start=first):
             if isinstance(dim, int) and dim >= 0:
                 dims.append(dim)
                 continue
@@ -107,6 +109,10 @@ class RandomSource(DataSource):
             rows = min(self.batch_size, self.count - start)
             feed = {}
             for info in self.inputs:
+                if info.name in self.whole:  # one value for the whole batch
+                    rng = np.random.default_rng([self.seed, stream, start, 1 << 21])
+                    feed[info.name] = self._draw(info, shapes[info.name], self.ranges.get(info.name), rng)
+                    continue
                 samples = [self._draw(info, shapes[info.name], self.ranges.get(info.name),
                                       np.random.default_rng([self.seed, stream, start + i]))
                            for i in range(rows)]
