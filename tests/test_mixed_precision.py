@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import run_cli
 from trtopt.errors import UsageError
 from trtopt.repository import load
 
-ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 FEATURES, HIDDEN, CLASSES = 16, 32, 10
 
 
@@ -73,14 +71,10 @@ def planted(tmp_path: Path) -> tuple[Path, Path]:
     return make_planted_mlp(tmp_path / "planted.onnx"), data
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trtopt", *args], capture_output=True, text=True, timeout=180, env=ENV)
-
-
 def test_sensitivity_finds_the_planted_layer_first(planted, tmp_path):
     model, data = planted
     out = tmp_path / "sens.json"
-    run = _cli(
+    run = run_cli(
         "sensitivity",
         str(model),
         "--calib-data",
@@ -111,12 +105,12 @@ def test_build_warns_loudly_when_far_off_and_can_be_silenced(planted, tmp_path):
     model, data = planted
     engines = tmp_path / "engines"
     common = ("build", str(model), "--int8", "--calib-data", str(data), "--engines-dir", str(engines), "--threads", "1")
-    loud = _cli(*common, "--name", "loud")
+    loud = run_cli(*common, "--name", "loud")
     assert loud.returncode == 0, loud.stderr
     assert "FAR OFF FP32" in loud.stderr and "agreement" in loud.stderr
     far_off = json.loads((engines / "loud" / "manifest.json").read_text())["accuracy"]["far_off"]
     assert far_off and "logits" in far_off[0]
-    quiet = _cli(*common, "--name", "quiet", "--accept-accuracy-loss")
+    quiet = run_cli(*common, "--name", "quiet", "--accept-accuracy-loss")
     assert quiet.returncode == 0 and "FAR OFF" not in quiet.stderr
     manifest = json.loads((engines / "quiet" / "manifest.json").read_text())
     assert manifest["accuracy"]["far_off"] == far_off and manifest["accuracy"]["far_off_accepted"] is True
@@ -152,7 +146,7 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
 def test_unmeetable_budget_fails_with_the_best_reached_and_keeps_nothing(planted, tmp_path):
     model, data = planted
     engines = tmp_path / "engines"
-    run = _cli(
+    run = run_cli(
         "build",
         str(model),
         "--int8",
