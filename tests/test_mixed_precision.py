@@ -136,6 +136,9 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
     assert result.manifest["sensitivity"]["top"][0]["node"] == "fc_c"
     assert len(json.loads((result.engine_dir / "sensitivity.json").read_text())["layers"]) == 3
     assert result.manifest["accuracy"]["top1_agreement"] >= 0.95 and not result.manifest["accuracy"]["far_off"]
+    timing = result.manifest["timing"]  # speed vs FP32 on the same batches; slower is flagged, not hidden
+    assert timing["speedup"] == pytest.approx(timing["fp32_median_ms"] / timing["median_ms"], rel=1e-3)
+    assert timing["slower_than_fp32"] == (timing["speedup"] < 1.0)
     quantized = onnx.load(result.engine_dir / result.manifest["model"]["file"])
     fc_c = next(n for n in quantized.graph.node if n.name == "fc_c")
     assert not any(name.endswith("_dq") for name in fc_c.input)  # float inputs and weights
