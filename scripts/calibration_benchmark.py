@@ -24,7 +24,12 @@ Both ONNX Runtime-based calibrators keep every intermediate output of every samp
 (about 20 GB at 1024 ResNet-18 samples), so ``--ort-max-samples`` skips their larger runs (noted).
 Timings on a shared or small machine are noisy: the CPU time column helps to read them.
 
+``--big-model-gb N`` instead checks bounded memory on a model above 2 GB: a chain of 4096x4096
+MatMul+Relu layers whose weights (N GiB) live in an external data file, calibrated (and run once
+plainly) on random 4096-wide inputs; the peak RSS is compared with the weights' size.
+
 Usage: python scripts/calibration_benchmark.py [--samples 64 256 1024] [--batch-sizes 1 16]
+       python scripts/calibration_benchmark.py --big-model-gb 2.2 --samples 16 --batch-sizes 4
 """
 from __future__ import annotations
 
@@ -99,12 +104,47 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
     return path
 
 
+BIG_WIDTH = 4096
+
+
+def build_big_model(folder: Path, gigabytes: float, seed: int = 0) -> Path:
+    """MatMul+Relu layers of BIG_WIDTH^2 float32 weights, written straight to one external data file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    layer_bytes = BIG_WIDTH * BIG_WIDTH * 4
+    layers = max(1, int(np.ceil(gigabytes * 2**30 / layer_bytes)))
+    nodes, inits, x = [], [], "input"
+    with open(folder / "weights.bin", "wb") as weights:
+        for index in range(layers):
+            offset = weights.tell()
+            weights.write((rng.standard_normal((BIG_WIDTH, BIG_WIDTH), dtype=np.float32)
+                           * np.float32(np.sqrt(2.0 / BIG_WIDTH))).tobytes())
+            tensor = onnx.TensorProto(name=f"w{index}", data_type=TensorProto.FLOAT, dims=[BIG_WIDTH, BIG_WIDTH],
+                                      data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", "weights.bin"), ("offset", str(offset)), ("length", str(layer_bytes))):
+                tensor.external_data.add(key=key, value=value)
+            inits.append(tensor)
+            nodes.append(helper.make_node("MatMul", [x, f"w{index}"], [f"mm{index}"]))
+            nodes.append(helper.make_node("Relu", [f"mm{index}"], [f"relu{index}"]))
+            x = f"relu{index}"
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", BIG_WIDTH])]
+    outputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", BIG_WIDTH])]
+    graph = helper.make_graph(nodes, "big", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save_model(model, folder / "big.onnx")
+    return folder / "big.onnx"
+
+
 def feeds(samples: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The same seeded images for both tools, generated batch by batch (never all at once)."""
     for start in range(0, samples, batch_size):
         rows = min(batch_size, samples - start)
         rng = np.random.default_rng(start)
-        yield {"input": rng.standard_normal((rows, 3, SIZE, SIZE), dtype=np.float32)}
+        shape = (rows, BIG_WIDTH) if os.environ.get("BENCH_BIG") else (rows, 3, SIZE, SIZE)
+        yield {"input": rng.standard_normal(shape, dtype=np.float32)}
 
 
 def load_data() -> Iterator[
@@ -235,7 +275,11 @@ def main() -> int:
                              "(they hold every activation: ~20 GB at 1024)")
     parser.add_argument("--modelopt-venv", type=Path, default=Path.home() / ".cache" / "trtopt-bench" / "modelopt-venv",
                         help="ModelOpt's virtual environment, created on first use (default %(default)s)")
+    parser.add_argument("--big-model-gb", type=float,
+                        help="only check bounded memory on a model with this many GiB of external weights")
     args = parser.parse_args()
+    if args.big_model_gb:
+        return big_model_check(args.big_model_gb, args.samples, args.batch_sizes)
     pythons = {tool: sys.executable for tool in args.tools}
     notes = []
     if "modelopt" in pythons:
@@ -260,6 +304,21 @@ def main() -> int:
                     print(_row(results[-1]), flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     _summary(results, notes)
+    return 0
+
+
+def big_model_check(gigabytes: float, samples: list[int], batch_sizes: list[int]) -> int:
+    """trtopt and one plain pass on a model above 2 GB; peak RSS against the weights' size."""
+    os.environ["BENCH_BIG"] = "1"
+    with tempfile.TemporaryDirectory(prefix="calib-bench-big-") as folder:
+        model = build_big_model(Path(folder), gigabytes)
+        weights_mb = (Path(folder) / "weights.bin").stat().st_size / 2**20
+        print(f"model: {model.stat().st_size} bytes of graph, {weights_mb:.0f} MB of external weights", flush=True)
+        for batch_size in batch_sizes:
+            for count in samples:
+                for tool in ("ort-pass", "trtopt"):
+                    result = measure(tool, sys.executable, model, count, batch_size)
+                    print(_row(result) + f"  peak RSS / weights {result['peak_rss_mb'] / weights_mb:.2f}", flush=True)
     return 0
 
 
