@@ -41,7 +41,7 @@ def test_lenet_int8_fp16_fp32_builds_reuse_and_table(trained_lenet, tmp_path, mo
     assert m["io"]["inputs"][0]["name"] == "input" and "profile" in m["io"]
     acc = m["accuracy"]
     assert acc["data"] == "digits (heldout)" and acc["samples"] > 100
-    # acceptance: INT8 test accuracy within 0.5 points of FP32
+    # INT8 test accuracy within 0.5 points of FP32
     assert acc["accuracy_drop_points"] <= 0.5, acc
     assert acc["top1_agreement"] > 0.97 and acc["cosine_similarity"] > 0.99
 

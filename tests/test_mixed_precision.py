@@ -136,6 +136,9 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
     assert result.manifest["sensitivity"]["top"][0]["node"] == "fc_c"
     assert len(json.loads((result.engine_dir / "sensitivity.json").read_text())["layers"]) == 3
     assert result.manifest["accuracy"]["top1_agreement"] >= 0.95 and not result.manifest["accuracy"]["far_off"]
+    timing = result.manifest["timing"]  # speed vs FP32 on the same batches; slower is flagged, not hidden
+    assert timing["speedup"] == pytest.approx(timing["fp32_median_ms"] / timing["median_ms"], rel=1e-3)
+    assert timing["slower_than_fp32"] == (timing["speedup"] < 1.0)
     quantized = onnx.load(result.engine_dir / result.manifest["model"]["file"])
     fc_c = next(n for n in quantized.graph.node if n.name == "fc_c")
     assert not any(name.endswith("_dq") for name in fc_c.input)  # float inputs and weights
@@ -167,3 +170,29 @@ def test_unmeetable_budget_fails_with_the_best_reached_and_keeps_nothing(planted
     with pytest.raises(UsageError):
         load(engines / "never")
     assert not engines.exists() or not [p for p in engines.iterdir() if (p / "manifest.json").exists()]
+
+
+def test_zero_weight_channel_keeps_its_bias_in_int32(planted, tmp_path):
+    """A dead weight channel (all zeros) with a large bias: the int32 bias must not saturate."""
+    import onnxruntime as ort
+
+    from trtopt.quantization.calibrate import calibrate
+    from trtopt.quantization.qdq import quantize
+
+    model_path, data = planted
+    model = onnx.load(model_path)
+    w_b = next(i for i in model.graph.initializer if i.name == "w_b")
+    array = numpy_helper.to_array(w_b).copy()
+    array[:, 0] = 0.0
+    w_b.CopyFrom(numpy_helper.from_array(array, "w_b"))
+    dead = tmp_path / "dead.onnx"
+    onnx.save(model, dead)
+    table = calibrate(dead, str(data), method="max")
+    quantize(dead, table, tmp_path / "dead.int8.onnx", encoding="onnxruntime-cpu")
+    int8 = onnx.load(tmp_path / "dead.int8.onnx")
+    int8.graph.output.append(onnx.ValueInfoProto(name="h"))
+    onnx.save(int8, tmp_path / "dead.int8.onnx")
+    x = np.random.default_rng(2).normal(size=(8, FEATURES)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "dead.int8.onnx"), providers=["CPUExecutionProvider"])
+    h = session.run(["h"], {"x": x})[0]
+    assert np.allclose(h[:, 0], 1000.0, rtol=0.01)  # the bias alone: 1000, not a clipped int32

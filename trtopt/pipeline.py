@@ -11,6 +11,7 @@ reference session, the staging folder, the engine under test) is held in a ``wit
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -232,11 +233,10 @@ def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:
 
 def _evaluator(plan: BuildPlan, work: Path, table: Any, batch: int) -> Any:
     """INT8 variants of `work` run against FP32 on the accuracy data (trtopt.int8_eval)."""
-    from trtopt.int8_eval import Evaluator, QuantSettings, load_heldout
+    from trtopt.int8_eval import Evaluator, load_heldout
 
-    qdq, threads = plan.settings.qdq, plan.settings.engine.threads
-    quant = QuantSettings(plan.options.encoding, qdq.per_channel, tuple(sorted(qdq.exclude_nodes)),
-                          tuple(sorted(qdq.exclude_op_types)))
+    threads = plan.settings.engine.threads
+    quant = dataclasses.replace(plan.settings.qdq, encoding=plan.options.encoding)
     spec, part = _accuracy_data(plan)
     heldout = load_heldout(work, str(spec), part, plan.settings.accuracy.samples, batch, threads)
     return Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads)
