@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("http_port", "grpc_port", "metrics_port"):
         if not 0 <= getattr(args, flag) <= 65535:
             raise UsageError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a port in 0..65535")
-    if args.max_body_mb <= 0 or args.drain_seconds < 0:
-        raise UsageError("--max-body-mb must be positive and --drain-seconds not negative")
+    if args.max_body_mb <= 0 or args.drain_seconds <= 0:
+        raise UsageError("--max-body-mb and --drain-seconds must be positive")
     try:
         from trtopt.serve.server import serve
         from trtopt.serve.settings import ServerSettings, read_config

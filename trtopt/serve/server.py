@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import sys
@@ -83,7 +84,7 @@ async def _run(state: ServerState) -> int:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=int(settings.drain_seconds),
+            timeout_graceful_shutdown=math.ceil(settings.drain_seconds),
         )
     )
     grpc_server.start()
