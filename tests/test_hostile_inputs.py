@@ -159,6 +159,13 @@ def test_tensorrt_cache_naming_unknown_tensors_warns(residual_convnet, tmp_path,
     assert len(warned) == 1 and "1 tensor(s)" in warned[0] and "'from_another_model'" in warned[0], warned
 
 
+def test_tensorrt_cache_with_a_subnormal_scale_names_the_line(residual_convnet, tmp_path):
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-100900-EntropyCalibration2\ninput: 00000001\n")  # the smallest float32, 1.4e-45
+    with pytest.raises(UsageError, match=r"calib.cache line 2: tensor 'input': amax .* outside float32's normal range"):
+        read_trt_cache(cache, residual_convnet)
+
+
 def test_bad_thread_counts_are_refused(residual_convnet):
     for threads in (-1, 0):
         with pytest.raises(UsageError, match=f"--threads must be positive, got {threads}"):
