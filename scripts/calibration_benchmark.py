@@ -3,11 +3,14 @@
 
 Builds one ResNet-18-shaped ONNX (224x224, random He-initialized weights, dynamic batch) with
 onnx.helper, then, for every sample count and batch size, runs each tool as its own subprocess;
-the parent reads that child's peak RSS and CPU time from ``os.wait4`` and times it, so no run
-inherits another's memory. Every tool reads the same seeded inputs from the same generator.
+the parent times it and reads its CPU time from ``os.wait4``; the child reports its own peak RSS
+(VmHWM), so no run inherits another's memory. Every tool reads the same seeded inputs from the same generator.
 
-* ``ort-pass``: one plain ONNX Runtime inference pass over the samples (the floor calibration is
-  measured against: it must see every activation of every sample once).
+* ``ort-pass``: one plain ONNX Runtime inference pass over the samples with default session options
+  (the floor calibration is measured against: it must see every activation of every sample once).
+* ``ort-pass-nospin``: the same with idle intra-op threads sleeping instead of spinning, as in
+  trtopt's calibration session; on a busy host spinning costs the default pass time, so the ratio
+  against this one is printed as well.
 * ``trtopt``: ``trtopt.quantization.calibrate.calibrate(method="entropy")``.
 * ``onnxruntime``: ``create_calibrator(..., CalibrationMethod.Entropy)`` with ``num_bins=2048`` and
   ``num_quantized_bins=128`` followed by ``collect_data`` and ``compute_data``, i.e. the
@@ -24,7 +27,12 @@ Both ONNX Runtime-based calibrators keep every intermediate output of every samp
 (about 20 GB at 1024 ResNet-18 samples), so ``--ort-max-samples`` skips their larger runs (noted).
 Timings on a shared or small machine are noisy: the CPU time column helps to read them.
 
+``--big-model-gb N`` instead checks bounded memory on a model above 2 GB: a chain of 4096x4096
+MatMul+Relu layers whose weights (N GiB) live in an external data file, calibrated (and run once
+plainly) on random 4096-wide inputs; the peak RSS is compared with the weights' size.
+
 Usage: python scripts/calibration_benchmark.py [--samples 64 256 1024] [--batch-sizes 1 16]
+       python scripts/calibration_benchmark.py --big-model-gb 2.2 --samples 16 --batch-sizes 4
 """
 from __future__ import annotations
 
@@ -99,12 +107,47 @@ def build_resnet18(path: Path, seed: int = 0) -> Path:
     return path
 
 
+BIG_WIDTH = 4096
+
+
+def build_big_model(folder: Path, gigabytes: float, seed: int = 0) -> Path:
+    """MatMul+Relu layers of BIG_WIDTH^2 float32 weights, written straight to one external data file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(seed)
+    layer_bytes = BIG_WIDTH * BIG_WIDTH * 4
+    layers = max(1, int(np.ceil(gigabytes * 2**30 / layer_bytes)))
+    nodes, inits, x = [], [], "input"
+    with open(folder / "weights.bin", "wb") as weights:
+        for index in range(layers):
+            offset = weights.tell()
+            weights.write((rng.standard_normal((BIG_WIDTH, BIG_WIDTH), dtype=np.float32)
+                           * np.float32(np.sqrt(2.0 / BIG_WIDTH))).tobytes())
+            tensor = onnx.TensorProto(name=f"w{index}", data_type=TensorProto.FLOAT, dims=[BIG_WIDTH, BIG_WIDTH],
+                                      data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", "weights.bin"), ("offset", str(offset)), ("length", str(layer_bytes))):
+                tensor.external_data.add(key=key, value=value)
+            inits.append(tensor)
+            nodes.append(helper.make_node("MatMul", [x, f"w{index}"], [f"mm{index}"]))
+            nodes.append(helper.make_node("Relu", [f"mm{index}"], [f"relu{index}"]))
+            x = f"relu{index}"
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", BIG_WIDTH])]
+    outputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", BIG_WIDTH])]
+    graph = helper.make_graph(nodes, "big", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save_model(model, folder / "big.onnx")
+    return folder / "big.onnx"
+
+
 def feeds(samples: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """The same seeded images for both tools, generated batch by batch (never all at once)."""
     for start in range(0, samples, batch_size):
         rows = min(batch_size, samples - start)
         rng = np.random.default_rng(start)
-        yield {"input": rng.standard_normal((rows, 3, SIZE, SIZE), dtype=np.float32)}
+        shape = (rows, BIG_WIDTH) if os.environ.get("BENCH_BIG") else (rows, 3, SIZE, SIZE)
+        yield {"input": rng.standard_normal(shape, dtype=np.float32)}
 
 
 def load_data() -> Iterator[
@@ -114,7 +157,7 @@ def load_data() -> Iterator[
 
 
 MODELOPT_REQUIREMENTS = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]
-TOOLS = ("ort-pass", "trtopt", "onnxruntime", "modelopt")
+TOOLS = ("ort-pass", "ort-pass-nospin", "trtopt", "onnxruntime", "modelopt")
 
 
 class _Reader:
@@ -134,19 +177,23 @@ class _Reader:
         return next(feeds(self.samples, self.batch_size))
 
 
-def _plain_pass(model: Path, samples: int, batch_size: int) -> int:
+def _plain_pass(model: Path, samples: int, batch_size: int, spinning: bool = True) -> int:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(os.fspath(model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not spinning:  # as trtopt's calibration session runs: idle intra-op threads sleep
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(os.fspath(model), options, providers=["CPUExecutionProvider"])
     for feed in feeds(samples, batch_size):
         session.run(None, feed)
     return 0
 
 
-def _trtopt(model: Path, batch_size: int) -> int:
+def _trtopt(model: Path, samples: int, batch_size: int) -> int:
     from trtopt.quantization.calibrate import calibrate
 
-    table = calibrate(model, f"{Path(__file__).resolve()}:load_data", method="entropy", batch_size=batch_size)
+    table = calibrate(model, f"{Path(__file__).resolve()}:load_data", method="entropy", batch_size=batch_size,
+                      samples=samples)
     return len(table.tensors)
 
 
@@ -177,10 +224,20 @@ def _modelopt(model: Path, samples: int, batch_size: int) -> int:
 
 def worker(tool: str, model: Path, samples: int, batch_size: int) -> None:
     """One measured run; prints the number of calibrated tensors (Q nodes for ModelOpt) as JSON."""
-    count = {"ort-pass": lambda: _plain_pass(model, samples, batch_size), "trtopt": lambda: _trtopt(model, batch_size),
-             "onnxruntime": lambda: _onnxruntime(model, samples, batch_size),
-             "modelopt": lambda: _modelopt(model, samples, batch_size)}[tool]()
-    print(json.dumps({"tensors": count}))
+    if tool == "ort-pass-nospin":
+        count = _plain_pass(model, samples, batch_size, spinning=False)
+    else:
+        run = {"ort-pass": _plain_pass, "trtopt": _trtopt, "onnxruntime": _onnxruntime, "modelopt": _modelopt}[tool]
+        count = run(model, samples, batch_size)
+    print(json.dumps({"tensors": count, "peak_rss_mb": _own_peak_rss_mb()}))
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ``ru_maxrss`` from wait4: Linux carries the parent's
+    high-water mark over fork and exec, so a child would never report less than the parent held."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def modelopt_python(venv: Path) -> tuple[Path | None, str]:
@@ -216,9 +273,10 @@ def measure(tool: str, python: str, model: Path, samples: int, batch_size: int) 
         output, errors = out.read(), err.read()
     ok = os.waitstatus_to_exitcode(status) == 0
     lines = [line for line in errors.splitlines() if line.strip()]
+    report = json.loads(output.strip().splitlines()[-1]) if ok else {}
     return {"tool": tool, "samples": samples, "batch": batch_size, "ok": ok, "wall_s": wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "tensors": json.loads(output.strip().splitlines()[-1])["tensors"] if ok else None,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": report.get("peak_rss_mb", usage.ru_maxrss / 1024),
+            "tensors": report.get("tensors"),
             "error": None if ok else (lines[-1] if lines else f"exit status {os.waitstatus_to_exitcode(status)}")}
 
 
@@ -235,7 +293,11 @@ def main() -> int:
                              "(they hold every activation: ~20 GB at 1024)")
     parser.add_argument("--modelopt-venv", type=Path, default=Path.home() / ".cache" / "trtopt-bench" / "modelopt-venv",
                         help="ModelOpt's virtual environment, created on first use (default %(default)s)")
+    parser.add_argument("--big-model-gb", type=float,
+                        help="only check bounded memory on a model with this many GiB of external weights")
     args = parser.parse_args()
+    if args.big_model_gb:
+        return big_model_check(args.big_model_gb, args.samples, args.batch_sizes)
     pythons = {tool: sys.executable for tool in args.tools}
     notes = []
     if "modelopt" in pythons:
@@ -249,9 +311,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as folder:
         model = build_resnet18(Path(folder) / "resnet18.onnx")
         results = []
-        for tool, python in pythons.items():
-            for batch_size in args.batch_sizes:
-                for samples in args.samples:
+        # tools interleaved per configuration: load that drifts during the run hits them alike
+        for batch_size in args.batch_sizes:
+            for samples in args.samples:
+                for tool, python in pythons.items():
                     if tool in ("onnxruntime", "modelopt") and samples > args.ort_max_samples:
                         notes.append(f"{tool} at {samples} samples, batch {batch_size}: skipped (--ort-max-samples "
                                      f"{args.ort_max_samples})")
@@ -260,6 +323,21 @@ def main() -> int:
                     print(_row(results[-1]), flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     _summary(results, notes)
+    return 0
+
+
+def big_model_check(gigabytes: float, samples: list[int], batch_sizes: list[int]) -> int:
+    """trtopt and one plain pass on a model above 2 GB; peak RSS against the weights' size."""
+    os.environ["BENCH_BIG"] = "1"
+    with tempfile.TemporaryDirectory(prefix="calib-bench-big-") as folder:
+        model = build_big_model(Path(folder), gigabytes)
+        weights_mb = (Path(folder) / "weights.bin").stat().st_size / 2**20
+        print(f"model: {model.stat().st_size} bytes of graph, {weights_mb:.0f} MB of external weights", flush=True)
+        for batch_size in batch_sizes:
+            for count in samples:
+                for tool in ("ort-pass", "trtopt"):
+                    result = measure(tool, sys.executable, model, count, batch_size)
+                    print(_row(result) + f"  peak RSS / weights {result['peak_rss_mb'] / weights_mb:.2f}", flush=True)
     return 0
 
 
@@ -288,11 +366,13 @@ def _summary(results: list[dict], notes: list[str]) -> None:
         for samples in sorted({r["samples"] for r in results if r["batch"] == batch}):
             ours = by_key.get(("trtopt", batch, samples))
             plain = _ratio(ours, by_key.get(("ort-pass", batch, samples)), "wall_s")
+            nospin = _ratio(ours, by_key.get(("ort-pass-nospin", batch, samples)), "wall_s")
             speedup = _ratio(by_key.get(("onnxruntime", batch, samples)), ours, "wall_s")
             memory = _ratio(ours, by_key.get(("onnxruntime", batch, samples)), "peak_rss_mb")
             modelopt = _ratio(by_key.get(("modelopt", batch, samples)), ours, "wall_s")
             within = _verdict(plain, "<= 1.5", (plain or 9) <= 1.5)
-            print(f"batch {batch}, {samples} samples: trtopt / plain pass wall {within}; "
+            print(f"batch {batch}, {samples} samples: trtopt / plain pass wall {within} "
+                  f"(/ plain pass without spinning: {'not measured' if nospin is None else f'{nospin:.2f}'}); "
                   f"ORT entropy / trtopt wall {_verdict(speedup, '>= 5', (speedup or 0) >= 5)}; "
                   f"trtopt / ORT peak RSS {_verdict(memory, '<= 0.10', (memory or 9) <= 0.10)}; "
                   f"ModelOpt / trtopt wall {'not measured' if modelopt is None else f'{modelopt:.2f}'}")

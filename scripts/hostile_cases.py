@@ -672,7 +672,13 @@ CASES = [
         "loader yields other values on the second pass",
         8,
         2,
-        cli("calibrate", M, "--calib-data", "{W}/drifting.py:load_data", "-o", "{W}/t.json"),
+        # calibration reads its data once; a DataSource read again (the API, multi-pass consumers) checks digests
+        api(
+            "from trtopt.backends.onnxruntime import OnnxRuntimeRunner\n"
+            "from trtopt.data.sources import open_source\n"
+            "source = open_source('{W}/drifting.py:load_data', OnnxRuntimeRunner('{W}/model.onnx').inputs)\n"
+            "list(source)\nlist(source)"
+        ),
         must_say=("drifting.py",),
     ),
     # 9: messages
@@ -762,6 +768,7 @@ def main() -> int:
     try:
         prepare(work)
         rows = []
+        print(f"{'item':>4}  {'case':<55} {'exit':>5}  {'clean':<5} detail", flush=True)
         for case in CASES:
             if args.only not in case.name:
                 continue

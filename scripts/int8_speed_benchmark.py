@@ -12,7 +12,7 @@ call after each switch is left untimed (the previous session's threads are still
 average before and after is printed: a shared machine makes absolute numbers noisy, the ratio
 less so.
 
-Target (issue 4): INT8 ``onnxruntime-cpu`` throughput at batch 8 >= 1.8x FP32.
+Gate: INT8 ``onnxruntime-cpu`` throughput at batch 8 >= 1.8x FP32.
 
 Usage: python scripts/int8_speed_benchmark.py [--batch 8] [--threads 2] [--rounds 15] [--tensorrt-encoding]
 """

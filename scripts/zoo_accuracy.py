@@ -7,7 +7,7 @@ split and every engine is checked on the ``test`` split (the build's own accurac
 table below is exactly what the manifests record. INT8 runs twice: per-channel weights (the
 default) and per-tensor weights, to show what per-channel buys.
 
-Targets (issue 4): lenet INT8 test accuracy within 0.5 points of FP32; FP16 top-1 agreement with
+Gates: lenet INT8 test accuracy within 0.5 points of FP32; FP16 top-1 agreement with
 FP32 >= 99.5%. resnet18 (small variant) and mobilenetv2 are reported, not gated.
 
 Usage: python scripts/zoo_accuracy.py [--models lenet resnet18 mobilenetv2] [--epochs N] [--threads 2]

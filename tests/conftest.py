@@ -1,7 +1,13 @@
-"""Shared test fixtures: small real ONNX models built in the test run (no downloads)."""
+"""Shared test helpers: small real ONNX models built in the test run (no downloads), a trained
+model, the one CLI subprocess helper, and the one GPU skip (tests marked ``tensorrt`` or ``cuda``)."""
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +16,40 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 os.environ.setdefault("TRTOPT_NO_PROGRESS", "1")
+
+
+CLI_ENV = {"TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}  # the test machine's cores are shared
+
+
+def run_cli(*args: object, cwd: Path | None = None, timeout: float = 300,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m trtopt ARGS`` in a real subprocess, text output captured (`env` adds variables)."""
+    return subprocess.run([sys.executable, "-m", "trtopt", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, **CLI_ENV, **(env or {})})
+
+
+@functools.cache
+def _gpu_status(need: str) -> tuple[bool, str]:
+    if need == "tensorrt":
+        from trtopt.backends.registry import get_backend
+
+        return get_backend("tensorrt").availability()
+    from trtopt.cuda.device import probe_devices
+
+    count, why = probe_devices()
+    return count > 0, why
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The one GPU skip: tests marked ``tensorrt`` need TensorRT and a CUDA GPU, ``cuda`` a CUDA GPU.
+
+    A setup hook rather than a fixture, so it runs before any (module-scoped) fixture tries to build
+    an engine; the skip states what is missing."""
+    for need, what in (("tensorrt", "TensorRT and a CUDA GPU"), ("cuda", "cuda-python and a CUDA GPU")):
+        if item.get_closest_marker(need) is not None:
+            usable, why = _gpu_status(need)
+            if not usable:
+                pytest.skip(f"needs {what}: {why}")
 
 
 def make_residual_convnet(path: Path, channels: int = 3, size: int = 16, classes: int = 10, seed: int = 0,
@@ -61,9 +101,6 @@ def make_residual_convnet(path: Path, channels: int = 3, size: int = 16, classes
 @pytest.fixture
 def residual_convnet(tmp_path: Path) -> Path:
     return make_residual_convnet(tmp_path / "residual_convnet.onnx")
-
-
-from dataclasses import dataclass  # noqa: E402  (appended section: trained model fixtures)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 from trtopt.accuracy import AccuracyAccumulator, MetricSettings, compare_outputs, far_off_problems, parse_class_axis
 from trtopt.budget import AccuracyBudget
 from trtopt.errors import UsageError
-from trtopt.quantization.calibrators import AUTO_CANDIDATES, auto_bins, quantization_error
+from trtopt.quantization.calibrators import AUTO_CANDIDATES, auto_bins, expected_errors, mse_bins
 
 rng = np.random.default_rng(0)
 
@@ -105,8 +105,16 @@ def test_user_metric_plugs_in_and_budgets_name_it(tmp_path):
 def test_auto_calibration_picks_per_tensor_by_quantization_error():
     gaussian = np.histogram(np.abs(rng.normal(size=100_000)), bins=2048)[0]
     kept, chosen = auto_bins(gaussian, gaussian)
-    assert chosen in AUTO_CANDIDATES and quantization_error(gaussian, kept) <= quantization_error(gaussian, 2048)
+    errors = expected_errors(gaussian)
+    assert (
+        chosen in AUTO_CANDIDATES
+        and errors[kept - 1] <= errors[-1]
+        and errors[kept - 1] == errors[mse_bins(gaussian) - 1]
+    )
     # a uniform |x| has no tail worth clipping: the full range (or a clip next to it) wins
     uniform = np.full(2048, 50)
     kept, _ = auto_bins(uniform, uniform)
     assert kept >= 2000
+    zeros_only = np.zeros(2048, np.int64)
+    zeros_only[0] = 10
+    assert auto_bins(zeros_only, np.zeros(2048, np.int64)) == (2048, "max")

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,9 +52,7 @@ def make_conv_stack(path: Path, width: int, depth: int, channels: int = 3, size:
 
 
 def trtopt_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "trtopt", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=timeout)
+    return run_cli(*args, cwd=REPO, timeout=timeout)
 
 
 def read_report(path: Path) -> dict[str, Any]:

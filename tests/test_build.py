@@ -19,14 +19,8 @@ from trtopt.errors import UsageError
 from trtopt.quantization.calibrate import calibrate
 from trtopt.repository import load
 
-from conftest import make_residual_convnet
+from conftest import CLI_ENV, make_residual_convnet, run_cli
 
-ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _cli(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trtopt", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=ENV)
 
 
 def _no_engine_left(engines: Path, name: str) -> None:
@@ -47,7 +41,7 @@ def test_lenet_int8_fp16_fp32_builds_reuse_and_table(trained_lenet, tmp_path, mo
     assert m["io"]["inputs"][0]["name"] == "input" and "profile" in m["io"]
     acc = m["accuracy"]
     assert acc["data"] == "digits (heldout)" and acc["samples"] > 100
-    # acceptance: INT8 test accuracy within 0.5 points of FP32
+    # INT8 test accuracy within 0.5 points of FP32
     assert acc["accuracy_drop_points"] <= 0.5, acc
     assert acc["top1_agreement"] > 0.97 and acc["cosine_similarity"] > 0.99
 
@@ -74,7 +68,7 @@ def test_lenet_int8_fp16_fp32_builds_reuse_and_table(trained_lenet, tmp_path, mo
 
 
 def test_int8_without_calibration_is_a_usage_error(residual_convnet, tmp_path):
-    proc = _cli("build", str(residual_convnet), "--int8", "--engines-dir", str(tmp_path / "engines"))
+    proc = run_cli("build", str(residual_convnet), "--int8", "--engines-dir", str(tmp_path / "engines"))
     assert proc.returncode == 2
     assert "--calib-data" in proc.stderr and "--calib-table" in proc.stderr
     assert not (tmp_path / "engines" / "residual_convnet-int8").exists()
@@ -82,19 +76,19 @@ def test_int8_without_calibration_is_a_usage_error(residual_convnet, tmp_path):
 
 def test_cli_build_cache_hit_and_budget_failure(residual_convnet, tmp_path):
     engines = tmp_path / "engines"
-    first = _cli("build", str(residual_convnet), "--int8", "--calib-data", "random", "--engines-dir", str(engines),
+    first = run_cli("build", str(residual_convnet), "--int8", "--calib-data", "random", "--engines-dir", str(engines),
                  "--name", "net", "--calib-samples", "64", "--accuracy-samples", "32", "--threads", "1")
     assert first.returncode == 0, first.stderr
     assert "falling back to ONNX Runtime" in first.stdout and "top-1 agreement" in first.stdout
-    second = _cli("build", str(residual_convnet), "--int8", "--calib-data", "random", "--engines-dir", str(engines),
+    second = run_cli("build", str(residual_convnet), "--int8", "--calib-data", "random", "--engines-dir", str(engines),
                   "--name", "net", "--calib-samples", "64", "--accuracy-samples", "32", "--threads", "1", "--json")
     assert second.returncode == 0 and json.loads(second.stdout)["cache_hit"] is True
-    over = _cli("build", str(residual_convnet), "--fp16", "--engines-dir", str(engines), "--name", "strict",
+    over = run_cli("build", str(residual_convnet), "--fp16", "--engines-dir", str(engines), "--name", "strict",
                 "--accuracy-samples", "32", "--accuracy-budget", "cosine=1.0000001,agreement=0.5")
     assert over.returncode == 1 and "accuracy budget" in over.stderr and "cosine" in over.stderr
     _no_engine_left(engines, "strict")
     assert not [p for p in engines.iterdir() if p.name.startswith(".strict")], "staging folder removed"
-    labels_needed = _cli("build", str(residual_convnet), "--engines-dir", str(engines), "--name", "x",
+    labels_needed = run_cli("build", str(residual_convnet), "--engines-dir", str(engines), "--name", "x",
                          "--accuracy-samples", "16", "--accuracy-budget", "top1-drop=0.5")
     assert labels_needed.returncode == 1 and "labels" in labels_needed.stderr
 
@@ -122,7 +116,7 @@ def test_killed_build_leaves_no_loadable_engine(residual_convnet, tmp_path, sig)
     proc = subprocess.Popen([sys.executable, "-m", "trtopt", "build", str(residual_convnet), "--fp16", "--engines-dir",
                              str(engines), "--name", "killed", "--val-data", f"{loader}:load_data"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**ENV, "TRTOPT_TEST_MARKER": str(marker)})
+                            env={**os.environ, **CLI_ENV, "TRTOPT_TEST_MARKER": str(marker)})
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()
@@ -183,7 +177,7 @@ def test_bad_inputs_are_clear_usage_errors(residual_convnet, tmp_path):
     }
     for case, (args, needle) in cases.items():
         extra = [] if "--engines-dir" in args else ["--engines-dir", engines]
-        proc = _cli(*args, *extra)
+        proc = run_cli(*args, *extra)
         assert proc.returncode == 2, (case, proc.stderr)
         message = proc.stderr.strip().splitlines()[-1]  # earlier lines: INFO logs of the stages that ran
         assert message.startswith("trtopt build: error:") and needle in message, (case, proc.stderr)

@@ -4,16 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtopt.cuda.device import probe_devices
-
-pytestmark = pytest.mark.cuda
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _need_gpu() -> None:
-    count, why = probe_devices()
-    if not count:
-        pytest.skip(f"needs cuda-python and a CUDA GPU: {why}")
+pytestmark = pytest.mark.cuda  # skipped without a GPU by conftest, with the reason
 
 
 def _upload(array: np.ndarray):

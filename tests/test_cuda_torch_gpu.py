@@ -6,16 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtopt.cuda.device import probe_devices
-
-pytestmark = pytest.mark.cuda
+pytestmark = pytest.mark.cuda  # skipped without a GPU by conftest, with the reason
 
 
 @pytest.fixture(scope="module")
 def torch():
-    count, why = probe_devices()
-    if not count:
-        pytest.skip(f"needs cuda-python and a CUDA GPU: {why}")
     module = pytest.importorskip("torch", reason="needs PyTorch (a CUDA build)")
     if not module.cuda.is_available():
         pytest.skip(f"PyTorch {module.__version__} here has no CUDA (install a CUDA build of torch)")

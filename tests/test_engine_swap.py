@@ -121,6 +121,6 @@ def test_an_engine_name_that_is_a_file_is_refused(residual_convnet, tmp_path):
     engines = tmp_path / "engines"
     engines.mkdir()
     (engines / "net").write_text("not an engine")
-    with pytest.raises(UsageError, match="not an engine folder"):
+    with pytest.raises(UsageError, match="exists and is not a folder"):
         _build(residual_convnet, engines, 0)
     assert (engines / "net").read_text() == "not an engine"

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+from conftest import run_cli
 
 from trtopt.errors import TrtoptError, UsageError
 
@@ -118,7 +118,7 @@ def test_parity_miss_writes_nothing(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "trtopt", "export", *map(str, args)], capture_output=True, text=True)
+    return run_cli("export", *args)
 
 
 def test_cli_exports_and_prints_diff(tmp_path, trained_lenet):

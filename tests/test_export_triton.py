@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import run_cli
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed")
 import onnxruntime as ort  # noqa: E402
@@ -23,7 +24,7 @@ from trtopt.tensors import TensorInfo  # noqa: E402
 
 
 def export(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trtopt", "export-triton", *args], capture_output=True, text=True)
+    return run_cli("export-triton", *args)
 
 
 def parse(path: Path) -> model_config_pb2.ModelConfig:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import run_cli
 from trtopt.errors import UsageError
 from trtopt.repository import load
 
-ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 FEATURES, HIDDEN, CLASSES = 16, 32, 10
 
 
@@ -73,15 +71,22 @@ def planted(tmp_path: Path) -> tuple[Path, Path]:
     return make_planted_mlp(tmp_path / "planted.onnx"), data
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trtopt", *args], capture_output=True, text=True, timeout=180, env=ENV)
-
-
 def test_sensitivity_finds_the_planted_layer_first(planted, tmp_path):
     model, data = planted
     out = tmp_path / "sens.json"
-    run = _cli(
-        "sensitivity", str(model), "--calib-data", str(data), "--samples", "32", "--threads", "1", "--json", str(out)
+    run = run_cli(
+        "sensitivity",
+        str(model),
+        "--calib-data",
+        str(data),
+        "--samples",
+        "32",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+        "--html",
+        str(tmp_path / "sens.html"),
     )
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
@@ -92,18 +97,20 @@ def test_sensitivity_finds_the_planted_layer_first(planted, tmp_path):
     assert first["int8_alone"]["accuracy"]["outputs"]["logits"]["agreement"] < 0.7
     assert first["float_alone"]["accuracy"]["outputs"]["logits"]["agreement"] > 0.9
     assert "| 1 | fc_c | Gemm |" in run.stdout
+    page = (tmp_path / "sens.html").read_text()
+    assert "<img alt='per-layer sensitivity'" in page and "<td>fc_c</td>" in page
 
 
 def test_build_warns_loudly_when_far_off_and_can_be_silenced(planted, tmp_path):
     model, data = planted
     engines = tmp_path / "engines"
     common = ("build", str(model), "--int8", "--calib-data", str(data), "--engines-dir", str(engines), "--threads", "1")
-    loud = _cli(*common, "--name", "loud")
+    loud = run_cli(*common, "--name", "loud")
     assert loud.returncode == 0, loud.stderr
     assert "FAR OFF FP32" in loud.stderr and "agreement" in loud.stderr
     far_off = json.loads((engines / "loud" / "manifest.json").read_text())["accuracy"]["far_off"]
     assert far_off and "logits" in far_off[0]
-    quiet = _cli(*common, "--name", "quiet", "--accept-accuracy-loss")
+    quiet = run_cli(*common, "--name", "quiet", "--accept-accuracy-loss")
     assert quiet.returncode == 0 and "FAR OFF" not in quiet.stderr
     manifest = json.loads((engines / "quiet" / "manifest.json").read_text())
     assert manifest["accuracy"]["far_off"] == far_off and manifest["accuracy"]["far_off_accepted"] is True
@@ -120,12 +127,18 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
         engines_dir=tmp_path,
         threads=1,
         accuracy_budget="agreement=0.95,snr=20",
+        sensitivity=True,
         backend="onnxruntime",
     )
     mixed = result.manifest["mixed_precision"]
     assert [entry["node"] for entry in mixed["kept_float"]] == ["fc_c"]
     assert mixed["kept_float"][0]["rank"] == 1 and mixed["evaluations"] >= 2 and mixed["seconds"] > 0
+    assert result.manifest["sensitivity"]["top"][0]["node"] == "fc_c"
+    assert len(json.loads((result.engine_dir / "sensitivity.json").read_text())["layers"]) == 3
     assert result.manifest["accuracy"]["top1_agreement"] >= 0.95 and not result.manifest["accuracy"]["far_off"]
+    timing = result.manifest["timing"]  # speed vs FP32 on the same batches; slower is flagged, not hidden
+    assert timing["speedup"] == pytest.approx(timing["fp32_median_ms"] / timing["median_ms"], rel=1e-3)
+    assert timing["slower_than_fp32"] == (timing["speedup"] < 1.0)
     quantized = onnx.load(result.engine_dir / result.manifest["model"]["file"])
     fc_c = next(n for n in quantized.graph.node if n.name == "fc_c")
     assert not any(name.endswith("_dq") for name in fc_c.input)  # float inputs and weights
@@ -136,7 +149,7 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
 def test_unmeetable_budget_fails_with_the_best_reached_and_keeps_nothing(planted, tmp_path):
     model, data = planted
     engines = tmp_path / "engines"
-    run = _cli(
+    run = run_cli(
         "build",
         str(model),
         "--int8",
@@ -157,3 +170,29 @@ def test_unmeetable_budget_fails_with_the_best_reached_and_keeps_nothing(planted
     with pytest.raises(UsageError):
         load(engines / "never")
     assert not engines.exists() or not [p for p in engines.iterdir() if (p / "manifest.json").exists()]
+
+
+def test_zero_weight_channel_keeps_its_bias_in_int32(planted, tmp_path):
+    """A dead weight channel (all zeros) with a large bias: the int32 bias must not saturate."""
+    import onnxruntime as ort
+
+    from trtopt.quantization.calibrate import calibrate
+    from trtopt.quantization.qdq import quantize
+
+    model_path, data = planted
+    model = onnx.load(model_path)
+    w_b = next(i for i in model.graph.initializer if i.name == "w_b")
+    array = numpy_helper.to_array(w_b).copy()
+    array[:, 0] = 0.0
+    w_b.CopyFrom(numpy_helper.from_array(array, "w_b"))
+    dead = tmp_path / "dead.onnx"
+    onnx.save(model, dead)
+    table = calibrate(dead, str(data), method="max")
+    quantize(dead, table, tmp_path / "dead.int8.onnx", encoding="onnxruntime-cpu")
+    int8 = onnx.load(tmp_path / "dead.int8.onnx")
+    int8.graph.output.append(onnx.ValueInfoProto(name="h"))
+    onnx.save(int8, tmp_path / "dead.int8.onnx")
+    x = np.random.default_rng(2).normal(size=(8, FEATURES)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "dead.int8.onnx"), providers=["CPUExecutionProvider"])
+    h = session.run(["h"], {"x": x})[0]
+    assert np.allclose(h[:, 0], 1000.0, rtol=0.01)  # the bias alone: 1000, not a clipped int32

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_residual_convnet
+from conftest import make_residual_convnet, run_cli
 from trtopt.backends.registry import get_backend
 from trtopt.errors import UsageError
 from trtopt.plan import cache_key, plan_build
@@ -72,10 +72,6 @@ def test_cache_key_takes_only_the_engine_fields_the_backend_declares(residual_co
     assert cache_key(more_contexts) != cache_key(as_tensorrt[1])
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trtopt", *args], capture_output=True, text=True, timeout=300)
-
-
 def test_force_accepts_a_table_from_other_model_bytes_everywhere(residual_convnet: Path, tmp_path: Path) -> None:
     other = make_residual_convnet(tmp_path / "other.onnx", seed=3)
     table = tmp_path / "other_table.json"
@@ -88,9 +84,9 @@ def test_force_accepts_a_table_from_other_model_bytes_everywhere(residual_convne
                   "--engines-dir", str(tmp_path / "engines"), "--accuracy-samples", "8", "--threads", "1"],
     }
     for verb, args in commands.items():
-        refused = _cli(*args)
+        refused = run_cli(*args)
         assert refused.returncode == 2 and "the scale table was computed on a model with sha256" in refused.stderr, verb
-        forced = _cli(*args, "--force")
+        forced = run_cli(*args, "--force")
         assert forced.returncode == 0, (verb, forced.stderr)
     manifest = (tmp_path / "engines" / "residual_convnet-int8" / "manifest.json").read_text()
     assert '"command": "trtopt build' in manifest, "the CLI passes its command line into the manifest"

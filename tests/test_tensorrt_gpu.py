@@ -17,18 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import make_residual_convnet
 from trtopt.backends.registry import BuildOptions
 from trtopt.settings import EngineSettings
-from trtopt.backends.tensorrt.availability import tensorrt_availability
 from trtopt.errors import TrtoptError
 from trtopt.shapes import derive_profile
 
-pytestmark = pytest.mark.tensorrt
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _need_tensorrt() -> None:
-    usable, why = tensorrt_availability()
-    if not usable:
-        pytest.skip(f"needs TensorRT and a CUDA GPU: {why}")
+pytestmark = pytest.mark.tensorrt  # skipped without TensorRT and a GPU by conftest, with the reason
 
 
 def _ort(path: Path):

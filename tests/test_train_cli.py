@@ -1,18 +1,15 @@
 """`trtopt train` bad input: one clear line, exit 2, no process started, nothing written."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from conftest import run_cli
+
 
 def _train(*args, cwd):
-    env = dict(os.environ, TRTOPT_NO_PROGRESS="1")
-    return subprocess.run([sys.executable, "-m", "trtopt", "train", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    return run_cli("train", *args, cwd=cwd, timeout=120)
 
 
 def _assert_usage_error(proc, message):

@@ -4,6 +4,15 @@ Every artefact (checkpoint, scale table, cache, engine, manifest) goes through t
 bytes land in a temporary file in the destination folder, are fsync'ed, then renamed over the
 target. An interrupted run therefore leaves either the old file or no file, never a truncated one
 that looks valid.
+
+Folders (:func:`atomic_directory`) are assembled in a ``.NAME.<token>.staging`` folder. Engine
+folders are *versioned*: ``engines/NAME`` is a symlink to a hidden ``.NAME.<token>.version``
+folder, and publishing a new version is one rename of a new symlink over it, so a server that
+loads NAME during a rebuild finds the old or the new engine, never neither (the issue measured
+1,656 failed loads in 88,639 with the former two-rename swap). Writers of one name serialize on
+``.NAME.lock`` (flock), and each removes every version but the one it published, so concurrent
+rebuilds leave no stale folders. Old versions are removed at once; a reader still inside one
+notices the name moved on and loads again (trtopt.repository.load).
 """
 from __future__ import annotations
 
@@ -166,20 +175,45 @@ def _publish(staging: Path, target: Path) -> None:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a staging folder beside `path`; on success it becomes `path` in one atomic step.
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Rename `staging` over the plain folder `target` (old content moved aside first, then removed).
 
-    Used for engine folders: everything (engine, manifest, timing cache) is written into the
-    staging folder, and only a complete folder ever appears under the final name. ``path`` is a
-    symbolic link to a hidden version folder (``.NAME.<token>.version``) that is replaced by one
-    rename, so a reader never finds the name missing or half replaced. On any exception the
-    staging folder is removed and `path` keeps its old content.
+    Two renames, so a reader may briefly find no `target`: for outputs other programs own the
+    layout of (a Triton model repository). Writers serialize on the name's lock; a failed rename
+    puts the old folder back, so nothing is lost and no ``.NAME.*.old`` folder stays behind.
+    """
+    with _exclusive_lock(lock_file(target)):
+        retired = None
+        if target.exists() or target.is_symlink():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, retired / "old")
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            if retired is not None:
+                os.replace(retired / "old", target)
+            raise
+        finally:
+            if retired is not None:
+                shutil.rmtree(retired, ignore_errors=True)
+        _fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, versioned: bool = False) -> Iterator[Path]:
+    """Yield a staging folder beside `path`; on success it replaces `path` as a whole.
+
+    Everything (engine, manifest, timing cache) is written into the staging folder, and only a
+    complete folder ever appears under the final name. With `versioned` (engine folders) ``path``
+    is a symbolic link to a hidden version folder (``.NAME.<token>.version``) replaced by one
+    rename, so a reader never finds the name missing or half replaced; without it ``path`` stays a
+    plain folder (see :func:`_replace_folder`). On any exception the staging folder is removed and
+    `path` keeps its old content.
     """
     target = Path(path)
-    parent = ensure_writable_dir(target.parent, "engines folder")
+    parent = ensure_writable_dir(target.parent, "output folder")
     if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} exists and is not an engine folder")
+        raise UsageError(f"{target} exists and is not a folder")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=parent))
     os.chmod(staging, _default_mode(is_dir=True))
     try:
@@ -188,7 +222,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
             if child.is_file():
                 with open(child, "rb") as handle:
                     os.fsync(handle.fileno())
-        _publish(staging, target)
+        (_publish if versioned else _replace_folder)(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

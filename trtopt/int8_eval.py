@@ -28,16 +28,7 @@ import onnx
 
 from trtopt.accuracy import AccuracyAccumulator, AccuracyReport, MetricSettings, UserMetric
 from trtopt.errors import UsageError
-
-
-@dataclass(frozen=True)
-class QuantSettings:
-    """How the Q/DQ pass quantizes (the same choices `build --int8` makes)."""
-
-    encoding: str = "onnxruntime-cpu"
-    per_channel: bool = True
-    exclude_nodes: tuple[str, ...] = ()  # forced float by the user
-    exclude_op_types: tuple[str, ...] = ()
+from trtopt.settings import QdqSettings  # how the Q/DQ pass quantizes: the choices `build --int8` makes
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ def load_heldout(model_path: Path, spec: str, part: str, samples: int, batch_siz
     return HeldOut(feeds, labels, outputs, 1000 * float(np.median(times)))
 
 
-def quantized_layers(model_path: Path, table: object, quant: QuantSettings) -> list[Layer]:
+def quantized_layers(model_path: Path, table: object, quant: QdqSettings) -> list[Layer]:
     """The Q/DQ groups of the full INT8 placement, in graph order (unnamed nodes cannot be excluded: skipped)."""
     import onnx_ir as ir
 
@@ -119,7 +110,7 @@ class Evaluator:
         self,
         model_path: Path,
         table: object,
-        quant: QuantSettings,
+        quant: QdqSettings,
         heldout: HeldOut,
         metrics: MetricSettings,
         threads: int | None = None,

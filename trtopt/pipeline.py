@@ -11,6 +11,7 @@ reference session, the staging folder, the engine under test) is held in a ``wit
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -31,6 +32,8 @@ from trtopt.settings import BuildSettings
 log = logging.getLogger("trtopt.build")
 
 SCALE_TABLE_FILE = "scales.json"
+SENSITIVITY_FILE = "sensitivity.json"
+SENSITIVITY_TOP = 10  # layers listed in the manifest; the file has them all
 # A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
 # belong to no running build (TensorRT builds of large models take minutes to an hour) and are swept.
 STALE_STAGING_S = 6 * 3600
@@ -105,9 +108,12 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
     with OnnxRuntimeRunner(work, threads=plan.settings.engine.threads) as reference:
         table = _scale_table(plan, work, reference)
         batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
-        mixed = (_mixed_precision(plan, work, table, batch) if plan.settings.precision == "int8" and plan.budget
-                 else None)
-        with atomic_directory(plan.engine_dir) as staging:
+        mixed = ranked = None
+        if plan.settings.precision == "int8" and (plan.budget or accuracy.sensitivity):
+            with _evaluator(plan, work, table, batch) as evaluator:
+                ranked = _sensitivity(evaluator) if accuracy.sensitivity else None
+                mixed = _mixed_precision(plan, evaluator) if plan.budget else None
+        with atomic_directory(plan.engine_dir, versioned=True) as staging:
             model_file, model_info = _precision_model(plan, work, staging, table, mixed.float_nodes if mixed else ())
             if table is not None:
                 table.save(staging / SCALE_TABLE_FILE)
@@ -128,6 +134,13 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
                                     "far_off_accepted": bool(far_off) and accuracy.accept_loss}
             if mixed is not None:
                 manifest["mixed_precision"] = mixed.to_json()
+            if ranked is not None:
+                atomic_write_json(staging / SENSITIVITY_FILE, ranked.to_json())
+                manifest["sensitivity"] = {
+                    "file": SENSITIVITY_FILE, "samples": ranked.samples, "seconds": round(ranked.seconds, 3),
+                    "top": [{"node": e.layer.name, "op_type": e.layer.op_type, "harm": e.harm, "gain": e.gain}
+                            for e in ranked.layers[:SENSITIVITY_TOP]],
+                }
             manifest["timing"] = timing
             manifest["build_seconds"] = round(time.perf_counter() - plan.started, 3)
             atomic_write_json(staging / MANIFEST, manifest)
@@ -178,7 +191,9 @@ def _scale_table(plan: BuildPlan, work: Path, reference: Any) -> Any:
     data = open_source(str(calibration.data), reference.inputs, batch_size=plan.settings.batch_size,
                        max_samples=calibration.samples, seed=calibration.seed, part="calibration",
                        **plan.data.for_source(str(calibration.data)))
-    return calibrate(work, data, calibration, threads=plan.settings.engine.threads)
+    # FP16's range rule needs every activation's range: an overflow anywhere turns the output into inf/NaN
+    return calibrate(work, data, calibration, threads=plan.settings.engine.threads,
+                     all_tensors=plan.settings.precision == "fp16")
 
 
 def _precision_model(
@@ -218,21 +233,35 @@ def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:
     return (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
 
 
-def _mixed_precision(plan: BuildPlan, work: Path, table: Any, batch: int) -> Any:
-    """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
-    from trtopt.int8_eval import Evaluator, QuantSettings, load_heldout, quantized_layers
-    from trtopt.mixed_precision import BudgetUnreachable, search
+def _evaluator(plan: BuildPlan, work: Path, table: Any, batch: int) -> Any:
+    """INT8 variants of `work` run against FP32 on the accuracy data (trtopt.int8_eval)."""
+    from trtopt.int8_eval import Evaluator, load_heldout
 
-    qdq, threads = plan.settings.qdq, plan.settings.engine.threads
-    quant = QuantSettings(plan.options.encoding, qdq.per_channel, tuple(sorted(qdq.exclude_nodes)),
-                          tuple(sorted(qdq.exclude_op_types)))
+    threads = plan.settings.engine.threads
+    quant = dataclasses.replace(plan.settings.qdq, encoding=plan.options.encoding)
     spec, part = _accuracy_data(plan)
     heldout = load_heldout(work, str(spec), part, plan.settings.accuracy.samples, batch, threads)
-    with Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads) as evaluator:
-        try:
-            result = search(evaluator, quantized_layers(work, table, quant), plan.budget)
-        except BudgetUnreachable as exc:
-            raise TrtoptError(f"{exc}; nothing was written") from None
+    return Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads)
+
+
+def _sensitivity(evaluator: Any) -> Any:
+    """Per-layer sensitivity of the full INT8 model (``--sensitivity``; trtopt.sensitivity)."""
+    from trtopt.int8_eval import quantized_layers
+    from trtopt.sensitivity import analyze
+
+    return analyze(evaluator, quantized_layers(evaluator.model_path, evaluator.table, evaluator.quant))
+
+
+def _mixed_precision(plan: BuildPlan, evaluator: Any) -> Any:
+    """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
+    from trtopt.int8_eval import quantized_layers
+    from trtopt.mixed_precision import BudgetUnreachable, search
+
+    try:
+        result = search(evaluator, quantized_layers(evaluator.model_path, evaluator.table, evaluator.quant),
+                        plan.budget)
+    except BudgetUnreachable as exc:
+        raise TrtoptError(f"{exc}; nothing was written") from None
     log.info("mixed precision: %d layer(s) kept float after %d variants in %.1f s", len(result.kept_float),
              result.evaluations, result.seconds)
     return result

@@ -205,7 +205,8 @@ def cache_key(plan: BuildPlan) -> str:
         "accuracy": {"data": data_fingerprint(accuracy.data), "samples": accuracy.samples,
                      "budget": plan.budget.to_json(), "metrics": accuracy.metrics.to_json(),
                      "input_ranges": sorted(plan.data.ranges.items()),
-                     "metric_files": [data_fingerprint(m) for m in accuracy.metrics.user_metrics]},
+                     "metric_files": [data_fingerprint(m) for m in accuracy.metrics.user_metrics],
+                     "sensitivity": accuracy.sensitivity},
     }
     return sha256_bytes(repr(sorted(key_parts.items())).encode())
 

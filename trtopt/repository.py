@@ -72,7 +72,32 @@ def read_manifest(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{path}: manifest entry {key!r} is missing or not a {'mapping' if kind is dict else 'string'} "
                 "(hand-edited?); rebuild the engine"
             )
+    size = manifest["engine"].get("bytes")
+    if size is not None and (type(size) is not int or size < 0):
+        raise UsageError(f"{path}: manifest entry 'engine.bytes' is {printable(repr(size))}, not a byte count "
+                         "(hand-edited?); rebuild the engine")
+    problem = _io_problem(manifest.get("io"))
+    if problem:
+        raise UsageError(f"{path}: manifest entry 'io' {problem} (hand-edited?); rebuild the engine")
     return manifest
+
+
+def _io_problem(io: Any) -> str | None:
+    """What is wrong with the manifest's tensors and shape profile, or None (absent is fine: older builds)."""
+    if io is None:
+        return None
+    if not isinstance(io, dict):
+        return "is not a mapping"
+    if any(not isinstance(io.get(key, []), list) for key in ("inputs", "outputs")):
+        return "has inputs/outputs that are not lists"
+    profile = io.get("profile")
+    if profile is None:
+        return None
+    shapes_ok = isinstance(profile, dict) and all(
+        isinstance(shapes, dict) and all(
+            isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape) for shape in shapes.values())
+        for shapes in profile.values())
+    return None if shapes_ok else "has a profile that is not {min|opt|max: {input: [dims]}}"
 
 
 def printable(text: str, limit: int = _COMMAND_SHOWN) -> str:

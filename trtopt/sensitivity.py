@@ -13,6 +13,7 @@ held-out samples; the analysis is a diagnostic, not part of a default build.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from trtopt.accuracy import AccuracyReport
 from trtopt.errors import UsageError
-from trtopt.int8_eval import Evaluation, Evaluator, Layer, QuantSettings, load_heldout, quantized_layers
+from trtopt.int8_eval import Evaluation, Evaluator, Layer, load_heldout, quantized_layers
 from trtopt.settings import BuildSettings
 
 
@@ -150,8 +151,7 @@ def run_sensitivity(model: Path, settings: BuildSettings, *, samples: int = 64,
         data = open_source(calibration.data, inputs, batch_size=settings.batch_size, max_samples=calibration.samples,
                            seed=calibration.seed, part="calibration")
         table = calibrate(model, data, calibration, threads=threads)
-    quant = QuantSettings(qdq.encoding or "onnxruntime-cpu", qdq.per_channel, tuple(sorted(qdq.exclude_nodes)),
-                          tuple(sorted(qdq.exclude_op_types)))
+    quant = dataclasses.replace(qdq, encoding=qdq.encoding or "onnxruntime-cpu")
     val_data = settings.accuracy.data
     spec, part = (val_data, "all") if val_data else (calibration.data, "heldout")
     heldout = load_heldout(model, spec, part, samples, settings.batch_size, threads)

@@ -28,6 +28,7 @@ from typing import Any
 from trtopt.accuracy import MetricSettings
 from trtopt.budget import AccuracyBudget
 from trtopt.errors import UsageError
+from trtopt.usercode import CODE_WARNING
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_BATCH = 32  # the batch axis of the default profile is capped here (TensorRT and ONNX Runtime alike)
@@ -44,16 +45,17 @@ class CalibrationSettings:
     """Where INT8 scales come from (a scale table, or calibration data and a method)."""
 
     data: str | None = field(default=None, metadata=_help(
-        "calibration data: digits | random | FILE.npz/.npy | FOLDER (arrays or images) | FILE.py[:FUNCTION]"))
+        "calibration data: digits | random | FILE.npz/.npy | FOLDER (arrays or images) | FILE.py[:FUNCTION] "
+        f"({CODE_WARNING})"))
     table: str | None = field(default=None, metadata=_help(
         "scale table JSON from `trtopt calibrate` on this model (instead of calibration data)"))
     # one of trtopt.quantization.calibrators.METHODS (checked there and by the plan)
     method: str = field(default="auto", metadata=_help(
-        "calibration method; auto (default): per tensor, the candidate (entropy, percentiles, MSE, max) with the "
+        "calibration method; auto: per tensor, the candidate (entropy, percentiles, MSE, max) with the "
         "least quantization error"))
-    percentile: float = field(default=99.99, metadata=_help("for the percentile method (default 99.99)"))
-    samples: int | None = field(default=512, metadata=_help("most calibration samples to use (default 512)"))
-    seed: int = field(default=0, metadata=_help("seed for random calibration data (default 0)"))
+    percentile: float = field(default=99.99, metadata=_help("for the percentile method"))
+    samples: int | None = field(default=512, metadata=_help("most calibration samples to use"))
+    seed: int = field(default=0, metadata=_help("seed for random calibration data"))
     nan_policy: str = field(default="error", metadata=_help(
         "NaN/Inf in an activation: fail naming tensor and batch (default), or skip them"))
     # one of trtopt.quantization.providers.DEVICES (checked there)
@@ -77,7 +79,7 @@ class QdqSettings:
     """How the precision model is written: Q/DQ encoding and what stays in float (INT8 and FP16)."""
 
     encoding: str | None = field(default=None, metadata=_help(
-        "Q/DQ encoding (default: tensorrt for the TensorRT backend, onnxruntime-cpu otherwise)"))
+        "Q/DQ encoding (when not given: the build backend's own, tensorrt for TensorRT; onnxruntime-cpu otherwise)"))
     per_channel: bool = field(default=True, metadata=_help("one scale per output channel of a weight"))
     exclude_nodes: tuple[str, ...] = field(default=(), metadata=_help("node names kept in float"))
     exclude_op_types: tuple[str, ...] = field(default=(), metadata=_help("op types kept in float"))
@@ -93,7 +95,8 @@ class ShapeSettings:
     opt_shapes: ShapesArgument = field(default=None, metadata=_help("profile optimum shapes"))
     max_shapes: ShapesArgument = field(default=None, metadata=_help("profile maximum shapes"))
     max_batch: int = field(default=DEFAULT_MAX_BATCH, metadata=_help(
-        f"batch axis cap of the default profile when no --max-shapes is given (default {DEFAULT_MAX_BATCH})"))
+        "batch axis cap of the default profile: without --max-shapes a dynamic batch axis is built for 1..N, "
+        "with every backend (ONNX Runtime engines reject larger batches too)"))
     input_ranges: str | Mapping[str, tuple[float, float]] | None = field(default=None, metadata=_help(
         "value range of generated (random) data per input, NAME:LOW:HIGH,... e.g. ids:0:30522 (inclusive); "
         "integer inputs need one when no --calib-data/--val-data is given"))
@@ -107,17 +110,17 @@ class EngineSettings:
     backend: str = field(default="auto", metadata=_help(
         "auto | onnxruntime | tensorrt | onnxruntime-cuda | onnxruntime-tensorrt (auto says what it picked and why)"))
     threads: int | None = field(default=None, metadata=_help(
-        "CPU threads for ONNX Runtime (build, accuracy check and the engine)"))
+        "intra-op CPU threads of ONNX Runtime sessions (default: all cores)"))
     workspace_bytes: int | None = field(default=None, metadata=_help("TensorRT workspace, e.g. 4G"))
     opt_level: int | None = field(default=None, metadata=_help("TensorRT builder optimization level 0-5 (default 3)"))
     tf32: bool = field(default=True, metadata=_help("TF32 for FP32 convolutions and matrix multiplies"))
     version_compatible: bool = field(default=False, metadata=_help(
         "TensorRT engine that runs on later TensorRT releases of the same major version"))
     hardware_compat: str = field(default="none", metadata=_help(
-        "TensorRT hardware compatibility level (default none: this GPU model only)"))
+        "TensorRT hardware compatibility level (none: this GPU model only)"))
     timing_cache: str | None = field(default=None, metadata=_help("TensorRT timing cache file (read and updated)"))
     contexts: int = field(default=1, metadata=_help(
-        "TensorRT: optimization profiles built, i.e. execution contexts that may run concurrently (default 1)"))
+        "TensorRT: optimization profiles built, i.e. execution contexts that may run concurrently"))
 
     def to_json(self, names: Sequence[str] | None = None) -> dict[str, Any]:
         """The named fields (all when None) as JSON values."""
@@ -142,8 +145,9 @@ class AccuracySettings:
     """The accuracy check against FP32 that every build runs, and the budget it must meet."""
 
     data: str | None = field(default=None, metadata=_help(
-        "accuracy data (default: held-out part of the calibration data)", keyword="val_data"))
-    samples: int = field(default=512, metadata=_help("most samples for the accuracy check (default 512)"))
+        f"accuracy data, same forms as --calib-data (when not given: its held-out part; {CODE_WARNING})",
+        keyword="val_data"))
+    samples: int = field(default=512, metadata=_help("most samples for the accuracy check"))
     budget: str | Mapping[str, float] | AccuracyBudget | None = field(default=None, metadata=_help(
         "METRIC[@OUTPUT]=VALUE,...: agreement=, cosine=, snr=DB, iou=, max-abs-error=, mean-abs-error=, "
         "top1-drop=POINTS, a --metric score name, speedup=X (vs FP32). With --int8, the most harmful "
@@ -153,6 +157,10 @@ class AccuracySettings:
     accept_loss: bool = field(default=False, metadata=_help(
         "do not warn on the terminal when the engine is far off FP32 (the manifest still records it)",
         keyword="accept_accuracy_loss"))
+    sensitivity: bool = field(default=False, metadata=_help(
+        "with --int8: also measure every quantized layer's effect on the accuracy data (INT8 alone / float alone) "
+        "and record the ranking in the engine folder (sensitivity.json; costs two variants per layer)",
+        keyword="sensitivity"))
 
 
 # part name -> (settings class, prefix of its flat keyword names in build(**overrides))
@@ -170,10 +178,10 @@ class BuildSettings:
     """Everything one ``trtopt build`` takes."""
 
     precision: str = field(default="fp32", metadata=_help("fp32 | fp16 | int8"))
-    name: str | None = field(default=None, metadata=_help("engine name (default: MODEL-PRECISION)"))
-    engines_dir: str = field(default="engines", metadata=_help("engine repository folder (default: engines)"))
+    name: str | None = field(default=None, metadata=_help("engine name (MODEL-PRECISION when not given)"))
+    engines_dir: str = field(default="engines", metadata=_help("engine repository folder"))
     batch_size: int = field(
-        default=32, metadata=_help("batch size for calibration and the accuracy check (default 32)")
+        default=32, metadata=_help("samples per inference batch (calibration and the accuracy check)")
     )
     force: bool = field(
         default=False,

@@ -27,6 +27,7 @@ from trtopt.progress import set_quiet
 from trtopt.signals import Terminated, sigterm_as_interrupt
 
 log = logging.getLogger("trtopt")
+NOT_VERBS = {"groups"}  # modules of this package that are not verbs (shared argument groups)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,17 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 failure, 2 usage error, 3 benchmark regression.",
     )
     parser.add_argument("--version", action="version", version=f"trtopt {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    _add_global_flags(parser)
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
     subparsers.required = True
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if module_info.name.startswith("_"):
+        if module_info.name.startswith("_") or module_info.name in NOT_VERBS:
             continue
         module = importlib.import_module(f"{__name__}.{module_info.name}")
         module.register(subparsers)
+    for verb_parser in subparsers.choices.values():  # `trtopt build -v ...` works as well as `trtopt -v build ...`
+        _add_global_flags(verb_parser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """-v/-q/--debug; on a verb's parser with SUPPRESS defaults, so a flag given before the verb survives."""
+    group = parser.add_argument_group("global options") if default is argparse.SUPPRESS else parser
+    group.add_argument("-v", "--verbose", action="count", default=0 if default is None else default,
+                       help="more log output (-vv for debug)")
+    group.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default,
+                       help="only errors; no progress bars")
+    group.add_argument("--debug", action="store_true", default=False if default is None else default,
+                       help="show the full traceback on errors")
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trtopt.cli.groups import ENGINE
 from trtopt.usercode import CODE_WARNING
 from trtopt.errors import UsageError
 
@@ -96,12 +97,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument(
         "--tolerance", type=float, default=0.05, help="median stability tolerance, relative (default 0.05)"
     )
-    load.add_argument("--threads", type=int, help="intra-op threads for CPU backends (default: library default)")
     load.add_argument(
         "--torch-compile",
         action="store_true",
         help="run checkpoint targets through torch.compile (falls back to eager, noted, when it fails)",
     )
+    ENGINE.add(parser, only=["threads"])
     data = parser.add_argument_group("inputs")
     data.add_argument(
         "--data",
@@ -165,7 +166,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         data=args.data,
         data_part=args.data_part,
         shapes=args.shapes,
-        threads=args.threads,
+        threads=ENGINE.parse(args).threads,
         warmup_s=args.warmup_ms / 1000.0,
         max_time_s=args.max_time,
         tolerance=args.tolerance,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from trtopt.cli.build import add_quantization_arguments
+from trtopt.cli.groups import CALIBRATION, OUTPUT, QDQ
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,13 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "keep overflow-prone nodes in FP32).")
     p.add_argument("onnx", help="FP32 ONNX model")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    p.add_argument(
-        "--calib-table", "--scales", dest="table", metavar="JSON", help="scale table from `trtopt calibrate`"
-    )
     p.add_argument("--fp16", action="store_true", help="convert to mixed precision FP16 instead of INT8")
-    p.add_argument("--fp16-io", action="store_true", help="with --fp16: FP16 inputs and outputs too")
-    p.add_argument("--force", action="store_true", help="accept a scale table computed on different model bytes")
-    add_quantization_arguments(p)
+    CALIBRATION.add(p, only=["table"])
+    QDQ.add(p)
+    OUTPUT.add(p, only=["force"])
     p.set_defaults(func=run)
 
 
@@ -28,19 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from trtopt.errors import UsageError
     from trtopt.quantization.table import ScaleTable
 
-    table = ScaleTable.load(args.table) if args.table else None
+    path, qdq, force = CALIBRATION.parse(args).table, QDQ.parse(args), args.build_force
+    table = ScaleTable.load(path) if path else None
     if args.fp16:
         from trtopt.quantization.fp16 import convert_fp16
 
-        result = convert_fp16(
-            args.onnx,
-            args.output,
-            scales=table,
-            keep_io_types=not args.fp16_io,
-            exclude_nodes=args.exclude_nodes,
-            exclude_op_types=args.exclude_op_types,
-            force=args.force,
-        )
+        result = convert_fp16(args.onnx, args.output, scales=table, keep_io_types=qdq.keep_io_types,
+                              exclude_nodes=qdq.exclude_nodes, exclude_op_types=qdq.exclude_op_types, force=force)
         print(f"wrote {result.path}: {result.converted_nodes} nodes in FP16, {len(result.kept_fp32)} kept in FP32")
         for node, reason in result.kept_fp32.items():
             print(f"  {node}: {reason}")
@@ -52,16 +43,9 @@ def run(args: argparse.Namespace) -> int:
         )
     from trtopt.quantization.qdq import quantize
 
-    result = quantize(
-        args.onnx,
-        table,
-        args.output,
-        encoding=args.encoding or "onnxruntime-cpu",
-        per_channel=not args.per_tensor,
-        exclude_nodes=args.exclude_nodes,
-        exclude_op_types=args.exclude_op_types,
-        force=args.force,
-    )
+    result = quantize(args.onnx, table, args.output, encoding=qdq.encoding or "onnxruntime-cpu",
+                      per_channel=qdq.per_channel, exclude_nodes=qdq.exclude_nodes,
+                      exclude_op_types=qdq.exclude_op_types, force=force)
     print(
         f"wrote {result.path} ({result.encoding} encoding, opset {result.opset}): "
         f"{len(result.activations)} activations and {len(result.weights)} weights quantized"

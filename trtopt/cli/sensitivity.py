@@ -7,53 +7,42 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from trtopt.cli.build import add_metric_arguments, add_quantization_arguments
+    from trtopt.cli.groups import ACCURACY, CALIBRATION, ENGINE, OUTPUT, QDQ
 
     p = subparsers.add_parser(
         "sensitivity",
         help="per-layer INT8 sensitivity on held-out data (quantized alone / left float alone)",
         description="Calibrate (or take --calib-table), then for every quantized layer (Q/DQ group) measure on "
         "held-out data the effect on every output metric of quantizing it alone and of leaving it alone "
-        "in float; print the layers ranked, most harmful first, with their ONNX node names.",
+        "in float; print the layers ranked, most harmful first, with their ONNX node names. --calib-data "
+        "is required: its held-out part is the evaluation data unless --val-data (FILE.py:FN runs code).",
     )
     p.add_argument("onnx", help="FP32 ONNX model")
-    p.add_argument(
-        "--calib-data",
-        metavar="SRC",
-        required=True,
-        help="calibration data (its held-out part is the evaluation data unless --val-data); FILE.py:FN runs code",
-    )
-    p.add_argument("--calib-method", default="auto", choices=["auto", "entropy", "percentile", "max", "mse"])
-    p.add_argument("--calib-table", metavar="JSON", help="scale table computed on this model (skips calibration)")
-    p.add_argument("--calib-samples", type=int, default=512, help="most calibration samples (default 512)")
-    p.add_argument("--val-data", metavar="SRC", help="evaluation data (default: held-out part of --calib-data)")
+    CALIBRATION.add(p, only=["data", "method", "table", "samples", "seed"], required=["data"])
+    ACCURACY.add(p, only=["data", "metrics"])
+    QDQ.add(p, only=["encoding", "per_channel", "exclude_nodes", "exclude_op_types"])
+    ENGINE.add(p, only=["threads"])
+    OUTPUT.add(p, only=["batch_size"])
     p.add_argument("--samples", type=int, default=64, help="most held-out samples per variant (default 64)")
-    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
-    add_quantization_arguments(p)
-    add_metric_arguments(p)
     p.add_argument("--top", type=int, help="show only the N most harmful layers")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", metavar="FILE", help="also write the full result (every metric of every output) as JSON")
+    p.add_argument(
+        "--html", metavar="FILE", help="also write an HTML page: bar plot of per-layer harm/gain and the table"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from trtopt.cli.build import metric_settings
+    from trtopt.cli.groups import build_settings
     from trtopt.errors import UsageError
     from trtopt.fileio import atomic_write_json
     from trtopt.sensitivity import run_sensitivity
 
-    if args.samples < 1 or args.batch_size < 1:
+    settings = build_settings(args)
+    if args.samples < 1 or settings.batch_size < 1:
         raise UsageError("--samples and --batch-size must be at least 1")
-    from trtopt.settings import BuildSettings
-
-    settings = BuildSettings(batch_size=args.batch_size).with_overrides(
-        calib_data=args.calib_data, calib_method=args.calib_method, calib_table=args.calib_table,
-        calib_samples=args.calib_samples, val_data=args.val_data, encoding=args.encoding,
-        per_channel=not args.per_tensor, exclude_nodes=args.exclude_nodes, exclude_op_types=args.exclude_op_types,
-        metrics=metric_settings(args), threads=args.threads)
     result = run_sensitivity(
         Path(args.onnx), settings, samples=args.samples,
         on_layer=lambda done, total: print(f"\rsensitivity: {done}/{total} layers", end="", file=sys.stderr),
@@ -68,4 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, result.to_json())
         print(f"JSON: {args.json}")
+    if args.html:
+        from trtopt.bench.report_sensitivity import write_sensitivity_html
+
+        write_sensitivity_html(result.to_json(), args.html, f"INT8 sensitivity of {Path(args.onnx).name}")
+        print(f"HTML: {args.html}")
     return 0

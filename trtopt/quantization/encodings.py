@@ -83,11 +83,13 @@ def get_encoding(name: str | Encoding) -> Encoding:
         raise UsageError(f"unknown Q/DQ encoding {name!r}; choose one of {sorted(ENCODINGS)}") from None
 
 
-def quantize_weight(weight: np.ndarray, axis: int | None, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(weight: np.ndarray, axis: int | None, qmax: int = 127,
+                    min_amax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 weights in [-qmax, qmax], per channel along `axis` (or per tensor when axis is None).
 
     Returns (int8 weights, float32 scales); scales are 1-D per channel or a 0-d scalar. Weights are
-    calibrated from the data they hold (amax = max |w| per channel), no activation data needed.
+    calibrated from the data they hold (amax = max |w| per channel), no activation data needed;
+    `min_amax` (per channel, or its maximum per tensor) raises amax where an int32 bias needs it.
     """
     w = np.asarray(weight, dtype=np.float32)
     if axis is None:
@@ -95,6 +97,9 @@ def quantize_weight(weight: np.ndarray, axis: int | None, qmax: int = 127) -> tu
     else:
         reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
         amax = np.abs(w).max(axis=reduce_axes) if w.size else np.zeros(w.shape[axis], np.float32)
+    if min_amax is not None:
+        floor = np.asarray(min_amax, np.float32)
+        amax = np.maximum(amax, floor.max() if axis is None or floor.shape != np.shape(amax) else floor)
     scale = (np.maximum(amax, _MIN_AMAX) / qmax).astype(np.float32)
     shape = [1] * w.ndim
     if axis is not None:

@@ -22,10 +22,11 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from trtopt.errors import UsageError
 from trtopt.fileio import atomic_write_bytes
 from trtopt.quantization.encodings import Encoding, get_encoding, quantize_bias, quantize_weight
-from trtopt.quantization.modelio import load_onnx
+from trtopt.quantization.modelio import fold_generated_weights, load_onnx, prepare_model
 from trtopt.quantization.placement import Placement, plan_placement
 
-PER_AXIS_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
+PER_AXIS_OPSET = 13
+_INT32_MAX = float(np.iinfo(np.int32).max)  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
 
 
 class ScaleSource(Protocol):
@@ -74,6 +75,7 @@ class _Inserter:
 
     def __init__(self, graph: ir.Graph) -> None:
         self.graph = graph
+        self.order = {id(node): position for position, node in enumerate(graph)}
         self.names = (
             {v.name for v in graph.initializers.values()}
             | {v.name for n in graph for v in n.outputs}
@@ -121,8 +123,9 @@ class _Inserter:
         quant.outputs[0].shape = value.shape
         quant.outputs[0].type = ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype)))
         consumers = list(consumers)
-        first = min((self.graph.index(node) for node, _ in consumers))
-        anchor = self.graph.node(first)
+        # the first consumer in graph order, from positions taken once: graph.index() walks the node
+        # list, which made insertion quadratic (minutes for DenseNet-121)
+        anchor = min((node for node, _ in consumers), key=lambda node: self.order[id(node)])
         self.graph.insert_before(anchor, quant)
         dq = self.dequantize(base, quant.outputs[0], s, z, None, anchor, value)
         for node, index in consumers:
@@ -157,33 +160,44 @@ def insert_qdq(
     quantized_weights: list[str] = []
     for plan in placement.weights:
         node, weight = plan.node, plan.node.inputs[plan.input_index]
-        q, w_scale = quantize_weight(weight.const_value.numpy(), plan.axis, enc.weight_qmax)  # type: ignore[union-attr]
+        bias, x_scale = _integer_bias(node, enc)
+        w = weight.const_value.numpy()  # type: ignore[union-attr]
+        # a weight channel that is (nearly) zero gets a tiny scale; its bias / (x_scale * w_scale) would then
+        # overflow int32 and be clipped: raise that channel's scale until its bias fits (its weights stay ~0)
+        floor = None if bias is None else np.abs(bias) * enc.weight_qmax / (x_scale * _INT32_MAX)
+        q, w_scale = quantize_weight(w, plan.axis, enc.weight_qmax, min_amax=floor)
         base = weight.name
         qv = inserter.constant(f"{base}_quantized", q)
         sv = inserter.constant(f"{base}_scale", w_scale)
         zv = inserter.constant(f"{base}_zero_point", np.zeros(w_scale.shape, dtype=np.int8))
         node.replace_input_with(plan.input_index, inserter.dequantize(base, qv, sv, zv, plan.axis, node, weight))
         quantized_weights.append(base)
-        data = node.inputs[0]
-        if (
-            enc.quantize_bias
-            and len(node.inputs) > 2
-            and node.inputs[2] is not None
-            and node.inputs[2].const_value is not None
-            and data is not None
-            and data.producer() is not None
-            and data.producer().op_type == "DequantizeLinear"
-        ):
-            x_scale = float(data.producer().inputs[1].const_value.numpy())  # type: ignore[union-attr]
-            bias = node.inputs[2]
+        if bias is not None:
+            bias_value = node.inputs[2]
             b_scale = (x_scale * w_scale).astype(np.float32)
             bias_axis = 0 if plan.axis is not None and np.ndim(b_scale) == 1 else None
-            bq = inserter.constant(f"{bias.name}_quantized", quantize_bias(bias.const_value.numpy(), b_scale))  # type: ignore[union-attr]
-            bs = inserter.constant(f"{bias.name}_scale", b_scale)
-            bz = inserter.constant(f"{bias.name}_zero_point", np.zeros(b_scale.shape, dtype=np.int32))
-            node.replace_input_with(2, inserter.dequantize(bias.name, bq, bs, bz, bias_axis, node, bias))
+            bq = inserter.constant(f"{bias_value.name}_quantized", quantize_bias(bias, b_scale))
+            bs = inserter.constant(f"{bias_value.name}_scale", b_scale)
+            bz = inserter.constant(f"{bias_value.name}_zero_point", np.zeros(b_scale.shape, dtype=np.int32))
+            node.replace_input_with(2, inserter.dequantize(bias_value.name, bq, bs, bz, bias_axis, node, bias_value))
     _drop_unused_initializers(graph)
     return placement, quantized_weights
+
+
+def _integer_bias(node: ir.Node, enc: Encoding) -> tuple[np.ndarray | None, float]:
+    """(constant bias, input scale) when the encoding quantizes this node's bias to int32, else (None, 0)."""
+    data = node.inputs[0]
+    if (
+        enc.quantize_bias
+        and len(node.inputs) > 2
+        and node.inputs[2] is not None
+        and node.inputs[2].const_value is not None
+        and data is not None
+        and data.producer() is not None
+        and data.producer().op_type == "DequantizeLinear"
+    ):
+        return node.inputs[2].const_value.numpy(), float(data.producer().inputs[1].const_value.numpy())  # type: ignore[union-attr]
+    return None, 0.0
 
 
 def _drop_unused_initializers(graph: ir.Graph) -> None:
@@ -214,7 +228,7 @@ def quantize(
     if hasattr(scales, "ensure_matches"):
         scales.ensure_matches(source, force=force)  # type: ignore[union-attr]
     enc = get_encoding(encoding)
-    proto = _upgrade_opset(proto, PER_AXIS_OPSET)
+    proto = _upgrade_opset(fold_generated_weights(prepare_model(proto)), PER_AXIS_OPSET)
     model = ir.from_proto(proto)
     LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
     placement, weights = insert_qdq(model, scales, enc, per_channel=per_channel, exclude_nodes=exclude_nodes,

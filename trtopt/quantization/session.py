@@ -29,6 +29,7 @@ from trtopt.quantization.targets import calibration_targets
 from trtopt.tensors import TensorInfo
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+SPIN_KEY = "session.intra_op.allow_spinning"
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -87,7 +88,8 @@ class TargetRunner:
             path = Path(folder) / "targets.onnx"
             onnx.save_model(model, os.fspath(path))
             del model
-            options = make_session_options(threads, config=config)
+            # idle intra-op threads sleep instead of spinning: the statistics thread needs those cores
+            options = make_session_options(threads, config={**config, SPIN_KEY: "0"})
             # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
             # shows up as peak memory creeping with the number of batches
             options.enable_cpu_mem_arena = False

@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2
 
 from trtopt.errors import UsageError
 from trtopt.fileio import atomic_directory, sha256_file
-from trtopt.repository import read_manifest, verify_engine_file
+from trtopt.repository import engine_member, read_manifest, verify_engine_file
 from trtopt.serve.settings import BatchingSettings, effective_batching, engine_max_batch_size
 from trtopt.serve.triton_config import TENSORRT_PLATFORM, model_config, platform_of
 from trtopt.tensors import TensorInfo
@@ -58,7 +58,8 @@ def export_model(
     if platform == TENSORRT_PLATFORM:
         source, file_name = verify_engine_file(engine_dir, manifest), "model.plan"
     else:
-        source, file_name = engine_dir / str((manifest.get("model") or {}).get("file", "")), "model.onnx"
+        model_file = (manifest.get("model") or {}).get("file", "")
+        source, file_name = engine_member(engine_dir, model_file, "model file"), "model.onnx"
         if not source.is_file():
             raise UsageError(f"{engine_dir}: the engine's ONNX model {source.name!r} is missing; rebuild the engine")
         if sha256_file(source) != (manifest.get("model") or {}).get("sha256"):

@@ -47,10 +47,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _refused_object(exc: pickle.UnpicklingError) -> str:
-    """What torch's weights-only unpickler refused, without its advice to retry unsafely or allowlist it."""
-    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-    return f"it holds a pickled Python object ({found.group(1)}), which the safe loader refuses" if found else \
-        "it holds Python objects the safe loader refuses"
+    """Why torch's weights-only unpickler refused the file, without its advice to retry unsafely
+    (``weights_only=False``) or to allowlist the object: wrong for a file from someone else."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled Python object ({found.group(1)}), which the safe loader refuses"
+    if "Unsupported operand" in text:
+        return "its bytes are not a torch checkpoint (corrupt, or another format)"
+    if "weights_only" in text or "Weights only" in text:
+        return "it holds Python objects the safe loader refuses"
+    return text.strip().splitlines()[0] if text.strip() else "not a pickle torch can read"
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> Any:

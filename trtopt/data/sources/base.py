@@ -6,7 +6,7 @@ the same: dtypes are cast within their kind (float64 data for a float32 model is
 an int input are not), single samples get a batch axis, the held-out split is applied, chunks are
 re-cut into batches of ``batch_size`` (never mixing samples of different shapes, so inputs whose
 spatial size varies stay batchable), and every batch is checked with
-:func:`trtopt.backends.base.validate_feed` so errors name the input and what was expected.
+:func:`trtopt.tensors.validate_feed` so errors name the input and what was expected.
 
 Held-out split for sources without a natural one: the sample with global index ``k`` (in source
 order, before ``max_samples``) belongs to the ``heldout`` part when ``k % 5 == 4`` and to the
