@@ -311,9 +311,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as folder:
         model = build_resnet18(Path(folder) / "resnet18.onnx")
         results = []
-        for tool, python in pythons.items():
-            for batch_size in args.batch_sizes:
-                for samples in args.samples:
+        # tools interleaved per configuration: load that drifts during the run hits them alike
+        for batch_size in args.batch_sizes:
+            for samples in args.samples:
+                for tool, python in pythons.items():
                     if tool in ("onnxruntime", "modelopt") and samples > args.ort_max_samples:
                         notes.append(f"{tool} at {samples} samples, batch {batch_size}: skipped (--ort-max-samples "
                                      f"{args.ort_max_samples})")

@@ -72,10 +72,11 @@ class NpzFileSource(DataSource):
             single_input(self.inputs, f".npy file {path}")
         loaded = _load(path)
         if isinstance(loaded, np.ndarray):
-            self._count = _count(loaded, self.inputs)
+            self._count = _count(loaded, self.inputs, str(path))
         else:
             with loaded:
-                self._count = _count(_match(loaded, self.inputs, str(path), self.constants).feed, self.inputs)
+                self._count = _count(_match(loaded, self.inputs, str(path), self.constants).feed, self.inputs,
+                                     str(path))
 
     def _what(self) -> str:
         return f"arrays from {self.path}"
@@ -119,14 +120,15 @@ class ArrayFolderSource(DataSource):
     def _total(self) -> int | None:
         if not self.per_input:
             return None
-        return _count({n: _load(p) for n, p in self.columns.items()}, self.inputs)  # type: ignore[misc]
+        columns = {n: _load(p) for n, p in self.columns.items()}
+        return _count(columns, self.inputs, str(self.columns[self.inputs[0].name]))  # type: ignore[arg-type]
 
     def _chunks(self) -> Iterator[Chunk]:
         if self.per_input:
             # memory-mapped and read one batch-sized slice at a time
             columns = {name: _load(path) for name, path in self.columns.items()}
             labels = np.asarray(_load(self.label_file)) if self.label_file else None
-            total = _count(columns, self.inputs)  # type: ignore[arg-type]
+            total = _count(columns, self.inputs, str(self.columns[self.inputs[0].name]))  # type: ignore[arg-type]
             if total == 1 and next(iter(columns.values())).ndim == len(self.inputs[0].shape) - 1:
                 yield Chunk({n: np.asarray(a) for n, a in columns.items()}, labels, str(self.folder))  # type: ignore[arg-type]
                 return
@@ -144,9 +146,12 @@ class ArrayFolderSource(DataSource):
                     yield _match(loaded, self.inputs, str(path), self.constants)
 
 
-def _count(feed: Mapping[str, np.ndarray] | np.ndarray, inputs: Sequence[TensorInfo]) -> int:
+def _count(feed: Mapping[str, np.ndarray] | np.ndarray, inputs: Sequence[TensorInfo], origin: str) -> int:
     """Samples in a file: axis 0, or 1 when the arrays are single samples (one axis short)."""
     array = feed if isinstance(feed, np.ndarray) else feed[inputs[0].name]
+    if array.ndim == 0:  # np.save of a plain number
+        raise UsageError(f"{origin}: the array for input {inputs[0].name!r} is a single number; expected samples "
+                         f"shaped like {inputs[0].describe()}")
     return 1 if array.ndim == len(inputs[0].shape) - 1 else int(array.shape[0])
 
 
