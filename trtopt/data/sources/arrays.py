@@ -39,10 +39,13 @@ def _read(arrays: Mapping[str, np.ndarray], key: str, origin: str) -> np.ndarray
         raise UsageError(f"cannot read array {key!r} of {origin}: {exc}") from exc
 
 
-def _match(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo], origin: str) -> Chunk:
-    """Map file keys to input names (see the module docstring for the rules)."""
+def _match(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo], origin: str,
+           constants: Mapping[str, TensorInfo] | None = None) -> Chunk:
+    """Map file keys to input names (see the module docstring for the rules); keys naming the model's
+    initializer-backed inputs (``constants``) come along for DataSource.constant_feeds()."""
+    constants = constants or {}
     label_key = take_labels(arrays, inputs)
-    data_keys = [key for key in arrays if key != label_key]
+    data_keys = [key for key in arrays if key != label_key and key not in constants]
     names = [info.name for info in inputs]
     if len(inputs) == 1 and names[0] not in arrays and len(data_keys) == 1:
         feed = {names[0]: _read(arrays, data_keys[0], origin)}
@@ -52,6 +55,7 @@ def _match(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo], origi
             raise UsageError(f"{origin}: no array for input(s) {missing}; it has keys {sorted(arrays)}, "
                              f"the model expects {[i.describe() for i in inputs]}")
         feed = {name: _read(arrays, name, origin) for name in names}
+    feed.update({name: _read(arrays, name, origin) for name in constants if name in arrays})
     labels = _read(arrays, label_key, origin) if label_key else None
     return Chunk(feed, labels, origin)
 
@@ -71,7 +75,8 @@ class NpzFileSource(DataSource):
             self._count = _count(loaded, self.inputs, str(path))
         else:
             with loaded:
-                self._count = _count(_match(loaded, self.inputs, str(path)).feed, self.inputs, str(path))
+                self._count = _count(_match(loaded, self.inputs, str(path), self.constants).feed, self.inputs,
+                                     str(path))
 
     def _what(self) -> str:
         return f"arrays from {self.path}"
@@ -85,7 +90,7 @@ class NpzFileSource(DataSource):
             yield Chunk({self.inputs[0].name: loaded}, None, str(self.path))
             return
         with loaded:
-            yield _match(loaded, self.inputs, str(self.path))
+            yield _match(loaded, self.inputs, str(self.path), self.constants)
 
 
 class ArrayFolderSource(DataSource):
@@ -138,7 +143,7 @@ class ArrayFolderSource(DataSource):
                 yield Chunk({self.inputs[0].name: np.asarray(loaded)}, None, str(path))
             else:
                 with loaded:
-                    yield _match(loaded, self.inputs, str(path))
+                    yield _match(loaded, self.inputs, str(path), self.constants)
 
 
 def _count(feed: Mapping[str, np.ndarray] | np.ndarray, inputs: Sequence[TensorInfo], origin: str) -> int:
