@@ -80,6 +80,17 @@ def qdq_session_config(encoding: str | None) -> dict[str, str]:
     return dict(_SIMULATE_QDQ) if encoding == "tensorrt" else {}
 
 
+def _external_weights(onnx_path: Path) -> dict[str, str]:
+    """Save config that keeps the optimized model's weights in a file beside it when the model keeps
+    its own external (a protobuf cannot hold more than 2 GB; large weights stay out of it)."""
+    from trtopt.quantization.modelio import uses_external_data
+
+    if not uses_external_data(onnx_path):
+        return {}
+    return {"session.optimized_model_external_initializers_file_name": f"{ENGINE_FILE}.data",
+            "session.optimized_model_external_initializers_min_size_in_bytes": "1024"}
+
+
 class OnnxRuntimeBackend:
     """Backend protocol (trtopt.backends.registry.Backend) for ONNX Runtime on the CPU."""
 
@@ -110,7 +121,8 @@ class OnnxRuntimeBackend:
         threads = options.engine.threads
         config = qdq_session_config(options.encoding)
         engine = Path(staging_dir) / ENGINE_FILE
-        build_options = make_session_options(threads, engine, SAVED_OPTIMIZATION, config)
+        build_options = make_session_options(threads, engine, SAVED_OPTIMIZATION,
+                                             {**config, **_external_weights(onnx_path)})
         try:
             ort.InferenceSession(os.fspath(onnx_path), build_options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT's own exception types: report the model and the first line
