@@ -34,12 +34,32 @@ class Fp16Result:
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:
-    """Give unnamed nodes stable names: the converter's block list and our reasons refer to names."""
+    """Give unnamed nodes stable names (in subgraphs too): the converter's block list and our reasons refer to names."""
     seen: set[str] = set()
-    for index, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{index}"
-        seen.add(node.name)
+
+    def visit(graph: onnx.GraphProto, prefix: str) -> None:
+        for index, node in enumerate(graph.node):
+            if not node.name or node.name in seen:
+                node.name = f"{prefix}{node.op_type}_{index}"
+            seen.add(node.name)
+            for sub in _subgraphs(node):
+                visit(sub, f"{node.name}/{sub.name}/")
+
+    visit(model.graph, "")
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of If/Loop/Scan (and any other graph attribute) of `node`."""
+    return [graph for attr in node.attribute for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)]
+
+
+def _nested_nodes(node: onnx.NodeProto) -> list[str]:
+    """Names of every node inside `node`'s subgraphs, at any depth."""
+    found = []
+    for graph in _subgraphs(node):
+        for inner in graph.node:
+            found += [inner.name, *_nested_nodes(inner)]
+    return found
 
 
 def convert_model_fp16(
@@ -61,7 +81,8 @@ def convert_model_fp16(
     _name_nodes(model)
     facts = GraphFacts.from_model(model, observed_ranges(scales) if scales is not None else None)
     kept = classify(model, facts, rules)
-    names = {n.name for n in model.graph.node}
+    by_name = {n.name: n for n in model.graph.node}
+    names = set(by_name).union(*(_nested_nodes(n) for n in model.graph.node))
     unknown = sorted(set(exclude_nodes) - names)
     if unknown:
         raise UsageError(f"--exclude-nodes: no node named {unknown} in the model")
@@ -78,6 +99,9 @@ def convert_model_fp16(
         if node is None or node in kept:
             break
         kept[node] = f"ONNX Runtime refuses it in FP16: {problem.splitlines()[0][-160:]}"
+        # a control-flow node's branches read and write its tensors: they stay FP32 with it
+        for inner in _nested_nodes(by_name[node]) if node in by_name else ():
+            kept.setdefault(inner, f"inside {node}, kept FP32")
     where = f"node {node!r}" if node else "a node the message does not name"
     raise TrtoptError(f"FP16 conversion wrote a model ONNX Runtime cannot load ({where}); this is a trtopt bug, "
                       f"please report it with the model (workaround: --exclude-nodes/--exclude-op-types): "
