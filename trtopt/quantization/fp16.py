@@ -82,7 +82,8 @@ def convert_model_fp16(
     facts = GraphFacts.from_model(model, observed_ranges(scales) if scales is not None else None)
     kept = classify(model, facts, rules)
     by_name = {n.name: n for n in model.graph.node}
-    names = set(by_name).union(*(_nested_nodes(n) for n in model.graph.node))
+    enclosing = {inner: n.name for n in model.graph.node for inner in _nested_nodes(n)}
+    names = set(by_name) | set(enclosing)
     unknown = sorted(set(exclude_nodes) - names)
     if unknown:
         raise UsageError(f"--exclude-nodes: no node named {unknown} in the model")
@@ -96,11 +97,12 @@ def convert_model_fp16(
         if problem is None:
             return converted, kept
         node = _named_node(problem, names)
+        node = enclosing.get(node, node)  # a node inside an If/Loop/Scan body: keep the whole control-flow node
         if node is None or node in kept:
             break
         kept[node] = f"ONNX Runtime refuses it in FP16: {problem.splitlines()[0][-160:]}"
         # a control-flow node's branches read and write its tensors: they stay FP32 with it
-        for inner in _nested_nodes(by_name[node]) if node in by_name else ():
+        for inner in _nested_nodes(by_name[node]):
             kept.setdefault(inner, f"inside {node}, kept FP32")
     where = f"node {node!r}" if node else "a node the message does not name"
     raise TrtoptError(f"FP16 conversion wrote a model ONNX Runtime cannot load ({where}); this is a trtopt bug, "
