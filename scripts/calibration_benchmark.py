@@ -3,11 +3,14 @@
 
 Builds one ResNet-18-shaped ONNX (224x224, random He-initialized weights, dynamic batch) with
 onnx.helper, then, for every sample count and batch size, runs each tool as its own subprocess;
-the parent reads that child's peak RSS and CPU time from ``os.wait4`` and times it, so no run
-inherits another's memory. Every tool reads the same seeded inputs from the same generator.
+the parent times it and reads its CPU time from ``os.wait4``; the child reports its own peak RSS
+(VmHWM), so no run inherits another's memory. Every tool reads the same seeded inputs from the same generator.
 
-* ``ort-pass``: one plain ONNX Runtime inference pass over the samples (the floor calibration is
-  measured against: it must see every activation of every sample once).
+* ``ort-pass``: one plain ONNX Runtime inference pass over the samples with default session options
+  (the floor calibration is measured against: it must see every activation of every sample once).
+* ``ort-pass-nospin``: the same with idle intra-op threads sleeping instead of spinning, as in
+  trtopt's calibration session; on a busy host spinning costs the default pass time, so the ratio
+  against this one is printed as well.
 * ``trtopt``: ``trtopt.quantization.calibrate.calibrate(method="entropy")``.
 * ``onnxruntime``: ``create_calibrator(..., CalibrationMethod.Entropy)`` with ``num_bins=2048`` and
   ``num_quantized_bins=128`` followed by ``collect_data`` and ``compute_data``, i.e. the
@@ -154,7 +157,7 @@ def load_data() -> Iterator[
 
 
 MODELOPT_REQUIREMENTS = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]
-TOOLS = ("ort-pass", "trtopt", "onnxruntime", "modelopt")
+TOOLS = ("ort-pass", "ort-pass-nospin", "trtopt", "onnxruntime", "modelopt")
 
 
 class _Reader:
@@ -174,19 +177,23 @@ class _Reader:
         return next(feeds(self.samples, self.batch_size))
 
 
-def _plain_pass(model: Path, samples: int, batch_size: int) -> int:
+def _plain_pass(model: Path, samples: int, batch_size: int, spinning: bool = True) -> int:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(os.fspath(model), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not spinning:  # as trtopt's calibration session runs: idle intra-op threads sleep
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(os.fspath(model), options, providers=["CPUExecutionProvider"])
     for feed in feeds(samples, batch_size):
         session.run(None, feed)
     return 0
 
 
-def _trtopt(model: Path, batch_size: int) -> int:
+def _trtopt(model: Path, samples: int, batch_size: int) -> int:
     from trtopt.quantization.calibrate import calibrate
 
-    table = calibrate(model, f"{Path(__file__).resolve()}:load_data", method="entropy", batch_size=batch_size)
+    table = calibrate(model, f"{Path(__file__).resolve()}:load_data", method="entropy", batch_size=batch_size,
+                      samples=samples)
     return len(table.tensors)
 
 
@@ -217,10 +224,20 @@ def _modelopt(model: Path, samples: int, batch_size: int) -> int:
 
 def worker(tool: str, model: Path, samples: int, batch_size: int) -> None:
     """One measured run; prints the number of calibrated tensors (Q nodes for ModelOpt) as JSON."""
-    count = {"ort-pass": lambda: _plain_pass(model, samples, batch_size), "trtopt": lambda: _trtopt(model, batch_size),
-             "onnxruntime": lambda: _onnxruntime(model, samples, batch_size),
-             "modelopt": lambda: _modelopt(model, samples, batch_size)}[tool]()
-    print(json.dumps({"tensors": count}))
+    if tool == "ort-pass-nospin":
+        count = _plain_pass(model, samples, batch_size, spinning=False)
+    else:
+        run = {"ort-pass": _plain_pass, "trtopt": _trtopt, "onnxruntime": _onnxruntime, "modelopt": _modelopt}[tool]
+        count = run(model, samples, batch_size)
+    print(json.dumps({"tensors": count, "peak_rss_mb": _own_peak_rss_mb()}))
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ``ru_maxrss`` from wait4: Linux carries the parent's
+    high-water mark over fork and exec, so a child would never report less than the parent held."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def modelopt_python(venv: Path) -> tuple[Path | None, str]:
@@ -256,9 +273,10 @@ def measure(tool: str, python: str, model: Path, samples: int, batch_size: int) 
         output, errors = out.read(), err.read()
     ok = os.waitstatus_to_exitcode(status) == 0
     lines = [line for line in errors.splitlines() if line.strip()]
+    report = json.loads(output.strip().splitlines()[-1]) if ok else {}
     return {"tool": tool, "samples": samples, "batch": batch_size, "ok": ok, "wall_s": wall,
-            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "tensors": json.loads(output.strip().splitlines()[-1])["tensors"] if ok else None,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": report.get("peak_rss_mb", usage.ru_maxrss / 1024),
+            "tensors": report.get("tensors"),
             "error": None if ok else (lines[-1] if lines else f"exit status {os.waitstatus_to_exitcode(status)}")}
 
 
@@ -293,9 +311,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as folder:
         model = build_resnet18(Path(folder) / "resnet18.onnx")
         results = []
-        for tool, python in pythons.items():
-            for batch_size in args.batch_sizes:
-                for samples in args.samples:
+        # tools interleaved per configuration: load that drifts during the run hits them alike
+        for batch_size in args.batch_sizes:
+            for samples in args.samples:
+                for tool, python in pythons.items():
                     if tool in ("onnxruntime", "modelopt") and samples > args.ort_max_samples:
                         notes.append(f"{tool} at {samples} samples, batch {batch_size}: skipped (--ort-max-samples "
                                      f"{args.ort_max_samples})")
@@ -347,11 +366,13 @@ def _summary(results: list[dict], notes: list[str]) -> None:
         for samples in sorted({r["samples"] for r in results if r["batch"] == batch}):
             ours = by_key.get(("trtopt", batch, samples))
             plain = _ratio(ours, by_key.get(("ort-pass", batch, samples)), "wall_s")
+            nospin = _ratio(ours, by_key.get(("ort-pass-nospin", batch, samples)), "wall_s")
             speedup = _ratio(by_key.get(("onnxruntime", batch, samples)), ours, "wall_s")
             memory = _ratio(ours, by_key.get(("onnxruntime", batch, samples)), "peak_rss_mb")
             modelopt = _ratio(by_key.get(("modelopt", batch, samples)), ours, "wall_s")
             within = _verdict(plain, "<= 1.5", (plain or 9) <= 1.5)
-            print(f"batch {batch}, {samples} samples: trtopt / plain pass wall {within}; "
+            print(f"batch {batch}, {samples} samples: trtopt / plain pass wall {within} "
+                  f"(/ plain pass without spinning: {'not measured' if nospin is None else f'{nospin:.2f}'}); "
                   f"ORT entropy / trtopt wall {_verdict(speedup, '>= 5', (speedup or 0) >= 5)}; "
                   f"trtopt / ORT peak RSS {_verdict(memory, '<= 0.10', (memory or 9) <= 0.10)}; "
                   f"ModelOpt / trtopt wall {'not measured' if modelopt is None else f'{modelopt:.2f}'}")

@@ -109,6 +109,12 @@ def test_object_arrays_are_refused_never_unpickled(residual_convnet, tmp_path):
     assert not marker.exists()
 
 
+def test_a_single_number_is_not_a_data_file(residual_convnet, tmp_path):
+    np.save(tmp_path / "scalar.npy", np.float32(3))
+    with pytest.raises(UsageError, match="scalar.npy: the array for input 'input' is a single number"):
+        list(open_source(str(tmp_path / "scalar.npy"), _inputs(residual_convnet)))
+
+
 def test_training_data_with_nan_is_refused(tmp_path):
     x = np.random.default_rng(0).standard_normal((40, 1, 16, 16)).astype(np.float32)
     x[3, 0, 2, 2] = np.nan
@@ -157,6 +163,13 @@ def test_tensorrt_cache_naming_unknown_tensors_warns(residual_convnet, tmp_path,
     assert set(table.tensors) == {"input", "from_another_model"}
     warned = [r.getMessage() for r in caplog.records if "does not have" in r.getMessage()]
     assert len(warned) == 1 and "1 tensor(s)" in warned[0] and "'from_another_model'" in warned[0], warned
+
+
+def test_tensorrt_cache_with_a_subnormal_scale_names_the_line(residual_convnet, tmp_path):
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-100900-EntropyCalibration2\ninput: 00000001\n")  # the smallest float32, 1.4e-45
+    with pytest.raises(UsageError, match=r"calib.cache line 2: tensor 'input': amax .* outside float32's normal range"):
+        read_trt_cache(cache, residual_convnet)
 
 
 def test_bad_thread_counts_are_refused(residual_convnet):
@@ -267,7 +280,7 @@ def test_help_says_loaders_run_code(flag):
 
     help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["build"].format_help().split())
     assert f"{flag} SRC" in help_text and "imports and runs that Python file" in help_text
-    for verb in ("calibrate", "bench"):
+    for verb in ("calibrate", "bench", "sensitivity"):
         text = " ".join(build_parser()._subparsers._group_actions[0].choices[verb].format_help().split())
         assert "imports and runs that Python file" in text, verb
 
@@ -294,3 +307,46 @@ def test_triton_export_copies_only_files_inside_the_engine_folder(residual_convn
     with pytest.raises(UsageError, match="model file '../../secret.onnx' is not a file name inside the engine folder"):
         export_model("stolen", engine, repository, BatchingSettings())
     assert not (repository / "stolen").exists()
+
+
+def test_resume_with_weights_of_another_shape_is_a_usage_error(trained_lenet, tmp_path):
+    torch = pytest.importorskip("torch")
+    from trtopt.train import TrainConfig, train
+
+    checkpoint = torch.load(trained_lenet.checkpoint, weights_only=True)
+    checkpoint["state_dict"] = {k: v[..., :1] if v.dim() else v for k, v in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "mismatched.pt")
+    config = TrainConfig(model="lenet", dataset="digits", out=str(tmp_path / "run"), epochs=checkpoint["epoch"] + 1,
+                         threads=1, resume=str(tmp_path / "mismatched.pt"))
+    with pytest.raises(UsageError, match=r"--resume .*mismatched.pt: its weights or optimizer state do not fit"):
+        train(config)
+
+
+def test_diverging_training_fails_instead_of_finishing(tmp_path):
+    pytest.importorskip("torch")
+    from trtopt.errors import TrtoptError
+    from trtopt.train import TrainConfig, train
+
+    config = TrainConfig(model="lenet", dataset="digits", out=str(tmp_path / "run"), epochs=2, threads=1, lr=1e30,
+                         scheduler="none")
+    with pytest.raises(TrtoptError, match="training diverged: the loss is nan in epoch 1"):
+        train(config)
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("text, says", [
+    ('[suite]\nthreshold = "x"\n', "suite.threshold must be a number, got 'x'"),
+    ("[suite]\nengines_dir = 5\n", "suite.engines_dir must be a path string, got 5"),
+    ("suite = 5\n", r"\[suite\] must be a table, got 5"),
+    ('[bench]\nbatch_sizes = "18"\n', "bench.batch_sizes = '18' is not valid .expected a list of int values"),
+    ("[suite]\ncompare_to = 3\n", 'suite.compare_to must be "last" or a run id'),
+])
+def test_suite_values_of_the_wrong_type_are_usage_errors(tmp_path, text, says):
+    from trtopt.bench.suite import load_suite
+
+    (tmp_path / "s.toml").write_text(text + '[[models]]\nname = "m"\nonnx = "m.onnx"\n')
+    with pytest.raises(UsageError, match=f"suite .*s.toml: {says}"):
+        load_suite(tmp_path / "s.toml")
+    (tmp_path / "m.toml").write_text('[[models]]\nname = "m"\nonnx = 5\n')
+    with pytest.raises(UsageError, match=r"models\[0\].onnx must be a path string, got 5"):
+        load_suite(tmp_path / "m.toml")

@@ -129,6 +129,7 @@ def test_recorded_command_is_shown_escaped_and_only_as_information(engine):
     (lambda m: m.update(precision=None), "manifest entry 'precision' is missing or not a string"),
     (lambda m: m.update(schema_version="\x1b[2J1"), r"manifest schema version '\\x1b\[2J1'"),
     (lambda m: m.update(io="x"), "manifest entry 'io' is not a mapping"),
+    (lambda m: m["engine"].update(bytes="huge"), "manifest entry 'engine.bytes' is 'huge', not a byte count"),
     (lambda m: m["io"].update(profile={"min": [1, 2]}), "manifest entry 'io' has a profile that is not"),
 ])
 def test_hand_edited_manifest_is_a_usage_error(engine, change, says):

@@ -228,6 +228,18 @@ def test_bad_input_is_a_clear_4xx_and_the_server_keeps_serving(server, reference
     assert ok_status == 200
 
 
+def test_request_timeout_parameter_expires_a_queued_request_with_503(server):
+    """1 µs cannot be met: the request is answered 503 from the queue without running."""
+    body = json.dumps(
+        {
+            "inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "FP32", "data": [0.0] * 768}],
+            "parameters": {"timeout": 1},
+        }
+    ).encode()
+    status, answer = post(server, f"/v2/models/{MODEL}/infer", body)
+    assert status == 503 and "timed out after" in answer["error"]
+
+
 def test_grpc_bad_input_maps_to_status_codes(server):
     client = grpcclient.InferenceServerClient(server.grpc)
     tensor = grpcclient.InferInput("input", [1, 3, 8, 8], "FP32")

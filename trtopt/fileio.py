@@ -4,6 +4,15 @@ Every artefact (checkpoint, scale table, cache, engine, manifest) goes through t
 bytes land in a temporary file in the destination folder, are fsync'ed, then renamed over the
 target. An interrupted run therefore leaves either the old file or no file, never a truncated one
 that looks valid.
+
+Folders (:func:`atomic_directory`) are assembled in a ``.NAME.<token>.staging`` folder. Engine
+folders are *versioned*: ``engines/NAME`` is a symlink to a hidden ``.NAME.<token>.version``
+folder, and publishing a new version is one rename of a new symlink over it, so a server that
+loads NAME during a rebuild finds the old or the new engine, never neither (the issue measured
+1,656 failed loads in 88,639 with the former two-rename swap). Writers of one name serialize on
+``.NAME.lock`` (flock), and each removes every version but the one it published, so concurrent
+rebuilds leave no stale folders. Old versions are removed at once; a reader still inside one
+notices the name moved on and loads again (trtopt.repository.load).
 """
 from __future__ import annotations
 

@@ -191,7 +191,9 @@ def _scale_table(plan: BuildPlan, work: Path, reference: Any) -> Any:
     data = open_source(str(calibration.data), reference.inputs, batch_size=plan.settings.batch_size,
                        max_samples=calibration.samples, seed=calibration.seed, part="calibration",
                        **plan.data.for_source(str(calibration.data)))
-    return calibrate(work, data, calibration, threads=plan.settings.engine.threads)
+    # FP16's range rule needs every activation's range: an overflow anywhere turns the output into inf/NaN
+    return calibrate(work, data, calibration, threads=plan.settings.engine.threads,
+                     all_tensors=plan.settings.precision == "fp16")
 
 
 def _precision_model(

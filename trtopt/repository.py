@@ -72,6 +72,10 @@ def read_manifest(engine_dir: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{path}: manifest entry {key!r} is missing or not a {'mapping' if kind is dict else 'string'} "
                 "(hand-edited?); rebuild the engine"
             )
+    size = manifest["engine"].get("bytes")
+    if size is not None and (type(size) is not int or size < 0):
+        raise UsageError(f"{path}: manifest entry 'engine.bytes' is {printable(repr(size))}, not a byte count "
+                         "(hand-edited?); rebuild the engine")
     problem = _io_problem(manifest.get("io"))
     if problem:
         raise UsageError(f"{path}: manifest entry 'io' {problem} (hand-edited?); rebuild the engine")

@@ -30,9 +30,20 @@ log = logging.getLogger("trtopt.bench")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 _SUITE_KEYS = {"name", "engines_dir", "reports_dir", "history", "compare_to", "threshold", "spread_k"}
+
+
+def _list_of(kind: type) -> Callable[[Any], tuple[Any, ...]]:
+    """A converter for TOML lists whose items must all be `kind` (tuple() would split a string into letters)."""
+    def convert(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list) or not all(type(item) is kind for item in value):
+            raise ValueError(f"expected a list of {kind.__name__} values")
+        return tuple(value)
+    return convert
+
+
 # suite file key -> (BenchConfig field, converter)
 _BENCH_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "scenarios": ("scenarios", tuple), "batch_sizes": ("batch_sizes", tuple), "qps": ("qps", float),
+    "scenarios": ("scenarios", _list_of(str)), "batch_sizes": ("batch_sizes", _list_of(int)), "qps": ("qps", float),
     "duration": ("duration_s", float), "concurrency": ("concurrency", int), "seed": ("seed", int),
     "samples": ("samples", int), "data": ("data", str), "data_part": ("data_part", str), "shapes": ("shapes", str),
     "threads": ("threads", int), "warmup_ms": ("warmup_s", lambda ms: float(ms) / 1000.0),
@@ -85,6 +96,8 @@ def _bench_options(path: Path, where: str, table: Mapping[str, Any]) -> dict[str
 
 
 def _check_keys(path: Path, where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    if not isinstance(table, dict):
+        raise _fail(path, f"[{where}] must be a table, got {table!r}")
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise _fail(path, f"unknown key(s) {unknown} in [{where}]; allowed: {', '.join(sorted(allowed))}")
@@ -107,16 +120,17 @@ def _model(path: Path, index: int, table: Any) -> SuiteModel:
     name = table.get("name")
     if not isinstance(name, str) or not name or "/" in name:
         raise _fail(path, f"{where}.name must be a plain name such as \"lenet\"")
-    root = path.parent
-    checkpoint = root / table["checkpoint"] if "checkpoint" in table else None
+    checkpoint = _path(path, f"{where}.checkpoint", table["checkpoint"]) if "checkpoint" in table else None
     if "onnx" not in table and checkpoint is None:
         raise _fail(path, f"{where} ({name}) needs onnx = \"model.onnx\" or checkpoint = \"model.pt\"")
-    onnx = root / table["onnx"] if "onnx" in table else root / f"{name}.onnx"
+    onnx = _path(path, f"{where}.onnx", table.get("onnx", f"{name}.onnx"))
     baseline = table.get("baseline", "onnx")
     if baseline not in ("onnx", "checkpoint") or (baseline == "checkpoint" and checkpoint is None):
         raise _fail(path, f"{where}.baseline must be \"onnx\" or \"checkpoint\" (the latter needs checkpoint =)")
     precisions = _string_list(path, f"{where}.precisions", table.get("precisions", ["fp32"]), PRECISIONS)
     calib_data = table.get("calib_data")
+    if calib_data is not None and not isinstance(calib_data, str):
+        raise _fail(path, f"{where}.calib_data must be a data source string such as \"digits\", got {calib_data!r}")
     if "int8" in precisions and calib_data is None:
         raise _fail(path, f'{where} ({name}) builds int8 and needs calib_data = "SRC" (e.g. "digits")')
     return SuiteModel(
@@ -129,6 +143,25 @@ def _model(path: Path, index: int, table: Any) -> SuiteModel:
         baseline,
         _bench_options(path, where, table),
     )
+
+
+def _path(path: Path, where: str, value: Any) -> Path:
+    """A path from the suite file, relative to it."""
+    if not isinstance(value, str) or not value:
+        raise _fail(path, f"{where} must be a path string, got {value!r}")
+    return path.parent / value
+
+
+def _number(path: Path, where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _compare_to(path: Path, value: Any) -> str:
+    if not isinstance(value, str) or not (value == "last" or value.isdigit()):
+        raise _fail(path, f"suite.compare_to must be \"last\" or a run id string such as \"12\", got {value!r}")
+    return value
 
 
 def _refuse_code(path: Path, where: str, table: Mapping[str, Any]) -> None:
@@ -159,7 +192,6 @@ def load_suite(path: str | Path, allow_code: bool = False) -> Suite:
     models = data.get("models")
     if not isinstance(models, list) or not models:
         raise _fail(file, "no models; add at least one [[models]] table")
-    root = file.parent
     parsed = [_model(file, i, m) for i, m in enumerate(models)]
     if not allow_code:
         _refuse_code(file, "bench", bench)
@@ -169,12 +201,13 @@ def load_suite(path: str | Path, allow_code: bool = False) -> Suite:
     if len(set(names)) != len(names):
         raise _fail(file, f"model names must be unique, got {names}")
     return Suite(
-        path=file, name=str(head.get("name", file.stem)), engines_dir=root / head.get("engines_dir", "engines"),
-        reports_dir=root / head.get("reports_dir", "bench-reports"),
-        history=root / head["history"] if "history" in head else None,
-        compare_to=head.get("compare_to", "last"),
-        threshold=float(head.get("threshold", DEFAULT_THRESHOLD)),
-        spread_k=float(head.get("spread_k", DEFAULT_SPREAD_K)),
+        path=file, name=str(head.get("name", file.stem)),
+        engines_dir=_path(file, "suite.engines_dir", head.get("engines_dir", "engines")),
+        reports_dir=_path(file, "suite.reports_dir", head.get("reports_dir", "bench-reports")),
+        history=_path(file, "suite.history", head["history"]) if "history" in head else None,
+        compare_to=_compare_to(file, head.get("compare_to", "last")),
+        threshold=_number(file, "suite.threshold", head.get("threshold", DEFAULT_THRESHOLD)),
+        spread_k=_number(file, "suite.spread_k", head.get("spread_k", DEFAULT_SPREAD_K)),
         bench=_bench_options(file, "bench", bench),
         models=parsed,
     )

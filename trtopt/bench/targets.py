@@ -17,7 +17,6 @@ from typing import Any
 from trtopt.backends.base import Runner
 from trtopt.bench.remote import ModelUrl, RemoteRunner, is_server_url
 from trtopt.errors import UsageError
-from trtopt.fileio import read_json
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 _EXPECTED = ("an engine folder (with manifest.json), an .onnx file, a zoo checkpoint (.pt), "
@@ -78,13 +77,11 @@ def _engine_target(name: str, path: Path, threads: int | None) -> Target:
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise UsageError(f"target {path} is a folder without manifest.json; expected {_EXPECTED}")
-    manifest = read_json(manifest_path, "engine manifest")
-    backend_info = manifest.get("backend")
-    backend = str(backend_info.get("name") if isinstance(backend_info, dict) else backend_info or "unknown")
-    engine = manifest.get("engine") or {}
-    size = engine.get("bytes", engine.get("size_bytes"))
-    if size is None and engine.get("file") and (path / engine["file"]).is_file():
-        size = (path / engine["file"]).stat().st_size
+    from trtopt.repository import read_manifest
+
+    manifest = read_manifest(path)  # schema-checked: a hand-edited manifest is a usage error naming it
+    backend = str(manifest["backend"].get("name", "unknown"))
+    size = manifest["engine"].get("bytes")
     # only CPU backends take a thread count; TensorRT engines ignore it
     options = {"threads": threads} if threads and backend == "onnxruntime" else {}
 

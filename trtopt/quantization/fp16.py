@@ -34,12 +34,32 @@ class Fp16Result:
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:
-    """Give unnamed nodes stable names: the converter's block list and our reasons refer to names."""
+    """Give unnamed nodes stable names (in subgraphs too): the converter's block list and our reasons refer to names."""
     seen: set[str] = set()
-    for index, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{index}"
-        seen.add(node.name)
+
+    def visit(graph: onnx.GraphProto, prefix: str) -> None:
+        for index, node in enumerate(graph.node):
+            if not node.name or node.name in seen:
+                node.name = f"{prefix}{node.op_type}_{index}"
+            seen.add(node.name)
+            for sub in _subgraphs(node):
+                visit(sub, f"{node.name}/{sub.name}/")
+
+    visit(model.graph, "")
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of If/Loop/Scan (and any other graph attribute) of `node`."""
+    return [graph for attr in node.attribute for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)]
+
+
+def _nested_nodes(node: onnx.NodeProto) -> list[str]:
+    """Names of every node inside `node`'s subgraphs, at any depth."""
+    found = []
+    for graph in _subgraphs(node):
+        for inner in graph.node:
+            found += [inner.name, *_nested_nodes(inner)]
+    return found
 
 
 def convert_model_fp16(
@@ -59,9 +79,11 @@ def convert_model_fp16(
     trtopt) is at fault and a TrtoptError says so, naming the node.
     """
     _name_nodes(model)
-    facts = GraphFacts.from_model(model, amax_mapping(scales) if scales is not None else None)
+    facts = GraphFacts.from_model(model, observed_ranges(scales) if scales is not None else None)
     kept = classify(model, facts, rules)
-    names = {n.name for n in model.graph.node}
+    by_name = {n.name: n for n in model.graph.node}
+    enclosing = {inner: n.name for n in model.graph.node for inner in _nested_nodes(n)}
+    names = set(by_name) | set(enclosing)
     unknown = sorted(set(exclude_nodes) - names)
     if unknown:
         raise UsageError(f"--exclude-nodes: no node named {unknown} in the model")
@@ -75,9 +97,13 @@ def convert_model_fp16(
         if problem is None:
             return converted, kept
         node = _named_node(problem, names)
+        node = enclosing.get(node, node)  # a node inside an If/Loop/Scan body: keep the whole control-flow node
         if node is None or node in kept:
             break
         kept[node] = f"ONNX Runtime refuses it in FP16: {problem.splitlines()[0][-160:]}"
+        # a control-flow node's branches read and write its tensors: they stay FP32 with it
+        for inner in _nested_nodes(by_name[node]):
+            kept.setdefault(inner, f"inside {node}, kept FP32")
     where = f"node {node!r}" if node else "a node the message does not name"
     raise TrtoptError(f"FP16 conversion wrote a model ONNX Runtime cannot load ({where}); this is a trtopt bug, "
                       f"please report it with the model (workaround: --exclude-nodes/--exclude-op-types): "
@@ -85,6 +111,16 @@ def convert_model_fp16(
 
 
 MAX_LOAD_RETRIES = 16
+
+
+def observed_ranges(scales: ScaleSource | Mapping[str, float]) -> dict[str, float]:
+    """max |x| each tensor reached in calibration: the range FP16 must hold, not the INT8 clipping amax
+    (entropy, percentile or MSE amax cut off exactly the outliers that would overflow FP16)."""
+    stats = getattr(scales, "tensors", None)
+    ranges = amax_mapping(scales)
+    if isinstance(stats, Mapping):
+        ranges.update({name: float(t.absmax) for name, t in stats.items() if getattr(t, "absmax", None) is not None})
+    return ranges
 
 
 def _convert(model: onnx.ModelProto, kept: Mapping[str, str], keep_io_types: bool) -> onnx.ModelProto:
@@ -95,11 +131,58 @@ def _convert(model: onnx.ModelProto, kept: Mapping[str, str], keep_io_types: boo
         with warnings.catch_warnings():
             # the converter warns per clamped tiny value; InitializerRangeRule already judged those constants
             warnings.simplefilter("ignore", UserWarning)
-            return float16.convert_float_to_float16(
+            converted = float16.convert_float_to_float16(
                 model, keep_io_types=keep_io_types, node_block_list=sorted(kept), max_finite_val=FP16_MAX,
                 min_positive_val=float(2.0 ** -24), disable_shape_infer=False)
     except Exception as exc:  # noqa: BLE001 - the converter raises assorted errors for models it cannot type
         raise UsageError(f"FP16 conversion failed: {type(exc).__name__}: {exc}") from exc
+    drop_round_trip_casts(converted.graph)
+    return converted
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((attr.i for attr in node.attribute if attr.name == "to"), None) if node.op_type == "Cast" else None
+
+
+def drop_round_trip_casts(graph: onnx.GraphProto) -> int:
+    """Remove FP32 -> FP16 -> FP32 Cast pairs between two nodes kept in FP32; returns how many.
+
+    The converter casts every output of a kept node to FP16 and back for the next kept node, so a
+    chain of FP32 nodes still passes its values through FP16: an activation of 2e6 (why they were
+    kept) becomes inf. Readers of the FP32 value take it directly instead.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {value.name for value in graph.output}
+    rename: dict[str, str] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        if _cast_to(node) != onnx.TensorProto.FLOAT16 or node.output[0] in outputs:
+            continue
+        readers = consumers.get(node.output[0], [])
+        if readers and all(_cast_to(r) == onnx.TensorProto.FLOAT and r.output[0] not in outputs for r in readers):
+            rename.update({r.output[0]: node.input[0] for r in readers})
+            dropped |= {id(node), *(id(r) for r in readers)}
+    if not dropped:
+        return 0
+    kept_nodes = [node for node in graph.node if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    _rename_inputs(graph, rename)
+    return len(dropped) // 2
+
+
+def _rename_inputs(graph: onnx.GraphProto, rename: Mapping[str, str]) -> None:
+    """Point every reader (subgraphs of If/Loop/Scan included: they read outer values by name) at the new names."""
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in rename:
+                node.input[index] = rename[name]
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _rename_inputs(sub, rename)
 
 
 def runtime_load_problem(model: onnx.ModelProto) -> str | None:

@@ -127,6 +127,30 @@ def prepare_model(model: onnx.ModelProto, overrides: Mapping[str, np.ndarray] | 
     return prepared
 
 
+def fold_generated_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn ``ConstantOfShape`` nodes with a constant shape into initializers (in place; returns the model).
+
+    Some exporters (the model zoo's classics among them) generate weights at run time this way.
+    Q/DQ quantizes only constant weights, so a Conv whose weight is computed would keep float
+    weights and run unfused.
+    """
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    kept = []
+    for node in graph.node:
+        shape = initializers.get(node.input[0]) if node.op_type == "ConstantOfShape" and node.input else None
+        if shape is None:
+            kept.append(node)
+            continue
+        fill = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"), np.zeros(1, np.float32))
+        graph.initializer.append(numpy_helper.from_array(
+            np.full(tuple(numpy_helper.to_array(shape).tolist()), fill.reshape(-1)[0], fill.dtype), node.output[0]))
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+    return model
+
+
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, external: bool | None = None) -> Path:
     """Write ``model`` to ``path``; weights go to ``<name>.data`` beside it when ``external``.
 

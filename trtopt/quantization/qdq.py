@@ -22,7 +22,14 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 from trtopt.errors import UsageError
 from trtopt.fileio import atomic_write_bytes
 from trtopt.quantization.encodings import Encoding, get_encoding, quantize_bias, quantize_weight
-from trtopt.quantization.modelio import load_onnx
+from trtopt.quantization.modelio import (
+    INLINE_LIMIT_BYTES,
+    fold_generated_weights,
+    load_onnx,
+    prepare_model,
+    save_onnx,
+    uses_external_data,
+)
 from trtopt.quantization.placement import Placement, plan_placement
 
 PER_AXIS_OPSET = 13
@@ -75,6 +82,7 @@ class _Inserter:
 
     def __init__(self, graph: ir.Graph) -> None:
         self.graph = graph
+        self.order = {id(node): position for position, node in enumerate(graph)}
         self.names = (
             {v.name for v in graph.initializers.values()}
             | {v.name for n in graph for v in n.outputs}
@@ -122,8 +130,9 @@ class _Inserter:
         quant.outputs[0].shape = value.shape
         quant.outputs[0].type = ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype)))
         consumers = list(consumers)
-        first = min((self.graph.index(node) for node, _ in consumers))
-        anchor = self.graph.node(first)
+        # the first consumer in graph order, from positions taken once: graph.index() walks the node
+        # list, which made insertion quadratic (minutes for DenseNet-121)
+        anchor = min((node for node, _ in consumers), key=lambda node: self.order[id(node)])
         self.graph.insert_before(anchor, quant)
         dq = self.dequantize(base, quant.outputs[0], s, z, None, anchor, value)
         for node, index in consumers:
@@ -226,7 +235,7 @@ def quantize(
     if hasattr(scales, "ensure_matches"):
         scales.ensure_matches(source, force=force)  # type: ignore[union-attr]
     enc = get_encoding(encoding)
-    proto = _upgrade_opset(proto, PER_AXIS_OPSET)
+    proto = _upgrade_opset(fold_generated_weights(prepare_model(proto)), PER_AXIS_OPSET)
     model = ir.from_proto(proto)
     LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
     placement, weights = insert_qdq(model, scales, enc, per_channel=per_channel, exclude_nodes=exclude_nodes,
@@ -240,5 +249,8 @@ def quantize(
                             excluded_nodes=sorted(set(exclude_nodes)), missing_scales=placement.skipped_no_scale,
                             opset=next(o.version for o in out_proto.opset_import if o.domain in ("", "ai.onnx")))
     if output_path is not None:
-        result.path = atomic_write_bytes(output_path, out_proto.SerializeToString())
+        if out_proto.ByteSize() > INLINE_LIMIT_BYTES or uses_external_data(source):
+            result.path = save_onnx(out_proto, output_path, external=True)  # weights stay external
+        else:
+            result.path = atomic_write_bytes(output_path, out_proto.SerializeToString())
     return result

@@ -86,7 +86,10 @@ def read_trt_cache(path: str | os.PathLike[str], model_path: str | os.PathLike[s
         if scale == 0:
             log.warning("%s line %d: tensor %r has scale 0; left out of the table", file, number, name)
             continue
-        tensors[name] = TensorStats(amax=scale * 127.0)
+        try:
+            tensors[name] = TensorStats(amax=scale * 127.0)
+        except UsageError as exc:  # a scale float32 cannot hold (subnormal): name the line, not just the value
+            raise UsageError(f"{file} line {number}: tensor {name!r}: {exc}") from exc
     _warn_unknown_tensors(file, model_path, tensors)
     params = {"trt_cache": file.name, "trt_version_code": int(header.group(1)), "algorithm": header.group(2)}
     return ScaleTable(sha256_file(model_path), "trt-cache", params, 0, tensors)

@@ -129,6 +129,7 @@ class DynamicBatcher:
                 target = max(settings.preferred_batch_size, default=limit)
                 flush_at = first.enqueued + settings.max_queue_delay_microseconds / 1e6
                 while rows < target:
+                    self._expire(time.monotonic())
                     for request in list(self._queue):
                         if request.signature == first.signature and rows + request.rows <= limit:
                             self._queue.remove(request)

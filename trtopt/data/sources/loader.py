@@ -64,7 +64,7 @@ class LoaderSource(DataSource):
         return Chunk(feed, labels, f"{origin} item {number}")
 
     def _check_repeat(self, chunk: Chunk, number: int, origin: str) -> None:
-        """A build reads the data more than once; a loader that changes between passes corrupts the results."""
+        """A source read again (DataSource is re-iterable) must give the same items; changed data would mix samples."""
         digest = _digest(chunk)
         if self._passes == 1:
             self._first_pass.append(digest)
