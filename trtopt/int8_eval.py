@@ -11,11 +11,15 @@ held-out batches, and compared with the FP32 outputs computed once
 :func:`noise_ranking` is the one-pass estimate the mixed-precision search starts from: the full
 INT8 variant and FP32 run with every layer's inputs and outputs exposed, and each layer is scored
 by the noise it *adds*: relative noise power (noise / signal) at its outputs minus the largest at
-its inputs. Layers that turn a clean input into a noisy output come first.
+its inputs. Layers that turn a clean input into a noisy output come first. The same pass reads the
+real shapes of every layer's tensors, from which :func:`layer_macs` estimates each layer's compute
+(multiply-accumulates per sample): the cheap latency proxy that tells the search which layers gain
+little from INT8.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -35,6 +39,15 @@ from trtopt.settings import QdqSettings  # how the Q/DQ pass quantizes: the choi
 class Layer:
     name: str
     op_type: str
+
+
+@dataclass(frozen=True)
+class RankedLayer:
+    """A layer with the noise it adds in the full INT8 variant and its compute (the latency proxy)."""
+
+    layer: Layer
+    added_noise: float
+    macs: float  # multiply-accumulates per sample; elementwise layers count one per output value
 
 
 @dataclass
@@ -209,10 +222,34 @@ def _activations(graph: onnx.GraphProto) -> set[str]:
     return inputs | {name for node in graph.node if node.op_type != "Constant" for name in node.output if name}
 
 
-def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 2) -> list[tuple[Layer, float]]:
-    """Layers sorted by the noise each adds in the full INT8 variant (one pass over a few batches)."""
+def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights: dict[str, tuple[int, ...]]) -> float:
+    """Multiply-accumulates of ``node`` for the batch its ``shapes`` were read from.
+
+    Convolutions and matrix products cost one MAC per output value and reduced input value (the
+    weight's fan-in, or the inner dimension); anything else one per output value. A proxy, not a
+    timing: enough to tell a 3x3 convolution over a feature map from a bias add.
+    """
+    out = shapes.get(node.output[0]) if node.output else None
+    if out is None:
+        return 0.0
+    values = float(math.prod(out))
+    dims = {**weights, **shapes}
+    if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in dims:
+        return values * math.prod(dims[node.input[1]][1:])
+    if node.op_type == "ConvTranspose" and len(node.input) > 1 and node.input[0] in dims and node.input[1] in dims:
+        return float(math.prod(dims[node.input[0]])) * math.prod(dims[node.input[1]][1:])
+    if node.op_type in ("MatMul", "Gemm") and node.input[0] in dims and dims[node.input[0]]:
+        first = dims[node.input[0]]
+        transposed = any(a.name == "transA" and a.i for a in node.attribute)
+        return values * (first[0] if transposed or len(first) == 1 else first[-1])
+    return values
+
+
+def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 2) -> list[RankedLayer]:
+    """Layers sorted by the noise each adds in the full INT8 variant (one pass over a few batches), with their MACs."""
     graph = onnx.load(os.fspath(evaluator.model_path), load_external_data=False).graph
     nodes = {node.name: node for node in graph.node}
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
     folder = evaluator.workdir
     quantized = evaluator.variant((), folder / "ranking-int8.onnx")
     fp32 = folder / "ranking-fp32.onnx"
@@ -224,6 +261,7 @@ def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 
         name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output] if name in computed
     }
     ratios: dict[str, list[float]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     with (
         evaluator._runner(fp32, sorted(watched)) as ref_runner,
         evaluator._runner(quantized, sorted(watched)) as int8_runner,
@@ -231,6 +269,8 @@ def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 
         available = {o.name for o in ref_runner.outputs} & {o.name for o in int8_runner.outputs}
         for feed in evaluator.heldout.feeds[:batches]:
             ref_out, int8_out = ref_runner.infer(feed), int8_runner.infer(feed)
+            if not shapes:
+                shapes = {name: tuple(value.shape) for name, value in {**feed, **ref_out}.items()}
             for name in watched & available:
                 ratios.setdefault(name, []).append(_noise_ratio(ref_out[name], int8_out[name]))
     noise = {name: float(np.mean(values)) for name, values in ratios.items()}
@@ -241,5 +281,8 @@ def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 
         into = max((noise.get(n, 0.0) for n in node.input if n and n not in constants), default=0.0)
         return out - into if np.isfinite(out) and np.isfinite(into) else (float("inf") if not np.isfinite(out) else out)
 
-    scored = [(layer, added(layer)) for layer in layers]
-    return sorted(scored, key=lambda item: -item[1])
+    batch = int(next(iter(evaluator.heldout.feeds[0].values())).shape[0]) or 1  # held-out data is never empty
+    scored = [
+        RankedLayer(layer, added(layer), layer_macs(nodes[layer.name], shapes, weights) / batch) for layer in layers
+    ]
+    return sorted(scored, key=lambda item: -item.added_noise)
