@@ -133,6 +133,9 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
     mixed = result.manifest["mixed_precision"]
     assert [entry["node"] for entry in mixed["kept_float"]] == ["fc_c"]
     assert mixed["kept_float"][0]["rank"] == 1 and mixed["evaluations"] >= 2 and mixed["seconds"] > 0
+    assert mixed["kept_float"][0]["macs"] == HIDDEN * CLASSES and mixed["kept_float"][0]["reason"]
+    # returning fc_c to INT8 is the full INT8 variant, measured first: pruning re-evaluates nothing
+    assert [entry["phase"] for entry in mixed["tried"]] == ["int8", "prefix"] and mixed["evaluations"] == 2
     assert result.manifest["sensitivity"]["top"][0]["node"] == "fc_c"
     assert len(json.loads((result.engine_dir / "sensitivity.json").read_text())["layers"]) == 3
     assert result.manifest["accuracy"]["top1_agreement"] >= 0.95 and not result.manifest["accuracy"]["far_off"]
@@ -196,3 +199,57 @@ def test_zero_weight_channel_keeps_its_bias_in_int32(planted, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "dead.int8.onnx"), providers=["CPUExecutionProvider"])
     h = session.run(["h"], {"x": x})[0]
     assert np.allclose(h[:, 0], 1000.0, rtol=0.01)  # the bias alone: 1000, not a clipped int32
+
+
+def test_layer_macs_from_weight_and_output_shapes():
+    from trtopt.int8_eval import layer_macs
+
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    matmul = helper.make_node("MatMul", ["q", "k"], ["s"], name="attention")
+    gemm = helper.make_node("Gemm", ["a", "w2"], ["g"], name="fc", transA=1)
+    add = helper.make_node("Add", ["y", "bias"], ["z"], name="add")
+    shapes = {"y": (2, 8, 10, 10), "q": (2, 4, 5, 16), "s": (2, 4, 5, 5), "a": (6, 2), "g": (2, 3), "z": (2, 8, 10, 10)}
+    weights = {"w": (8, 3, 3, 3), "w2": (6, 3), "bias": (8, 1, 1)}
+    assert layer_macs(conv, shapes, weights) == 2 * 8 * 10 * 10 * 3 * 3 * 3  # every output: a 3x3x3 fan-in
+    assert layer_macs(matmul, shapes, weights) == 2 * 4 * 5 * 5 * 16  # inner dimension of two activations
+    assert layer_macs(gemm, shapes, weights) == 2 * 3 * 6  # transA: the inner dimension is A's first
+    assert layer_macs(add, shapes, weights) == 2 * 8 * 10 * 10  # elementwise: one per output value
+    assert layer_macs(add, {}, weights) == 0.0  # shape never seen: no claim
+
+
+def test_equally_harmful_layers_with_less_compute_are_kept_float_first():
+    from trtopt.int8_eval import Layer, RankedLayer
+    from trtopt.mixed_precision import _islands, harm_order
+
+    ranked = [
+        RankedLayer(Layer("big_conv", "Conv"), 0.30, 1e9),
+        RankedLayer(Layer("tiny_add", "Add"), 0.26, 1e3),  # same power of two as big_conv: cheaper first
+        RankedLayer(Layer("worst", "MatMul"), 5.0, 1e8),
+        RankedLayer(Layer("clean", "Conv"), -0.01, 1e2),
+        RankedLayer(Layer("broken", "Conv"), float("inf"), 1e9),
+    ]
+    assert [item.layer.name for item in harm_order(ranked)] == ["broken", "worst", "tiny_add", "big_conv", "clean"]
+    order = ["a", "b", "c", "d", "e"]
+    assert _islands({"a", "c", "d"}, order) == {"b"}  # b alone between float a and c; e has one neighbour
+    assert _islands({"a", "b"}, order) == set()
+
+
+def test_pruning_returns_harmless_layers_to_int8(planted):
+    """Started from everything float, pruning hands fc_a and fc_b back and keeps only the planted fc_c."""
+    from trtopt.accuracy import MetricSettings
+    from trtopt.budget import AccuracyBudget
+    from trtopt.int8_eval import Evaluator, load_heldout
+    from trtopt.mixed_precision import _prune, _Search
+    from trtopt.quantization.calibrate import calibrate
+    from trtopt.settings import QdqSettings
+
+    model, data = planted
+    table = calibrate(model, str(data), method="max")
+    heldout = load_heldout(model, str(data), "heldout", 32, 16, 1)
+    quant = QdqSettings(encoding="onnxruntime-cpu")
+    with Evaluator(model, table, quant, heldout, MetricSettings(), threads=1) as evaluator:
+        state = _Search(evaluator, AccuracyBudget.parse("agreement=0.95"))
+        order = ["fc_a", "fc_b", "fc_c"]
+        macs = {"fc_a": FEATURES * HIDDEN, "fc_b": HIDDEN * HIDDEN, "fc_c": HIDDEN * CLASSES}
+        assert _prune(state, set(order), order, macs, limit=14) == {"fc_c"}
+        assert evaluator.evaluations <= 5 and all(entry["phase"] == "prune" for entry in state.tried)

@@ -4,9 +4,9 @@ The search, and why it is cheap (a few dozen variant evaluations at most, not tw
 
 1. Evaluate the full INT8 variant on the held-out data; if it meets the budget, nothing stays float.
 2. Rank the layers once (:func:`trtopt.int8_eval.noise_ranking`: one run of FP32 and INT8 with every
-   layer's tensors exposed, on two batches) by the noise each adds. Layers within a factor of two
-   of each other are *equally harmful*; among those the one with fewer MACs (the latency proxy:
-   its INT8 version gains little) comes first, so it is kept float first.
+   layer's tensors exposed, on two batches) by the noise each adds. Layers whose added noise falls
+   in the same power-of-two band are *equally harmful*; among those the one with fewer MACs (the
+   latency proxy: its INT8 version gains little) comes first, so it is kept float first.
 3. Keep the top 1, 2, 4, ... layers float until the budget holds, then bisect between the last miss
    and the first hit for the smallest prefix that holds. The noise ranking is only an estimate, so
    this prefix is usually far larger than needed.
