@@ -100,6 +100,10 @@ def test_integer_input_encoder_builds_with_input_ranges(encoder_path, precision,
     assert result.accuracy["top1_agreement"] > 0.9
     if precision == "int8":
         assert result.manifest["model"]["quantized_weights"] > 0  # the float part was quantized
+        qdq = onnx.load(str(result.engine_dir / "model.int8.onnx")).graph
+        producers = {out: node.op_type for node in qdq.node for out in node.output}
+        float_readers = [n for n in qdq.node if n.op_type in ("Softmax", "LayerNormalization")]
+        assert float_readers and all(producers.get(n.input[0]) != "DequantizeLinear" for n in float_readers)
     with result.load() as runner:
         ids = np.arange(16, dtype=np.int64).reshape(2, 8) % 50
         out = runner.infer({"ids": ids, "mask": np.ones_like(ids)})
