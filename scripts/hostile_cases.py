@@ -168,6 +168,8 @@ def prepare(work: Path) -> None:
         (work / name).write_text(text)
     np.savez(work / "objects.npz", input=np.array([{"x": 1}, None], dtype=object))
     np.save(work / "objects.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    np.save(work / "scalar.npy", np.float32(3))
+    (work / "typed-suite.toml").write_text('[suite]\nthreshold = "high"\n[[models]]\nname = "m"\nonnx = "model.onnx"\n')
     np.savez(work / "good.npz", input=np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32))
     np.savez(work / "nan-train.npz", x=np.full((64, 1, 16, 16), np.nan, np.float32), y=np.arange(64) % 10)
     _scale_table(work, model, ["input", "c0"]).rename(work / "tensors-list.json")
@@ -224,6 +226,7 @@ def prepare(work: Path) -> None:
     _edited_engine(engines, "traversal", lambda m: m["engine"].update(file="../../outside.onnx"))
     _edited_engine(engines, "absolute", lambda m: m["engine"].update(file=str(outside)))
     _edited_engine(engines, "backend-text", lambda m: m.update(backend="onnxruntime"))
+    _edited_engine(engines, "bytes-text", lambda m: m["engine"].update(bytes="huge"))
     _edited_engine(
         engines,
         "escapes",
@@ -286,6 +289,9 @@ def prepare(work: Path) -> None:
     ).replace("{W}", str(work))
     subprocess.run([sys.executable, "-c", swap], check=True, env=ENV)
     pickled = "import torch, os; torch.save({'x': os.getcwd}, '{W}/pickled.pt')".replace("{W}", str(work))
+    retyped = ("import torch; c = torch.load('{W}/run/last.pt', weights_only=True); c['model_config'] = 5; "
+               "torch.save(c, '{W}/retyped.pt')").replace("{W}", str(work))
+    subprocess.run([sys.executable, "-c", retyped], check=True, env=ENV)
     subprocess.run([sys.executable, "-c", pickled], check=True, env=ENV)
 
 
@@ -593,6 +599,24 @@ CASES = [
         must_say=("pickled.pt",),
         must_not_say=("weights_only=False",),
     ),
+    Case(
+        "hand-edited checkpoint entry of the wrong type",
+        7,
+        2,
+        cli("export", "{W}/retyped.pt", "-o", "{W}/r.onnx"),
+        must_say=("retyped.pt", "'model_config'"),
+    ),
+    Case(
+        "hand-edited manifest engine.bytes, benchmarked",
+        7,
+        2,
+        cli("bench", "{W}/engines/bytes-text", "--no-history", "--max-time", "0.2", "--warmUp", "10"),
+        must_say=("engine.bytes",),
+    ),
+    Case("suite value of the wrong type", 7, 2, cli("bench", "--suite", "{W}/typed-suite.toml", "--no-history"),
+         must_say=("typed-suite.toml", "suite.threshold")),
+    Case("a single number as calibration data", 7, 2,
+         cli("calibrate", M, "--calib-data", "{W}/scalar.npy", "-o", "{W}/t.json"), must_say=("scalar.npy",)),
     Case(
         "infer() after close()",
         7,

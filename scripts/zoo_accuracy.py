@@ -110,7 +110,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print("digits test split (calibration: val split, entropy); accuracy in %, drop in points vs FP32")
+        print("digits test split (calibration: val split, method auto); accuracy in %, drop in points vs FP32")
         print(
             "| model | FP32 acc | INT8 acc | INT8 drop | INT8 per-tensor drop | INT8 agreement | FP16 agreement | "
             "FP16 drop |"

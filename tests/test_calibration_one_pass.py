@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from trtopt.data.sources import DataSource, open_source
 from trtopt.quantization.calibrators import NUM_LEVELS, entropy_bins, entropy_divergences, mse_bins, percentile_bins
 from trtopt.quantization.collect import collect
-from trtopt.quantization.histogram import FINE_BINS, NUM_BINS, AbsHistogram, PowerOfTwoHistogram, RangeStats
+from trtopt.quantization.histogram import CHUNK, FINE_BINS, NUM_BINS, AbsHistogram, PowerOfTwoHistogram, RangeStats
 from trtopt.quantization.providers import select_providers
 from trtopt.quantization.session import TargetRunner
 
@@ -220,3 +220,11 @@ def test_fine_grid_top_is_the_power_of_two_cover() -> None:
     assert fine.top == 4.0 and fine.counts[FINE_BINS // 8] == 1 and fine.counts[FINE_BINS * 3 // 4] == 1
     rebinned = fine.rebin(3.0)
     assert rebinned.counts[NUM_BINS - 1] == 1 and rebinned.counts[0] == 1 and rebinned.total == 3
+
+
+def test_a_tensor_larger_than_one_chunk_counts_like_its_pieces() -> None:
+    values = np.random.default_rng(5).standard_t(3, CHUNK * 5 // 2).astype(np.float32)
+    values[::3] = 0
+    whole, pieces = _fine([values]), _fine(_split(values, 1, 7))
+    np.testing.assert_array_equal(whole.counts, pieces.counts)
+    assert whole.abs_sum == pytest.approx(float(np.abs(values, dtype=np.float64).sum()), rel=1e-6)

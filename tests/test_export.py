@@ -157,3 +157,7 @@ def test_pickled_object_is_refused(tmp_path):
         load_checkpoint(path)
     # torch's advice (retry with weights_only=False, or allowlist the global) is unsafe for a hostile file
     assert "weights_only" not in str(refused.value) and "safe_globals" not in str(refused.value)
+    for entry, value in (("model_config", 5), ("state_dict", [1]), ("epoch", "x"), ("input_spec", "x")):
+        torch.save({"model_name": "lenet", "model_config": {}, "state_dict": {}, entry: value}, path)
+        with pytest.raises(UsageError, match=f"evil.pt: checkpoint entry '{entry}' is .*, expected"):
+            load_checkpoint(path)

@@ -109,6 +109,12 @@ def test_object_arrays_are_refused_never_unpickled(residual_convnet, tmp_path):
     assert not marker.exists()
 
 
+def test_a_single_number_is_not_a_data_file(residual_convnet, tmp_path):
+    np.save(tmp_path / "scalar.npy", np.float32(3))
+    with pytest.raises(UsageError, match="scalar.npy: the array for input 'input' is a single number"):
+        list(open_source(str(tmp_path / "scalar.npy"), _inputs(residual_convnet)))
+
+
 def test_training_data_with_nan_is_refused(tmp_path):
     x = np.random.default_rng(0).standard_normal((40, 1, 16, 16)).astype(np.float32)
     x[3, 0, 2, 2] = np.nan

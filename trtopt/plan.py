@@ -125,12 +125,16 @@ def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> Bu
     engine_dir = ensure_writable_dir(settings.engines_dir, "engines folder") / name
     with OnnxRuntimeRunner(source, threads=settings.engine.threads) as reference:
         inputs, outputs = reference.inputs, reference.outputs
+    # Engines that need a profile (TensorRT) take unset dynamic dimensions from the data; ONNX Runtime
+    # engines run any shape, so the data only has to fit the shapes the user gave.
     data_specs = (calibration.data, settings.accuracy.data)
+    needs_profile = backend.name not in PROFILE_FREE_BACKENDS
+    observed = _observed_shapes(inputs, data_specs, constants, settings.batch_size,
+                                explicit=needs_profile or any((shapes.shapes, shapes.min_shapes, shapes.max_shapes)))
     profile = derive_profile(inputs, shapes.shapes, shapes.min_shapes, shapes.opt_shapes, shapes.max_shapes,
-                             default_max_batch=shapes.max_batch,
-                             observed=_observed_shapes(inputs, data_specs, constants, settings.batch_size),
+                             default_max_batch=shapes.max_batch, observed=observed,
                              observed_from=f"data {' and '.join(s for s in data_specs if s)}",
-                             require_all=backend.name not in PROFILE_FREE_BACKENDS)
+                             require_all=needs_profile, profile_observed=needs_profile)
     encoding = settings.qdq.encoding or backend.default_encoding if settings.precision == "int8" else None
     options = BuildOptions(precision=settings.precision, profile=profile, encoding=encoding, engine=settings.engine)
     backend.check_options(options)
@@ -157,12 +161,13 @@ def _fed_constants(model: Any, constants: Mapping[str, TensorInfo], *specs: str 
 
 
 def _observed_shapes(inputs: Sequence[TensorInfo], specs: Sequence[str | None], constants: Mapping[str, TensorInfo],
-                     batch_size: int) -> dict[str, Any]:
-    """Sizes the calibration/validation data holds, read when an input has a dynamic non-batch dimension."""
+                     batch_size: int, explicit: bool) -> dict[str, Any]:
+    """Sizes the calibration/validation data holds, read when an input has a dynamic non-batch dimension
+    and something uses them (`explicit`: a profile is needed, or shapes were given to check the data against)."""
     from trtopt.data.sources import open_source
     from trtopt.shapes import is_dynamic, observe_shapes
 
-    if not any(is_dynamic(d) for info in inputs for d in info.shape[1:]):
+    if not explicit or not any(is_dynamic(d) for info in inputs for d in info.shape[1:]):
         return {}
     feeds = (batch.feed for spec in specs if spec and spec != "random"
              for batch in open_source(spec, inputs, batch_size=batch_size, constants=constants))

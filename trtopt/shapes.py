@@ -12,9 +12,10 @@ Profile rules (per dynamic dimension of each input):
 * the batch dimension (axis 0) otherwise defaults to min 1, max ``default_max_batch`` (or the largest
   value given) and opt = max, since TensorRT tunes kernels for opt and throughput runs use big batches;
 * any other dynamic dimension (sequence length, image size) is taken from the calibration or
-  validation data when given (min and max of what it holds, opt = max; data outside explicit flags
-  is refused); it has no safe default otherwise: backends that need a profile (TensorRT) get a
-  UsageError naming the input and the dimension, others leave the input out of the profile;
+  validation data when given, for backends that need a profile (TensorRT): min and max of what the
+  data holds, opt = max. Data outside explicit flags is refused. There is no safe default
+  otherwise: backends that need a profile get a UsageError naming the input and the dimension,
+  others (ONNX Runtime, which runs any shape) leave the input out of the profile;
 * min <= opt <= max, ranks match the model, and fixed dimensions are not contradicted.
 
 Inputs with only fixed dimensions are validated but left out of the profile (TensorRT needs profile
@@ -204,13 +205,15 @@ def derive_profile(inputs: Sequence[TensorInfo], shapes: Mapping[str, Shape] | s
                    opt_shapes: Mapping[str, Shape] | str | None = None,
                    max_shapes: Mapping[str, Shape] | str | None = None,
                    default_max_batch: int = 32, *, observed: ObservedShapes | None = None,
-                   observed_from: str = "the data", require_all: bool = True) -> ShapeProfile:
+                   observed_from: str = "the data", require_all: bool = True,
+                   profile_observed: bool = True) -> ShapeProfile:
     """The min/opt/max profile for every dynamic input (rules in the module docstring).
 
     Flags may be given as parsed mappings or as the raw flag text. ``observed`` (from
     :func:`observe_shapes` over calibration or validation data, described by ``observed_from``)
     gives the non-batch dynamic dimensions no flag gave: min and max are what the data holds, opt
-    is the max. Flags win; data outside them is refused. Without ``require_all`` (backends that
+    is the max (unless ``profile_observed`` is False: then the data is only checked against the
+    flags). Flags win; data outside them is refused. Without ``require_all`` (backends that
     run any shape, such as ONNX Runtime), an input with a dimension nobody gave is left out of the
     profile instead of refused. Raises UsageError naming the flag, input and dimension for unknown
     names, rank or fixed-dimension mismatches, a dynamic non-batch dimension without a value (when
@@ -243,7 +246,7 @@ def derive_profile(inputs: Sequence[TensorInfo], shapes: Mapping[str, Shape] | s
                     known[role] = source[axis]
             if known:
                 _check_observed(info, axis, _dim_roles(info, axis, known, default_max_batch), observed, observed_from)
-            elif axis > 0 and info.name in observed:
+            elif axis > 0 and info.name in observed and profile_observed:
                 low, high = observed[info.name][0][axis], observed[info.name][1][axis]
                 known = {"min": low, "opt": high, "max": high}
             elif axis > 0 and not require_all:

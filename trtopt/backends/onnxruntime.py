@@ -8,8 +8,10 @@ options, so the build's accuracy check and later serving run the same graph.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,8 @@ class OnnxRuntimeRunner(Runner):
         self._session.close()
 
 
+log = logging.getLogger("trtopt.onnxruntime")
+
 ENGINE_FILE = "model.ort.onnx"
 SESSION_FILE = "session.json"
 SAVED_OPTIMIZATION = "extended"  # portable across CPUs of one ISA; "all" is applied again at load
@@ -74,6 +78,17 @@ _SIMULATE_QDQ = {"session.disable_quant_qdq": "1"}
 def qdq_session_config(encoding: str | None) -> dict[str, str]:
     """Session config entries for a Q/DQ model of ``encoding`` (``tensorrt``: simulated, see above)."""
     return dict(_SIMULATE_QDQ) if encoding == "tensorrt" else {}
+
+
+def _external_weights(onnx_path: Path) -> dict[str, str]:
+    """Save config that keeps the optimized model's weights in a file beside it when the model keeps
+    its own external (a protobuf cannot hold more than 2 GB; large weights stay out of it)."""
+    from trtopt.quantization.modelio import uses_external_data
+
+    if not uses_external_data(onnx_path):
+        return {}
+    return {"session.optimized_model_external_initializers_file_name": f"{ENGINE_FILE}.data",
+            "session.optimized_model_external_initializers_min_size_in_bytes": "1024"}
 
 
 class OnnxRuntimeBackend:
@@ -105,22 +120,35 @@ class OnnxRuntimeBackend:
         """Let ONNX Runtime optimize the model and keep its result, with the options that run it."""
         threads = options.engine.threads
         config = qdq_session_config(options.encoding)
+        engine = Path(staging_dir) / ENGINE_FILE
+        build_options = make_session_options(threads, engine, SAVED_OPTIMIZATION,
+                                             {**config, **_external_weights(onnx_path)})
+        try:
+            ort.InferenceSession(os.fspath(onnx_path), build_options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT's own exception types: report the model and the first line
+            raise TrtoptError(
+                f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}"
+            ) from exc
+        if not engine.is_file():
+            raise TrtoptError(f"ONNX Runtime did not write its optimized model for {onnx_path}")
+        level = SAVED_OPTIMIZATION
+        # ONNX Runtime can save an optimized model it cannot read back (its FP16 cast insertion
+        # duplicates names inside If subgraphs); then the engine is the model itself, optimized at load.
+        try:
+            ort.InferenceSession(os.fspath(engine), make_session_options(threads, config=config),
+                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT's own exception types
+            log.info("ONNX Runtime cannot reload its optimized %s (%s); the engine is the model itself", onnx_path,
+                     str(exc).splitlines()[0] if str(exc) else repr(exc))
+            shutil.copyfile(onnx_path, engine)
+            level = "none"
         session = {
             "graph_optimization": "all",
-            "saved_optimization": SAVED_OPTIMIZATION,
+            "saved_optimization": level,
             "intra_op_num_threads": threads,
             "providers": ["CPUExecutionProvider"],
             "config": config,
         }
-        build_options = make_session_options(threads, Path(staging_dir) / ENGINE_FILE, SAVED_OPTIMIZATION, config)
-        try:
-            ort.InferenceSession(os.fspath(onnx_path), build_options, providers=session["providers"])
-        except Exception as exc:  # ORT's own exception types: report the model and the first line
-            raise TrtoptError(
-                f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}"
-            ) from exc
-        if not (Path(staging_dir) / ENGINE_FILE).is_file():
-            raise TrtoptError(f"ONNX Runtime did not write its optimized model for {onnx_path}")
         atomic_write_json(Path(staging_dir) / SESSION_FILE, session)
         return BuiltEngine(
             engine_file=ENGINE_FILE, manifest_fields={"onnxruntime": {"session_file": SESSION_FILE, **session}}

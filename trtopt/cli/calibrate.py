@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "writes or imports the legacy TensorRT calibration cache.")
     parser.add_argument("model", help="FP32 ONNX model")
     CALIBRATION.add(parser, only=["data", "method", "percentile", "samples", "seed", "nan_policy", "device"])
-    SHAPES.add(parser, only=["shapes"])  # sizes for random data
+    SHAPES.add(parser, only=["shapes", "input_ranges"])  # sizes and value ranges for random data
     ENGINE.add(parser, only=["threads"])
     OUTPUT.add(parser, only=["batch_size"])
     parser.add_argument(
@@ -85,8 +85,12 @@ def _calibrate(args: argparse.Namespace, settings: CalibrationSettings) -> Scale
     from trtopt.quantization.calibrate import calibrate
     from trtopt.shapes import parse_shapes
 
-    shapes = SHAPES.parse(args).shapes
-    options = {"shapes": parse_shapes(shapes)} if shapes else {}
+    from trtopt.data.sources.synthetic import parse_input_ranges
+
+    shape_settings = SHAPES.parse(args)
+    options: dict[str, object] = {"shapes": parse_shapes(shape_settings.shapes)} if shape_settings.shapes else {}
+    if shape_settings.input_ranges:  # value ranges of random data (integer inputs need one)
+        options["ranges"] = parse_input_ranges(shape_settings.input_ranges)
     return calibrate(args.model, settings.data, settings, all_tensors=args.all_tensors,
                      batch_size=args.build_batch_size, threads=ENGINE.parse(args).threads, part=args.calib_part,
                      source_options=options)

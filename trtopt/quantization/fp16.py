@@ -34,12 +34,32 @@ class Fp16Result:
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:
-    """Give unnamed nodes stable names: the converter's block list and our reasons refer to names."""
+    """Give unnamed nodes stable names (in subgraphs too): the converter's block list and our reasons refer to names."""
     seen: set[str] = set()
-    for index, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{index}"
-        seen.add(node.name)
+
+    def visit(graph: onnx.GraphProto, prefix: str) -> None:
+        for index, node in enumerate(graph.node):
+            if not node.name or node.name in seen:
+                node.name = f"{prefix}{node.op_type}_{index}"
+            seen.add(node.name)
+            for sub in _subgraphs(node):
+                visit(sub, f"{node.name}/{sub.name}/")
+
+    visit(model.graph, "")
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of If/Loop/Scan (and any other graph attribute) of `node`."""
+    return [graph for attr in node.attribute for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)]
+
+
+def _nested_nodes(node: onnx.NodeProto) -> list[str]:
+    """Names of every node inside `node`'s subgraphs, at any depth."""
+    found = []
+    for graph in _subgraphs(node):
+        for inner in graph.node:
+            found += [inner.name, *_nested_nodes(inner)]
+    return found
 
 
 def convert_model_fp16(
@@ -61,27 +81,48 @@ def convert_model_fp16(
     _name_nodes(model)
     facts = GraphFacts.from_model(model, observed_ranges(scales) if scales is not None else None)
     kept = classify(model, facts, rules)
-    names = {n.name for n in model.graph.node}
-    unknown = sorted(set(exclude_nodes) - names)
+    unknown = sorted(set(exclude_nodes) - {n.name for n in model.graph.node})
     if unknown:
         raise UsageError(f"--exclude-nodes: no node named {unknown} in the model")
     op_types = set(exclude_op_types)
     for node in model.graph.node:
         if node.name in set(exclude_nodes) or node.op_type in op_types:
             kept.setdefault(node.name, "excluded by the user")
-    for _ in range(MAX_LOAD_RETRIES):
-        converted = _convert(model, kept, keep_io_types)
-        problem = runtime_load_problem(converted)
-        if problem is None:
-            return converted, kept
-        node = _named_node(problem, names)
-        if node is None or node in kept:
-            break
-        kept[node] = f"ONNX Runtime refuses it in FP16: {problem.splitlines()[0][-160:]}"
+    # Two ways to settle a refusal inside an If/Loop/Scan body: keep the whole control-flow node FP32
+    # (bodies that the converter types inconsistently), or only the refused body nodes (bodies that read
+    # outer FP16 tensors). The first that loads wins.
+    for whole_bodies in (True, False):
+        attempt = dict(kept)
+        converted, problem, node = _convert_until_loaded(model, attempt, keep_io_types, whole_bodies)
+        if converted is not None:
+            return converted, attempt
     where = f"node {node!r}" if node else "a node the message does not name"
     raise TrtoptError(f"FP16 conversion wrote a model ONNX Runtime cannot load ({where}); this is a trtopt bug, "
                       f"please report it with the model (workaround: --exclude-nodes/--exclude-op-types): "
                       f"{problem.splitlines()[0][-300:]}")
+
+
+def _convert_until_loaded(model: onnx.ModelProto, kept: dict[str, str], keep_io_types: bool,
+                          whole_bodies: bool) -> tuple[onnx.ModelProto | None, str, str | None]:
+    """Convert, load in ONNX Runtime, keep the refused node FP32, repeat; (model or None, last problem, node)."""
+    by_name = {n.name: n for n in model.graph.node}
+    enclosing = {inner: n.name for n in model.graph.node for inner in _nested_nodes(n)}
+    names = set(by_name) | set(enclosing)
+    problem, node = "", None
+    for _ in range(MAX_LOAD_RETRIES):
+        converted = _convert(model, kept, keep_io_types)
+        problem = runtime_load_problem(converted) or ""
+        if not problem:
+            return converted, "", None
+        node = _named_node(problem, names)
+        if whole_bodies and node in enclosing:
+            node = enclosing[node]
+        if node is None or node in kept:
+            break
+        kept[node] = f"ONNX Runtime refuses it in FP16: {problem.splitlines()[0][-160:]}"
+        for inner in _nested_nodes(by_name[node]) if node in by_name else ():  # bodies stay FP32 with their node
+            kept.setdefault(inner, f"inside {node}, kept FP32")
+    return None, problem, node
 
 
 MAX_LOAD_RETRIES = 16

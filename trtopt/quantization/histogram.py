@@ -53,6 +53,9 @@ NUM_BINS = 2048
 FINE_BINS = 16384
 # float32 holds |x| / f exactly for any f it can represent; above this factor use float64
 _FLOAT32_MAX_FACTOR = 2.0**100
+# values binned at a time: the temporaries (about 16 bytes a value) stay a few MB, in cache and reused
+# by the allocator, instead of fresh page-faulted buffers the size of a whole large-batch tensor
+CHUNK = 1 << 19
 
 
 class NonFiniteError(TrtoptError):
@@ -173,11 +176,13 @@ class PowerOfTwoHistogram:
         self._cover(absmax)
         factor = self.bins / self.top if self.top else 0.0
         dtype = np.float64 if values.dtype == np.float64 or factor > _FLOAT32_MAX_FACTOR else np.float32
-        magnitudes = np.abs(values.reshape(-1), dtype=dtype)
-        self.abs_sum += float(magnitudes.sum())
-        np.multiply(magnitudes, dtype(factor), out=magnitudes)
-        np.ceil(magnitudes, out=magnitudes)
-        self.counts += np.bincount(magnitudes.astype(np.int32), minlength=self.bins + 1)
+        flat, scale = values.reshape(-1), dtype(factor)
+        for start in range(0, flat.size, CHUNK):
+            magnitudes = np.abs(flat[start:start + CHUNK], dtype=dtype)
+            self.abs_sum += float(magnitudes.sum())
+            np.multiply(magnitudes, scale, out=magnitudes)
+            np.ceil(magnitudes, out=magnitudes)
+            self.counts += np.bincount(magnitudes.astype(np.int32), minlength=self.bins + 1)
 
     def _cover(self, absmax: float) -> None:
         """Grow ``top`` to the smallest power of two >= ``absmax``, merging bins to match."""

@@ -17,6 +17,9 @@ from trtopt.errors import UsageError
 from trtopt.fileio import atomic_write
 
 REQUIRED_KEYS = ("model_name", "model_config", "state_dict")
+# What each entry must be when present: a hand-edited or foreign file fails here, naming the entry.
+_ENTRY_TYPES: dict[str, type] = {"model_name": str, "model_config": dict, "state_dict": dict, "input_spec": dict,
+                                 "optimizer": dict, "epoch": int, "metrics": list, "train_config": dict}
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
@@ -43,6 +46,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{file} is not a readable trtopt checkpoint: {reason}") from exc
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise UsageError(f"{file} is not a trtopt checkpoint: expected a dict with keys {', '.join(REQUIRED_KEYS)}")
+    for key, kind in _ENTRY_TYPES.items():
+        value = checkpoint.get(key, kind())
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UsageError(f"{file}: checkpoint entry {key!r} is {type(value).__name__}, expected "
+                             f"{kind.__name__} (hand-edited, or written by another tool)")
     return checkpoint
 
 
@@ -67,7 +75,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "chec
     model = create_model(checkpoint["model_name"], **checkpoint["model_config"])
     try:
         model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()
         raise UsageError(f"{source}: weights do not fit model {checkpoint['model_name']!r}: "
                          f"{' '.join(line.strip() for line in first[:2])}") from exc

@@ -134,15 +134,15 @@ class _Trainer:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             if checkpoint.get("scaler"):
                 self.scaler.load_state_dict(checkpoint["scaler"])
-        except (KeyError, RuntimeError, ValueError) as exc:  # torch says which tensors do not fit
-            first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])
+            self.start_epoch = int(checkpoint["epoch"])
+            self.best_val = float(checkpoint.get("best_val_accuracy", -1.0))
+            if "rng_state" in checkpoint:
+                torch.set_rng_state(checkpoint["rng_state"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:  # torch says which tensors do not fit
+            first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2]) or repr(exc)
             raise UsageError(f"--resume {path}: its weights or optimizer state do not fit this run's "
                              f"{self.config.model}: {first}") from exc
-        self.start_epoch = int(checkpoint["epoch"])
         self.metrics = list(checkpoint.get("metrics", []))
-        self.best_val = float(checkpoint.get("best_val_accuracy", -1.0))
-        if "rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["rng_state"])
         if self.start_epoch >= self.config.epochs:
             raise UsageError(f"--resume {path}: checkpoint already completed {self.start_epoch} epochs; "
                              f"ask for more with --epochs (now {self.config.epochs})")

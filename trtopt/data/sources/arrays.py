@@ -39,10 +39,13 @@ def _read(arrays: Mapping[str, np.ndarray], key: str, origin: str) -> np.ndarray
         raise UsageError(f"cannot read array {key!r} of {origin}: {exc}") from exc
 
 
-def _match(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo], origin: str) -> Chunk:
-    """Map file keys to input names (see the module docstring for the rules)."""
+def _match(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo], origin: str,
+           constants: Mapping[str, TensorInfo] | None = None) -> Chunk:
+    """Map file keys to input names (see the module docstring for the rules); keys naming the model's
+    initializer-backed inputs (``constants``) come along for DataSource.constant_feeds()."""
+    constants = constants or {}
     label_key = take_labels(arrays, inputs)
-    data_keys = [key for key in arrays if key != label_key]
+    data_keys = [key for key in arrays if key != label_key and key not in constants]
     names = [info.name for info in inputs]
     if len(inputs) == 1 and names[0] not in arrays and len(data_keys) == 1:
         feed = {names[0]: _read(arrays, data_keys[0], origin)}
@@ -52,6 +55,7 @@ def _match(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo], origi
             raise UsageError(f"{origin}: no array for input(s) {missing}; it has keys {sorted(arrays)}, "
                              f"the model expects {[i.describe() for i in inputs]}")
         feed = {name: _read(arrays, name, origin) for name in names}
+    feed.update({name: _read(arrays, name, origin) for name in constants if name in arrays})
     labels = _read(arrays, label_key, origin) if label_key else None
     return Chunk(feed, labels, origin)
 
@@ -68,10 +72,11 @@ class NpzFileSource(DataSource):
             single_input(self.inputs, f".npy file {path}")
         loaded = _load(path)
         if isinstance(loaded, np.ndarray):
-            self._count = _count(loaded, self.inputs)
+            self._count = _count(loaded, self.inputs, str(path))
         else:
             with loaded:
-                self._count = _count(_match(loaded, self.inputs, str(path)).feed, self.inputs)
+                self._count = _count(_match(loaded, self.inputs, str(path), self.constants).feed, self.inputs,
+                                     str(path))
 
     def _what(self) -> str:
         return f"arrays from {self.path}"
@@ -85,7 +90,7 @@ class NpzFileSource(DataSource):
             yield Chunk({self.inputs[0].name: loaded}, None, str(self.path))
             return
         with loaded:
-            yield _match(loaded, self.inputs, str(self.path))
+            yield _match(loaded, self.inputs, str(self.path), self.constants)
 
 
 class ArrayFolderSource(DataSource):
@@ -115,14 +120,15 @@ class ArrayFolderSource(DataSource):
     def _total(self) -> int | None:
         if not self.per_input:
             return None
-        return _count({n: _load(p) for n, p in self.columns.items()}, self.inputs)  # type: ignore[misc]
+        columns = {n: _load(p) for n, p in self.columns.items()}
+        return _count(columns, self.inputs, str(self.columns[self.inputs[0].name]))  # type: ignore[arg-type]
 
     def _chunks(self) -> Iterator[Chunk]:
         if self.per_input:
             # memory-mapped and read one batch-sized slice at a time
             columns = {name: _load(path) for name, path in self.columns.items()}
             labels = np.asarray(_load(self.label_file)) if self.label_file else None
-            total = _count(columns, self.inputs)  # type: ignore[arg-type]
+            total = _count(columns, self.inputs, str(self.columns[self.inputs[0].name]))  # type: ignore[arg-type]
             if total == 1 and next(iter(columns.values())).ndim == len(self.inputs[0].shape) - 1:
                 yield Chunk({n: np.asarray(a) for n, a in columns.items()}, labels, str(self.folder))  # type: ignore[arg-type]
                 return
@@ -137,12 +143,15 @@ class ArrayFolderSource(DataSource):
                 yield Chunk({self.inputs[0].name: np.asarray(loaded)}, None, str(path))
             else:
                 with loaded:
-                    yield _match(loaded, self.inputs, str(path))
+                    yield _match(loaded, self.inputs, str(path), self.constants)
 
 
-def _count(feed: Mapping[str, np.ndarray] | np.ndarray, inputs: Sequence[TensorInfo]) -> int:
+def _count(feed: Mapping[str, np.ndarray] | np.ndarray, inputs: Sequence[TensorInfo], origin: str) -> int:
     """Samples in a file: axis 0, or 1 when the arrays are single samples (one axis short)."""
     array = feed if isinstance(feed, np.ndarray) else feed[inputs[0].name]
+    if array.ndim == 0:  # np.save of a plain number
+        raise UsageError(f"{origin}: the array for input {inputs[0].name!r} is a single number; expected samples "
+                         f"shaped like {inputs[0].describe()}")
     return 1 if array.ndim == len(inputs[0].shape) - 1 else int(array.shape[0])
 
 
