@@ -8,8 +8,9 @@ into the build log and the manifest so a user can see why a node was kept:
   layers (means and variances of many values) stay FP32, as NVIDIA's AutoCast does.
 * ``LargeReductionRule``: Reduce* ops (and global pools) that sum more than ``max_depth`` values:
   an FP16 accumulator of that many terms loses the small ones (unknown sizes count as large).
-* ``InitializerRangeRule``: a node reading a constant with |x| beyond ``max_abs`` (overflows
-  FP16) or with most non-zero magnitudes below FP16's normal range (flushes to zero).
+* ``InitializerRangeRule``: a node reading (or a Constant node holding) a constant with |x| beyond
+  ``max_abs`` (overflows FP16) or with most non-zero magnitudes below FP16's normal range (flushes to
+  zero).
 * ``ActivationRangeRule``: with calibration ranges, a node whose input or output amax exceeds
   ``max_abs``; the default 8192 leaves 8x headroom below 65504 for values the calibration data
   did not reach.
@@ -109,7 +110,8 @@ class InitializerRangeRule(Rule):
     tiny_fraction: float = 0.5  # keep FP32 when more than this share of non-zero values would flush
 
     def keep_fp32(self, node: onnx.NodeProto, facts: GraphFacts) -> str | None:
-        for name in node.input:
+        # a Constant node is converted on its own: its value (e.g. a BatchNorm variance of 1e8) is judged too
+        for name in [*node.input, *(node.output if node.op_type == "Constant" else [])]:
             value = facts.constants.get(name)
             if value is None or value.dtype.kind != "f" or value.size == 0:
                 continue
