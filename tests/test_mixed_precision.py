@@ -219,7 +219,7 @@ def test_layer_macs_from_weight_and_output_shapes():
 
 def test_equally_harmful_layers_with_less_compute_are_kept_float_first():
     from trtopt.int8_eval import Layer, RankedLayer
-    from trtopt.mixed_precision import _islands, harm_order
+    from trtopt.mixed_precision import _describe, _islands, harm_order
 
     ranked = [
         RankedLayer(Layer("big_conv", "Conv"), 0.30, 1e9),
@@ -232,6 +232,10 @@ def test_equally_harmful_layers_with_less_compute_are_kept_float_first():
     order = ["a", "b", "c", "d", "e"]
     assert _islands({"a", "c", "d"}, order) == {"b"}  # b alone between float a and c; e has one neighbour
     assert _islands({"a", "b"}, order) == set()
+    by_name = {item.layer.name: (rank, item) for rank, item in enumerate(harm_order(ranked), 1)}
+    reasons = {e["node"]: e["reason"] for e in _describe(["tiny_add", "worst", "big_conv"], by_name, {"big_conv"})}
+    assert "negligible compute" in reasons["tiny_add"] and "most harmful" in reasons["worst"]
+    assert "lone INT8" in reasons["big_conv"]
 
 
 def test_pruning_returns_harmless_layers_to_int8(planted):

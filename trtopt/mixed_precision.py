@@ -227,14 +227,16 @@ def search(
 
 def _describe(names: Sequence[str], by_name: dict[str, tuple[int, RankedLayer]], islands: set[str]) -> list[dict]:
     """The manifest's kept-float entries: rank in the harm order, added noise, MACs and why it stayed float."""
+    negligible = NEGLIGIBLE_MACS_SHARE * sum(item.macs for _, item in by_name.values())
     entries = []
     for name in names:
         rank, item = by_name[name]
-        reason = (
-            "lone INT8 layer between float neighbours: Q/DQ around it would cost more than INT8 saves"
-            if name in islands
-            else "among the most harmful layers; returning it to INT8 broke the budget or was not tried"
-        )
+        if name in islands:
+            reason = "lone INT8 layer between float neighbours: Q/DQ around it would cost more than INT8 saves"
+        elif item.macs <= negligible:
+            reason = "harmful and of negligible compute: INT8 would not make it faster, so float costs nothing"
+        else:
+            reason = "among the most harmful layers; returning it to INT8 broke the budget or was not tried"
         entries.append(
             {
                 "node": name,
