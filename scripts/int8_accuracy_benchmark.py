@@ -21,7 +21,8 @@ MinMax); ModelOpt's ONNX PTQ (``python -m modelopt.onnx.quantization``, entropy 
 calibration) from a separate virtual environment the script creates in the cache folder (torch
 2.13.0 CPU + nvidia-modelopt[onnx]); when it cannot run, the row says why. Per column: the task
 metric, the ratio to FP32's ("budget met" = at least 99%), agreement with FP32, and speed vs FP32
-(median latency of a batch of 8 held-out samples in ONNX Runtime on the CPU, same thread count).
+(median latency of a batch of 8 held-out samples in ONNX Runtime on the CPU, same thread count, the
+columns timed in turn within each round so that a shared machine's load drift hits them alike).
 
 Usage: python scripts/int8_accuracy_benchmark.py [--samples 150] [--threads 2] [--models det rec cls]
        [--modelopt-python PATH] [--skip-modelopt] [--json results.json]
@@ -362,14 +363,23 @@ def modelopt_column(
     return Column(label, _ort_session(out, threads), "", seconds)
 
 
-def latency_ms(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, rounds: int) -> float:
-    run(batch)
-    times = []
-    for _ in range(rounds):
-        tic = time.perf_counter()
+def latencies_ms(
+    runs: dict[str, Callable[[np.ndarray], np.ndarray]], batch: np.ndarray, rounds: int
+) -> dict[str, float]:
+    """Median batch latency per column, the columns timed in turn within each round.
+
+    On a shared machine the load drifts over minutes; interleaving gives every column the same
+    drift, so the ratios to FP32 stay meaningful even when the milliseconds do not.
+    """
+    for run in runs.values():
         run(batch)
-        times.append(time.perf_counter() - tic)
-    return 1000 * float(np.median(times))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            tic = time.perf_counter()
+            run(batch)
+            times[name].append(time.perf_counter() - tic)
+    return {name: 1000 * float(np.median(values)) for name, values in times.items()}
 
 
 def evaluate(model: str, path: Path, args: argparse.Namespace, work: Path, mo: tuple[Path | None, str]) -> list[dict]:
@@ -397,15 +407,15 @@ def evaluate(model: str, path: Path, args: argparse.Namespace, work: Path, mo: t
 
     reference = outputs(fp32)
     fp32_metric = task_metric(model, reference, truth_held, characters)
-    batch = x_held[:8]
-    fp32_ms = latency_ms(fp32, batch, args.rounds)
+    timed = latencies_ms({c.name: c.run for c in columns if c.run is not None}, x_held[:8], args.rounds)
+    fp32_ms = timed["FP32"]
     rows = []
     for column in columns:
         row = {"model": model, "column": column.name, "note": column.note, "tool_seconds": round(column.seconds, 1)}
         if column.run is not None:
             got = outputs(column.run)
             metric = task_metric(model, got, truth_held, characters)
-            ms = fp32_ms if column.name == "FP32" else latency_ms(column.run, batch, args.rounds)
+            ms = timed[column.name]
             row.update(
                 task_metric=metric,
                 vs_fp32=metric / fp32_metric if fp32_metric else None,
@@ -472,7 +482,7 @@ def main() -> int:
     print()
     print(
         f"machine: {os.cpu_count()} CPUs, ONNX Runtime on the CPU, {args.threads} threads; latency = median of "
-        f"{args.rounds} runs of a batch of 8 held-out samples (a shared machine: ratios mean more than ms)"
+        f"{args.rounds} interleaved runs of a batch of 8 held-out samples (a shared machine: ratios mean more than ms)"
     )
     print(table(rows))
     if args.json:
