@@ -18,22 +18,23 @@ from trtopt.errors import UsageError
 from trtopt.pipeline import build
 from trtopt.repository import load
 
-def _build(model: Path, engines: Path, seed: int) -> None:
+def _build(model: Path, engines: Path, name: str = "net", batch_size: int = 32) -> None:
+    """A small, quick CPU build that replaces any engine of that name (a new batch size makes a different one)."""
     build(
         model,
-        name="net",
+        name=name,
         engines_dir=engines,
         backend="onnxruntime",
         accuracy_samples=8,
         threads=1,
         force=True,
-        batch_size=8 + seed,
+        batch_size=batch_size,
     )
 
 
 def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_convnet, tmp_path):
     engines = tmp_path / "engines"
-    _build(residual_convnet, engines, 0)
+    _build(residual_convnet, engines, batch_size=8)
     stop = tmp_path / "stop"
     reader = subprocess.Popen(
         [sys.executable, "-c", ENGINE_READER, str(engines / "net"), str(stop)],
@@ -44,12 +45,12 @@ def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_co
     try:
         time.sleep(1.0)  # the reader is loading in a loop by now
         for seed in range(1, 4):  # sequential replacements
-            _build(residual_convnet, engines, seed)
+            _build(residual_convnet, engines, batch_size=8 + seed)
         errors: list[BaseException] = []
 
         def rebuild(seed: int) -> None:
             try:
-                _build(residual_convnet, engines, seed)
+                _build(residual_convnet, engines, batch_size=8 + seed)
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(exc)
 
@@ -76,22 +77,14 @@ def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_co
 
 def test_folder_from_before_versioning_is_replaced(residual_convnet, tmp_path):
     engines = tmp_path / "engines"
-    _build(residual_convnet, engines, 0)
+    _build(residual_convnet, engines, batch_size=8)
     plain = engines / "plain"
     os.rename(os.path.realpath(engines / "net"), plain)  # a real folder, as older releases wrote them
     manifest = json.loads((plain / "manifest.json").read_text())
     manifest["name"] = "plain"
     (plain / "manifest.json").write_text(json.dumps(manifest))
     load(plain).close()
-    build(
-        residual_convnet,
-        name="plain",
-        engines_dir=engines,
-        backend="onnxruntime",
-        accuracy_samples=8,
-        threads=1,
-        force=True,
-    )
+    _build(residual_convnet, engines, name="plain")
     assert plain.is_symlink()
     assert sorted(
         p.name for p in engines.iterdir() if p.name.startswith(".plain.") and not p.name.endswith(".lock")
@@ -104,5 +97,5 @@ def test_an_engine_name_that_is_a_file_is_refused(residual_convnet, tmp_path):
     engines.mkdir()
     (engines / "net").write_text("not an engine")
     with pytest.raises(UsageError, match="exists and is not a folder"):
-        _build(residual_convnet, engines, 0)
+        _build(residual_convnet, engines, batch_size=8)
     assert (engines / "net").read_text() == "not an engine"
