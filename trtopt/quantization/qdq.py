@@ -32,8 +32,8 @@ from trtopt.quantization.modelio import (
 )
 from trtopt.quantization.placement import Placement, plan_placement
 
-PER_AXIS_OPSET = 13
-_INT32_MAX = float(np.iinfo(np.int32).max)  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
+PER_AXIS_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
+_INT32_MAX = float(np.iinfo(np.int32).max)
 
 
 class ScaleSource(Protocol):
