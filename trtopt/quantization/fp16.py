@@ -194,9 +194,8 @@ def _rename_inputs(graph: onnx.GraphProto, rename: Mapping[str, str]) -> None:
         for index, name in enumerate(node.input):
             if name in rename:
                 node.input[index] = rename[name]
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _rename_inputs(sub, rename)
+        for sub in _subgraphs(node):
+            _rename_inputs(sub, rename)
 
 
 def runtime_load_problem(model: onnx.ModelProto) -> str | None:
