@@ -22,6 +22,24 @@ from trtopt.errors import TrtoptError
 _LISTENING = re.compile(r"trtopt serve: listening http=(\S+) grpc=(\S+) metrics=(\S+)")
 
 
+def serve_command(engines: Sequence[str | os.PathLike[str]], *options: str) -> list[str]:
+    """The `trtopt serve` command line on free ports (port 0), with this interpreter; `options` come last."""
+    return [
+        sys.executable,
+        "-m",
+        "trtopt",
+        "serve",
+        *map(os.fspath, engines),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        *options,
+    ]
+
+
 @dataclass
 class ServerProcess:
     """A running `trtopt serve` child: its addresses, stderr lines so far, and how to stop it."""
@@ -42,22 +60,13 @@ class ServerProcess:
         env: dict[str, str] | None = None,
     ) -> "ServerProcess":
         """Launch on free loopback ports and wait until it reports ready (TrtoptError on failure)."""
-        command = [
-            sys.executable,
-            "-m",
-            "trtopt",
-            "serve",
-            *map(os.fspath, engines),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            *options,
-        ]
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+            serve_command(engines, *options),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         server = cls(process)
         threading.Thread(target=server._read_stderr, daemon=True).start()
