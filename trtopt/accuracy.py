@@ -132,13 +132,20 @@ class OutputMetrics:
             "samples": self.samples,
             "class_axis": self.class_axis,
             "agreement": self.agreement,
-            "max_abs_error": _finite_or_none(self.max_abs_error),
-            "mean_abs_error": _finite_or_none(self.mean_abs_error),
-            "cosine_similarity": self.cosine_similarity,
-            "snr_db": _snr_json(self.snr_db),
-            "iou": self.iou,
-            "nonfinite": self.nonfinite,
+            **_error_metrics_json(self),
         }
+
+
+def _error_metrics_json(metrics: OutputMetrics | AccuracyReport) -> dict[str, Any]:
+    """The error metrics an output and the whole report share, encoded the same way in both (JSON has no inf)."""
+    return {
+        "max_abs_error": _finite_or_none(metrics.max_abs_error),
+        "mean_abs_error": _finite_or_none(metrics.mean_abs_error),
+        "cosine_similarity": metrics.cosine_similarity,
+        "snr_db": _snr_json(metrics.snr_db),
+        "iou": metrics.iou,
+        "nonfinite": metrics.nonfinite,
+    }
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -225,12 +232,7 @@ class AccuracyReport:
         return {
             "samples": self.samples,
             "top1_agreement": self.top1_agreement,
-            "max_abs_error": _finite_or_none(self.max_abs_error),
-            "mean_abs_error": _finite_or_none(self.mean_abs_error),
-            "cosine_similarity": self.cosine_similarity,
-            "snr_db": _snr_json(self.snr_db),
-            "iou": self.iou,
-            "nonfinite": self.nonfinite,
+            **_error_metrics_json(self),
             "reference_accuracy": self.reference_accuracy,
             "candidate_accuracy": self.candidate_accuracy,
             "accuracy_drop_points": self.accuracy_drop_points,

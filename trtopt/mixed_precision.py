@@ -201,10 +201,10 @@ def search(
     if state.holds(frozenset(), "int8"):
         return state.result([])
     ranking = harm_order(noise_ranking(evaluator, layers)) if layers else []
+    by_name = {item.layer.name: (rank, item) for rank, item in enumerate(ranking, 1)}
     k = _prefix(state, ranking)
     if k is None:
         best = min(state.measured, key=lambda s: (state.measured[s][2], len(s)))
-        by_name = {item.layer.name: (rank, item) for rank, item in enumerate(ranking, 1)}
         best_result = state.result(_describe(sorted(best, key=lambda n: by_name[n][0]), by_name, set()))
         raise BudgetUnreachable(
             f"no INT8/float assignment meets the accuracy budget {budget.to_json()}; the best reached, with "
@@ -221,7 +221,6 @@ def search(
         kept |= islands
     else:
         islands = set()
-    by_name = {item.layer.name: (rank, item) for rank, item in enumerate(ranking, 1)}
     return state.result(_describe([n for n in order if n in kept], by_name, islands))
 
 

@@ -83,10 +83,10 @@ class SensitivityResult:
             "op",
             "INT8 alone: SNR dB",
             "agreement",
-            *[f"{u}" for u in user],
+            *user,
             "float alone: SNR dB",
             "agreement",
-            *[f"{u}" for u in user],
+            *user,
         ]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rank, entry in enumerate(self.layers[:limit], 1):

@@ -35,9 +35,8 @@ def _amax(name: str, collected: Collected, method: str, percentile: float) -> tu
         return absmax, method
     hist = collected.histograms[name]  # type: ignore[index]
     if method == "auto":
-        kept, chosen = auto_bins(hist.counts, hist.nonzero_counts())
-        return (kept * hist.width if kept < hist.bins else absmax), chosen
-    if method == "percentile":
+        kept, method = auto_bins(hist.counts, hist.nonzero_counts())
+    elif method == "percentile":
         kept = percentile_bins(hist.counts, percentile)
     else:
         nonzero = hist.nonzero_counts()
