@@ -19,9 +19,8 @@ from pathlib import Path
 import onnx
 
 from trtopt.errors import TrtoptError, UsageError
-from trtopt.fileio import atomic_write_bytes
 from trtopt.quantization.fp16_rules import DEFAULT_RULES, FP16_MAX, GraphFacts, Rule, classify
-from trtopt.quantization.modelio import INLINE_LIMIT_BYTES, load_onnx, prepare_model, save_onnx, uses_external_data
+from trtopt.quantization.modelio import INLINE_LIMIT_BYTES, load_onnx, prepare_model, save_onnx, write_derived_onnx
 from trtopt.quantization.qdq import ScaleSource, amax_mapping
 
 
@@ -195,9 +194,8 @@ def _rename_inputs(graph: onnx.GraphProto, rename: Mapping[str, str]) -> None:
         for index, name in enumerate(node.input):
             if name in rename:
                 node.input[index] = rename[name]
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _rename_inputs(sub, rename)
+        for sub in _subgraphs(node):
+            _rename_inputs(sub, rename)
 
 
 def runtime_load_problem(model: onnx.ModelProto) -> str | None:
@@ -243,8 +241,5 @@ def convert_fp16(model_path: str | os.PathLike[str], output_path: str | os.PathL
     result = Fp16Result(path=None, kept_fp32=kept, keep_io_types=keep_io_types,
                         converted_nodes=sum(1 for n in model.graph.node if n.name not in kept))
     if output_path is not None:
-        if converted.ByteSize() > INLINE_LIMIT_BYTES or uses_external_data(model_path):
-            result.path = save_onnx(converted, output_path, external=True)
-        else:
-            result.path = atomic_write_bytes(output_path, converted.SerializeToString())
+        result.path = write_derived_onnx(converted, output_path, model_path)
     return result

@@ -27,6 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 from trtopt.errors import UsageError
+from trtopt.fileio import atomic_write_bytes
 from trtopt.tensors import TensorInfo
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -170,6 +171,15 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, external:
     except ValueError as exc:  # protobuf refuses > 2 GB inline
         raise UsageError(f"cannot write {target}: {exc}") from exc
     return target
+
+
+def write_derived_onnx(model: onnx.ModelProto, path: str | os.PathLike[str],
+                       source: str | os.PathLike[str]) -> Path:
+    """Write a model derived from ``source`` (Q/DQ, FP16): one atomic file when it fits inline,
+    else (or when ``source`` keeps its weights in external data) with its weights external too."""
+    if model.ByteSize() > INLINE_LIMIT_BYTES or uses_external_data(source):
+        return save_onnx(model, path, external=True)
+    return atomic_write_bytes(path, model.SerializeToString())
 
 
 @contextlib.contextmanager

@@ -20,20 +20,12 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 from trtopt.errors import UsageError
-from trtopt.fileio import atomic_write_bytes
 from trtopt.quantization.encodings import Encoding, get_encoding, quantize_bias, quantize_weight
-from trtopt.quantization.modelio import (
-    INLINE_LIMIT_BYTES,
-    fold_generated_weights,
-    load_onnx,
-    prepare_model,
-    save_onnx,
-    uses_external_data,
-)
+from trtopt.quantization.modelio import fold_generated_weights, load_onnx, prepare_model, write_derived_onnx
 from trtopt.quantization.placement import Placement, plan_placement
 
-PER_AXIS_OPSET = 13
-_INT32_MAX = float(np.iinfo(np.int32).max)  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
+PER_AXIS_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
+_INT32_MAX = float(np.iinfo(np.int32).max)
 
 
 class ScaleSource(Protocol):
@@ -249,8 +241,5 @@ def quantize(
                             excluded_nodes=sorted(set(exclude_nodes)), missing_scales=placement.skipped_no_scale,
                             opset=next(o.version for o in out_proto.opset_import if o.domain in ("", "ai.onnx")))
     if output_path is not None:
-        if out_proto.ByteSize() > INLINE_LIMIT_BYTES or uses_external_data(source):
-            result.path = save_onnx(out_proto, output_path, external=True)  # weights stay external
-        else:
-            result.path = atomic_write_bytes(output_path, out_proto.SerializeToString())
+        result.path = write_derived_onnx(out_proto, output_path, source)
     return result
