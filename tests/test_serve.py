@@ -24,7 +24,7 @@ from serving import MAX_BATCH, build_engine  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import trtopt  # noqa: E402
-from trtopt.serve.launcher import ServerProcess  # noqa: E402
+from trtopt.serve.launcher import ServerProcess, serve_command  # noqa: E402
 
 MODEL = "convnet"
 BODY_LIMIT = 256 * 1024
@@ -329,24 +329,7 @@ def test_an_engine_that_fails_to_load_stops_the_server_with_exit_1(engine, tmp_p
     shutil.copytree(engine, broken)
     engine_file = broken / json.loads((broken / "manifest.json").read_text())["engine"]["file"]
     engine_file.write_bytes(engine_file.read_bytes() + b"tampered")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trtopt",
-            "serve",
-            str(broken),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = subprocess.run(serve_command([broken]), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
     assert "modified or corrupt" in result.stderr and "trtopt serve: ready" not in result.stderr
 

@@ -19,7 +19,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from trtopt.serve.access_log import log_access
 from trtopt.serve.codec import InferenceRequest, RequestedOutput, parse_shape, tensor_from_bytes, tensor_from_values
 from trtopt.serve.datatypes import v2_name
-from trtopt.serve.errors import BadRequest, ServeError, Unavailable
+from trtopt.serve.errors import BadRequest, ServeError
 from trtopt.serve.state import ServerState
 
 # InferTensorContents field holding each datatype's typed values (FP16 travels as raw bytes only)
@@ -98,11 +98,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=self._state.ready)
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
-        def answer() -> Any:
-            model = self._state.repository.get(request.name, request.version)
-            return service_pb2.ModelReadyResponse(ready=model.ready and not self._state.draining)
-
-        return self._call(context, "ModelReady", answer)
+        return self._call(
+            context,
+            "ModelReady",
+            lambda: service_pb2.ModelReadyResponse(ready=self._state.model_ready(request.name, request.version)),
+        )
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         return json_format.ParseDict(self._state.server_metadata(), service_pb2.ServerMetadataResponse())
@@ -137,9 +137,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return self._call(context, "ModelInfer", lambda: self._infer(request))
 
     def _infer(self, request: service_pb2.ModelInferRequest) -> service_pb2.ModelInferResponse:
-        if self._state.draining:
-            raise Unavailable("the server is shutting down")
-        model = self._state.repository.get(request.model_name, request.model_version)
+        model = self._state.model_to_infer(request.model_name, request.model_version)
         with self._state.metrics.in_flight.labels("grpc").track_inprogress():
             decoded = decode_grpc(request)
             names = model.output_names([o.name for o in decoded.outputs] if decoded.outputs else None)

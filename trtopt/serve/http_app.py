@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from trtopt.serve.access_log import log_access
 from trtopt.serve.codec import decode_http, decompress, encode_http
-from trtopt.serve.errors import BadRequest, PayloadTooLarge, ServeError, Unavailable
+from trtopt.serve.errors import BadRequest, PayloadTooLarge, ServeError
 from trtopt.serve.state import ServerState
 
 Scope = dict[str, Any]
@@ -72,7 +72,8 @@ async def model_metadata(request: Request, state: ServerState) -> Response:
 
 
 async def model_ready(request: Request, state: ServerState) -> Response:
-    return Response(status_code=200 if _model(request, state).ready and not state.draining else 503)
+    ready = state.model_ready(request.path_params["name"], request.path_params.get("version", ""))
+    return Response(status_code=200 if ready else 503)
 
 
 async def model_config(request: Request, state: ServerState) -> Response:
@@ -100,9 +101,7 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 async def infer(request: Request, state: ServerState) -> Response:
-    if state.draining:
-        raise Unavailable("the server is shutting down")
-    model = _model(request, state)
+    model = state.model_to_infer(request.path_params["name"], request.path_params.get("version", ""))
     with state.metrics.in_flight.labels("http").track_inprogress():
         decoded = decode_http(await _body(request, state.settings.max_body_bytes), _header_length(request))
         names = model.output_names([o.name for o in decoded.outputs] if decoded.outputs is not None else None)

@@ -13,13 +13,30 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from trtopt.errors import TrtoptError
 
 _LISTENING = re.compile(r"trtopt serve: listening http=(\S+) grpc=(\S+) metrics=(\S+)")
+
+
+def serve_command(engines: Sequence[str | os.PathLike[str]], *options: str) -> list[str]:
+    """The `trtopt serve` command line on free ports (port 0), with this interpreter; `options` come last."""
+    return [
+        sys.executable,
+        "-m",
+        "trtopt",
+        "serve",
+        *map(os.fspath, engines),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        *options,
+    ]
 
 
 @dataclass
@@ -42,22 +59,13 @@ class ServerProcess:
         env: dict[str, str] | None = None,
     ) -> "ServerProcess":
         """Launch on free loopback ports and wait until it reports ready (TrtoptError on failure)."""
-        command = [
-            sys.executable,
-            "-m",
-            "trtopt",
-            "serve",
-            *map(os.fspath, engines),
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            *options,
-        ]
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+            serve_command(engines, *options),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         server = cls(process)
         threading.Thread(target=server._read_stderr, daemon=True).start()
@@ -86,11 +94,3 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
-
-    def wait_for_line(self, fragment: str, timeout_s: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(fragment in line for line in self.lines):
-                return True
-            time.sleep(0.05)
-        return False

@@ -110,9 +110,7 @@ async def _run(state: ServerState) -> int:
         flush=True,
     )
     serving = asyncio.create_task(http.serve(sockets=[http_socket]))
-    loader = threading.Thread(target=state.repository.load_all, name="model-loader", daemon=True)
-    loader.start()
-    await asyncio.to_thread(loader.join)
+    await asyncio.to_thread(state.repository.load_all)  # in a worker thread: health endpoints answer meanwhile
     if state.repository.load_error is None and not state.draining:
         print(f"trtopt serve: ready ({', '.join(sorted(state.repository.models))})", file=sys.stderr, flush=True)
     else:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trtopt import __version__
-from trtopt.serve.models import ModelRepository
+from trtopt.serve.errors import Unavailable
+from trtopt.serve.models import ModelRepository, ServedModel
 from trtopt.serve.metrics import ServeMetrics
 from trtopt.serve.settings import ServerSettings
 
@@ -27,6 +28,16 @@ class ServerState:
     def ready(self) -> bool:
         """Ready once every model loaded and ran its warm-up, until shutdown begins."""
         return self.repository.ready and not self.draining
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """A model's readiness: loaded and warmed up, until shutdown begins (NotFound for unknown models)."""
+        return self.repository.get(name, version).ready and not self.draining
+
+    def model_to_infer(self, name: str, version: str = "") -> ServedModel:
+        """The model an infer request names; Unavailable once shutdown began, so neither front end takes new work."""
+        if self.draining:
+            raise Unavailable("the server is shutting down")
+        return self.repository.get(name, version)
 
     def server_metadata(self) -> dict[str, object]:
         return {"name": "trtopt", "version": __version__, "extensions": EXTENSIONS}
