@@ -32,6 +32,12 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _start_long_training(out, stderr=subprocess.PIPE, env=None):
+    """Two local ranks training far longer than any test waits: each test stops or kills the run itself."""
+    return subprocess.Popen([sys.executable, "-m", "trtopt", "-q", "train", "--epochs", "500", "--nproc", "2",
+                             "--out", str(out), *FAST], stderr=stderr, text=True, env=env or _env())
+
+
 def test_local_ddp_two_processes(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "trtopt", "-q", "train", "--model", "lenet", "--dataset", "digits",
@@ -105,8 +111,7 @@ def test_two_torchrun_nodes_on_loopback(tmp_path):
 
 def test_a_dying_rank_stops_the_run(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "trtopt", "-q", "train", "--epochs", "500", "--nproc", "2",
-                             "--out", str(out), *FAST], stderr=subprocess.PIPE, text=True, env=_env())
+    proc = _start_long_training(out)
     try:
         deadline = time.monotonic() + 120
         while not (out / "metrics.jsonl").exists():  # both ranks are past setup and training
@@ -132,8 +137,7 @@ def test_a_dying_rank_stops_the_run(tmp_path):
 
 def test_sigterm_to_the_launcher_stops_its_ranks(tmp_path):
     """A scheduler's SIGTERM must not orphan the worker processes."""
-    proc = subprocess.Popen([sys.executable, "-m", "trtopt", "-q", "train", "--epochs", "500", "--nproc", "2",
-                             "--out", str(tmp_path / "run"), *FAST], stderr=subprocess.PIPE, text=True, env=_env())
+    proc = _start_long_training(tmp_path / "run")
     try:
         deadline = time.monotonic() + 60
         while len(children := psutil.Process(proc.pid).children()) < 2:
@@ -153,9 +157,7 @@ def test_sigkill_to_the_launcher_stops_its_ranks_and_leaves_no_temp_files(tmp_pa
     """SIGKILL cannot be handled: the workers' parent-death signal must end them, and no temp folder stays."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "trtopt", "-q", "train", "--epochs", "500", "--nproc", "2",
-                             "--out", str(tmp_path / "run"), *FAST], stderr=subprocess.DEVNULL,
-                            env={**_env(), "TMPDIR": str(scratch)})
+    proc = _start_long_training(tmp_path / "run", stderr=subprocess.DEVNULL, env={**_env(), "TMPDIR": str(scratch)})
     children = []
     try:
         deadline = time.monotonic() + 60
