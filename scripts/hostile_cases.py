@@ -36,7 +36,7 @@ from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import make_residual_convnet  # noqa: E402  (the test suite's model builder)
+from conftest import ENGINE_READER, make_residual_convnet, write_scale_table  # noqa: E402  (the test suite's helpers)
 
 ENV = {
     **os.environ,
@@ -134,26 +134,6 @@ LOADERS = {
 }
 
 
-def _scale_table(work: Path, model: Path, tensors: object) -> Path:
-    from trtopt.fileio import sha256_file
-
-    path = work / f"table-{abs(hash(repr(tensors)))}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "format": "trtopt-scale-table",
-                "version": 1,
-                "model_sha256": sha256_file(model),
-                "method": "max",
-                "params": {},
-                "num_samples": 1,
-                "tensors": tensors,
-            }
-        )
-    )
-    return path
-
-
 def _edited_engine(engines: Path, name: str, change: Callable[[dict], None]) -> None:
     shutil.copytree(engines / "net", engines / name)
     manifest = json.loads((engines / name / "manifest.json").read_text())
@@ -172,8 +152,8 @@ def prepare(work: Path) -> None:
     (work / "typed-suite.toml").write_text('[suite]\nthreshold = "high"\n[[models]]\nname = "m"\nonnx = "model.onnx"\n')
     np.savez(work / "good.npz", input=np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32))
     np.savez(work / "nan-train.npz", x=np.full((64, 1, 16, 16), np.nan, np.float32), y=np.arange(64) % 10)
-    _scale_table(work, model, ["input", "c0"]).rename(work / "tensors-list.json")
-    _scale_table(work, model, {"input": {"amax": 1e-44}}).rename(work / "tiny-amax.json")
+    write_scale_table(work / "tensors-list.json", model, ["input", "c0"])
+    write_scale_table(work / "tiny-amax.json", model, {"input": {"amax": 1e-44}})
     (work / "foreign.cache").write_text("TRT-100900-EntropyCalibration2\ninput: 3c010204\nnot_in_model: 3c010204\n")
     (work / "a-folder").mkdir()
 
@@ -333,27 +313,6 @@ def sigterm_build(work: Path) -> Outcome:
     return outcome
 
 
-READER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    import numpy as np
-    from trtopt.repository import load
-
-    engine, stop = Path(sys.argv[1]), Path(sys.argv[2])
-    x = np.zeros((1, 3, 16, 16), np.float32)
-    reads, failures = 0, []
-    while not stop.exists():
-        try:
-            with load(engine, threads=1) as runner:
-                runner.infer({"input": x})
-            reads += 1
-        except Exception as exc:
-            failures.append(f"{type(exc).__name__}: {exc}")
-    print(f"{reads} loads, {len(failures)} failed", *failures[:1], sep="\\n", file=sys.stderr)
-    sys.exit(1 if failures or not reads else 0)
-""")
-
-
 def load_during_rebuilds(work: Path) -> Outcome:
     """A reader loads engines/net in a loop while pairs of `build --force` replace it concurrently."""
     engines, stop = work / "swap-engines", work / "swap-stop"
@@ -375,7 +334,10 @@ def load_during_rebuilds(work: Path) -> Outcome:
     ]
     subprocess.run(build, check=True, capture_output=True, env=ENV)
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(engines / "net"), str(stop)], stderr=subprocess.PIPE, text=True, env=ENV
+        [sys.executable, "-c", ENGINE_READER, str(engines / "net"), str(stop)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
     failed_builds = 0
     for _ in range(3):

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from ocr_metrics import ctc_decode, text_agreement  # noqa: E402
 CACHE = ROOT / ".cache" / "int8-accuracy"
 WHEEL = "rapidocr-onnxruntime==1.4.4"
 MODELS = {
@@ -184,9 +186,6 @@ def task_metric(model: str, outputs: np.ndarray, truth: list, characters: list[s
     if model == "cls":
         return float(np.mean(outputs.argmax(axis=-1) == np.asarray(truth)))
     if model == "rec":
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from ocr_metrics import ctc_decode
-
         decoded = ["".join(characters[i] for i in line) for line in ctc_decode(outputs)]  # type: ignore[index]
         return float(np.mean([d.strip() == t for d, t in zip(decoded, truth)]))
     ious = []
@@ -200,9 +199,6 @@ def agreement(model: str, reference: np.ndarray, candidate: np.ndarray) -> float
     if model == "cls":
         return float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
     if model == "rec":
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from ocr_metrics import text_agreement
-
         return text_agreement({"y": reference}, {"y": candidate})["text_agreement"]
     ref, cand = reference > 0.3, candidate > 0.3
     return float((ref & cand).sum() / max((ref | cand).sum(), 1))

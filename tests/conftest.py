@@ -1,8 +1,10 @@
 """Shared test helpers: small real ONNX models built in the test run (no downloads), a trained
-model, the one CLI subprocess helper, and the one GPU skip (tests marked ``tensorrt`` or ``cuda``)."""
+model, the one CLI subprocess helper, the one GPU skip (tests marked ``tensorrt`` or ``cuda``), and the
+hand-made scale table and engine reader that scripts/hostile_cases.py shares with the tests."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -101,6 +103,50 @@ def make_residual_convnet(path: Path, channels: int = 3, size: int = 16, classes
 @pytest.fixture
 def residual_convnet(tmp_path: Path) -> Path:
     return make_residual_convnet(tmp_path / "residual_convnet.onnx")
+
+
+def write_scale_table(path: Path, model: Path, tensors: object) -> Path:
+    """A scale table for `model` with `tensors` written as given, unchecked: the way to hand-make a bad one."""
+    from trtopt.fileio import sha256_file
+
+    path.write_text(
+        json.dumps(
+            {
+                "format": "trtopt-scale-table",
+                "version": 1,
+                "model_sha256": sha256_file(model),
+                "method": "max",
+                "params": {},
+                "num_samples": 1,
+                "tensors": tensors,
+            }
+        )
+    )
+    return path
+
+
+# Run as `python -c ENGINE_READER ENGINE_DIR STOP_FILE`: loads the engine and infers in a loop until STOP_FILE
+# exists, while others replace the engine. Says "N loads, M failed" and the first failure on stderr; exits 1
+# if any load failed or none happened.
+ENGINE_READER = """
+import sys
+from pathlib import Path
+import numpy as np
+from trtopt.repository import load
+
+engine, stop = Path(sys.argv[1]), Path(sys.argv[2])
+x = np.zeros((1, 3, 16, 16), np.float32)
+reads, failures = 0, []
+while not stop.exists():
+    try:
+        with load(engine, threads=1) as runner:
+            runner.infer({"input": x})
+        reads += 1
+    except Exception as exc:
+        failures.append(f"{type(exc).__name__}: {exc}")
+print(f"{reads} loads, {len(failures)} failed", *failures[:1], sep="\\n", file=sys.stderr)
+sys.exit(1 if failures or not reads else 0)
+"""
 
 
 @dataclass(frozen=True)

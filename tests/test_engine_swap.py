@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -12,64 +13,44 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ENGINE_READER
 from trtopt.errors import UsageError
 from trtopt.pipeline import build
 from trtopt.repository import load
 
-READER = """
-import sys, time
-from pathlib import Path
-import numpy as np
-from trtopt.repository import load
-
-engine, stop = Path(sys.argv[1]), Path(sys.argv[2])
-x = np.zeros((1, 3, 16, 16), np.float32)
-reads = failures = 0
-first_error = ""
-while not stop.exists():
-    try:
-        with load(engine, threads=1) as runner:
-            runner.infer({"input": x})
-        reads += 1
-    except Exception as exc:
-        failures += 1
-        first_error = first_error or f"{type(exc).__name__}: {exc}"
-print(reads, failures, first_error, sep="\\n")
-"""
-
-
-def _build(model: Path, engines: Path, seed: int) -> None:
+def _build(model: Path, engines: Path, name: str = "net", batch_size: int = 32) -> None:
+    """A small, quick CPU build that replaces any engine of that name (a new batch size makes a different one)."""
     build(
         model,
-        name="net",
+        name=name,
         engines_dir=engines,
         backend="onnxruntime",
         accuracy_samples=8,
         threads=1,
         force=True,
-        batch_size=8 + seed,
+        batch_size=batch_size,
     )
 
 
 def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_convnet, tmp_path):
     engines = tmp_path / "engines"
-    _build(residual_convnet, engines, 0)
+    _build(residual_convnet, engines, batch_size=8)
     stop = tmp_path / "stop"
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(engines / "net"), str(stop)],
-        stdout=subprocess.PIPE,
+        [sys.executable, "-c", ENGINE_READER, str(engines / "net"), str(stop)],
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     try:
         time.sleep(1.0)  # the reader is loading in a loop by now
         for seed in range(1, 4):  # sequential replacements
-            _build(residual_convnet, engines, seed)
+            _build(residual_convnet, engines, batch_size=8 + seed)
         errors: list[BaseException] = []
 
         def rebuild(seed: int) -> None:
             try:
-                _build(residual_convnet, engines, seed)
+                _build(residual_convnet, engines, batch_size=8 + seed)
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(exc)
 
@@ -82,9 +63,11 @@ def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_co
         time.sleep(0.5)
     finally:
         stop.touch()
-        out, _ = reader.communicate(timeout=60)
-    reads, failures, first_error = (out.splitlines() + ["", "", ""])[:3]
-    assert int(reads) > 5 and int(failures) == 0, f"{reads} reads, {failures} failures, first: {first_error}"
+        _, said = reader.communicate(timeout=60)
+    summary = re.search(r"^(\d+) loads, (\d+) failed$", said, re.MULTILINE)
+    assert summary, said
+    reads, failures = map(int, summary.groups())
+    assert reads > 5 and failures == 0, said
     leftovers = sorted(p.name for p in engines.iterdir() if p.name.startswith(".net.") and not p.name.endswith(".lock"))
     current = os.path.basename(os.path.realpath(engines / "net"))
     assert leftovers == [current], leftovers  # only the live version: no .old, .staging or older versions
@@ -94,22 +77,14 @@ def test_readers_never_see_a_missing_or_mixed_engine_during_rebuilds(residual_co
 
 def test_folder_from_before_versioning_is_replaced(residual_convnet, tmp_path):
     engines = tmp_path / "engines"
-    _build(residual_convnet, engines, 0)
+    _build(residual_convnet, engines, batch_size=8)
     plain = engines / "plain"
     os.rename(os.path.realpath(engines / "net"), plain)  # a real folder, as older releases wrote them
     manifest = json.loads((plain / "manifest.json").read_text())
     manifest["name"] = "plain"
     (plain / "manifest.json").write_text(json.dumps(manifest))
     load(plain).close()
-    build(
-        residual_convnet,
-        name="plain",
-        engines_dir=engines,
-        backend="onnxruntime",
-        accuracy_samples=8,
-        threads=1,
-        force=True,
-    )
+    _build(residual_convnet, engines, name="plain")
     assert plain.is_symlink()
     assert sorted(
         p.name for p in engines.iterdir() if p.name.startswith(".plain.") and not p.name.endswith(".lock")
@@ -122,5 +97,5 @@ def test_an_engine_name_that_is_a_file_is_refused(residual_convnet, tmp_path):
     engines.mkdir()
     (engines / "net").write_text("not an engine")
     with pytest.raises(UsageError, match="exists and is not a folder"):
-        _build(residual_convnet, engines, 0)
+        _build(residual_convnet, engines, batch_size=8)
     assert (engines / "net").read_text() == "not an engine"

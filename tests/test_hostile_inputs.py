@@ -16,6 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from conftest import write_scale_table
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.data.npz_dataset import load_npz_dataset
 from trtopt.data.sources import open_source
@@ -123,24 +124,6 @@ def test_training_data_with_nan_is_refused(tmp_path):
         load_npz_dataset(tmp_path / "nan.npz")
 
 
-def _table(tmp_path: Path, model: Path, tensors: object) -> Path:
-    path = tmp_path / "table.json"
-    path.write_text(
-        json.dumps(
-            {
-                "format": "trtopt-scale-table",
-                "version": 1,
-                "model_sha256": sha256_file(model),
-                "method": "max",
-                "params": {},
-                "num_samples": 1,
-                "tensors": tensors,
-            }
-        )
-    )
-    return path
-
-
 @pytest.mark.parametrize(
     "tensors, says",
     [
@@ -152,7 +135,7 @@ def _table(tmp_path: Path, model: Path, tensors: object) -> Path:
 )
 def test_malformed_scale_tables_are_refused(residual_convnet, tmp_path, tensors, says):
     with pytest.raises(UsageError, match=f"table.json: {says}"):
-        ScaleTable.load(_table(tmp_path, residual_convnet, tensors))
+        ScaleTable.load(write_scale_table(tmp_path / "table.json", residual_convnet, tensors))
 
 
 def test_tensorrt_cache_naming_unknown_tensors_warns(residual_convnet, tmp_path, caplog):

@@ -41,6 +41,14 @@ class BudgetItem:
     def key(self) -> str:
         return self.metric if self.output is None else f"{self.metric}@{self.output}"
 
+    def measured(self, report: AccuracyReport, speedup: float | None) -> float | None:
+        """This item's metric in ``report`` (or the measured speedup); None when not measured."""
+        if self.metric == SPEEDUP:
+            return speedup
+        if self.metric in BUILTIN_METRICS:
+            return report.metric(self.metric, self.output)
+        return report.user_metrics.get(self.metric)
+
     def miss(self, value: float | None) -> str | None:
         """Why ``value`` misses this item (None when it meets it)."""
         if value is None:
@@ -94,30 +102,16 @@ class AccuracyBudget:
             items.append(BudgetItem(metric, output or None, limit))
         return cls(tuple(items))
 
-    @property
-    def speedup(self) -> float | None:
-        return next((i.limit for i in self.items if i.metric == SPEEDUP), None)
-
-    @property
-    def accuracy_only(self) -> "AccuracyBudget":
-        return AccuracyBudget(tuple(i for i in self.items if i.metric != SPEEDUP))
-
     def violations(self, report: AccuracyReport, speedup: float | None = None) -> list[str]:
         """The items the report (and the measured speedup) miss."""
         problems = []
         for item in self.items:
-            if item.metric == SPEEDUP:
-                value = speedup
-            elif item.metric in BUILTIN_METRICS:
-                value = report.metric(item.metric, item.output)
-            elif item.metric in report.user_metrics:
-                value = report.user_metrics[item.metric]
-            else:
+            if item.metric not in BUILTIN_METRICS and item.metric != SPEEDUP and item.metric not in report.user_metrics:
                 raise UsageError(
                     f"--accuracy-budget: no metric {item.metric!r}; the --metric functions returned "
                     f"{sorted(report.user_metrics)}"
                 )
-            problem = item.miss(value)
+            problem = item.miss(item.measured(report, speedup))
             if problem:
                 problems.append(problem)
         return problems
@@ -129,15 +123,7 @@ class AccuracyBudget:
         """
         total = 0.0
         for item in self.items:
-            value = (
-                speedup
-                if item.metric == SPEEDUP
-                else (
-                    report.metric(item.metric, item.output)
-                    if item.metric in BUILTIN_METRICS
-                    else report.user_metrics.get(item.metric)
-                )
-            )
+            value = item.measured(report, speedup)
             if value is None or value != value:  # not measurable, or a NaN score
                 total += 1e6
                 continue

@@ -131,6 +131,11 @@ def _exclusive_lock(lock_file: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _new_hidden_folder(target: Path, kind: str) -> Path:
+    """A new, empty ``.NAME.<token>.<kind>`` folder beside engine folder `target` (the form hidden_folders finds)."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=f".{kind}", dir=target.parent))
+
+
 def hidden_folders(target: Path, kind: str) -> list[Path]:
     """``.NAME.<token>.<kind>`` folders (kind: version, staging) of engine folder `target`.
 
@@ -154,15 +159,13 @@ def _publish(staging: Path, target: Path) -> None:
     """
     parent = target.parent
     with _exclusive_lock(lock_file(target)):
-        version = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".version", dir=parent))
+        version = _new_hidden_folder(target, "version")
         os.replace(staging, version)
         link = parent / f"{version.name}.link"
         os.symlink(version.name, link)
         try:
             if target.is_dir() and not target.is_symlink():  # a folder written before versioning: move it aside once
-                os.replace(
-                    target, Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".version", dir=parent)) / "old"
-                )
+                os.replace(target, _new_hidden_folder(target, "version") / "old")
             os.replace(link, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -185,7 +188,7 @@ def _replace_folder(staging: Path, target: Path) -> None:
     with _exclusive_lock(lock_file(target)):
         retired = None
         if target.exists() or target.is_symlink():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            retired = _new_hidden_folder(target, "old")
             os.replace(target, retired / "old")
         try:
             os.replace(staging, target)
@@ -211,10 +214,10 @@ def atomic_directory(path: str | os.PathLike[str], *, versioned: bool = False) -
     `path` keeps its old content.
     """
     target = Path(path)
-    parent = ensure_writable_dir(target.parent, "output folder")
+    ensure_writable_dir(target.parent, "output folder")
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a folder")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=parent))
+    staging = _new_hidden_folder(target, "staging")
     os.chmod(staging, _default_mode(is_dir=True))
     try:
         yield staging

@@ -111,8 +111,9 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
         mixed = ranked = None
         if plan.settings.precision == "int8" and (plan.budget or accuracy.sensitivity):
             with _evaluator(plan, work, table, batch) as evaluator:
-                ranked = _sensitivity(evaluator) if accuracy.sensitivity else None
-                mixed = _mixed_precision(plan, evaluator) if plan.budget else None
+                layers = _quantized_layers(evaluator)  # read once: sensitivity and the search both rank them
+                ranked = _sensitivity(evaluator, layers) if accuracy.sensitivity else None
+                mixed = _mixed_precision(plan, evaluator, layers) if plan.budget else None
         with atomic_directory(plan.engine_dir, versioned=True) as staging:
             model_file, model_info = _precision_model(plan, work, staging, table, mixed.float_nodes if mixed else ())
             if table is not None:
@@ -244,22 +245,26 @@ def _evaluator(plan: BuildPlan, work: Path, table: Any, batch: int) -> Any:
     return Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads)
 
 
-def _sensitivity(evaluator: Any) -> Any:
-    """Per-layer sensitivity of the full INT8 model (``--sensitivity``; trtopt.sensitivity)."""
+def _quantized_layers(evaluator: Any) -> Any:
+    """The Q/DQ groups of the evaluator's full INT8 placement (trtopt.int8_eval)."""
     from trtopt.int8_eval import quantized_layers
+
+    return quantized_layers(evaluator.model_path, evaluator.table, evaluator.quant)
+
+
+def _sensitivity(evaluator: Any, layers: Sequence[Any]) -> Any:
+    """Per-layer sensitivity of the full INT8 model (``--sensitivity``; trtopt.sensitivity)."""
     from trtopt.sensitivity import analyze
 
-    return analyze(evaluator, quantized_layers(evaluator.model_path, evaluator.table, evaluator.quant))
+    return analyze(evaluator, layers)
 
 
-def _mixed_precision(plan: BuildPlan, evaluator: Any) -> Any:
+def _mixed_precision(plan: BuildPlan, evaluator: Any, layers: Sequence[Any]) -> Any:
     """Which layers to keep float so the budget holds on the held-out data (trtopt.mixed_precision)."""
-    from trtopt.int8_eval import quantized_layers
     from trtopt.mixed_precision import BudgetUnreachable, search
 
     try:
-        result = search(evaluator, quantized_layers(evaluator.model_path, evaluator.table, evaluator.quant),
-                        plan.budget)
+        result = search(evaluator, layers, plan.budget)
     except BudgetUnreachable as exc:
         raise TrtoptError(f"{exc}; nothing was written") from None
     log.info("mixed precision: %d layer(s) kept float after %d variants in %.1f s", len(result.kept_float),

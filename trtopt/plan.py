@@ -28,6 +28,7 @@ from trtopt.errors import UsageError
 from trtopt.fileio import ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.settings import BuildSettings, check
 from trtopt.tensors import ShapeProfile, TensorInfo
+from trtopt.usercode import split_spec
 
 # Backends that run any input shape: a dynamic dimension nobody gave needs no profile entry there.
 PROFILE_FREE_BACKENDS = ("onnxruntime", "onnxruntime-cuda")
@@ -220,7 +221,7 @@ def data_fingerprint(spec: str | None) -> str | None:
     """Identify a data source for the cache key without reading it all (names, sizes, mtimes)."""
     if spec is None:
         return None
-    path = Path(str(spec).split(".py:")[0] + (".py" if ".py:" in str(spec) else ""))
+    path = split_spec(str(spec), "")[0]  # a loader's file (file.py:function), else the data file or folder
     if path.is_file():
         return f"{spec}@{sha256_file(path)}"
     if path.is_dir():

@@ -92,11 +92,7 @@ def weight_axis(node: ir.Node, weight: ir.Value, per_channel: bool) -> int | Non
 
 def _weight_input(node: ir.Node) -> int | None:
     """Index of the constant weight input of a weighted op, or None (activation x activation)."""
-    if (
-        node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")
-        and len(node.inputs) > 1
-        and is_constant(node.inputs[1])
-    ):
+    if node.op_type in WEIGHTED_OPS and len(node.inputs) > 1 and is_constant(node.inputs[1]):
         return 1
     return None
 
