@@ -150,8 +150,9 @@ def export_onnx(
     With `dynamic_batch=False` the graph is fixed to the first of `verify_batch_sizes`, and only that
     size is verified. Raises UsageError for bad arguments or checkpoints, TrtoptError on a parity miss.
     """
-    if not MIN_OPSET <= opset <= _max_opset():
-        raise UsageError(f"--opset must be between {MIN_OPSET} and {_max_opset()} (the newest this torch exports), "
+    newest = _max_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise UsageError(f"--opset must be between {MIN_OPSET} and {newest} (the newest this torch exports), "
                          f"got {opset}")
     if exporter not in EXPORTERS:
         raise UsageError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
