@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from trtopt.tensors import TensorInfo
-from trtopt.tensors import ShapeProfile
 from trtopt.errors import UsageError
+from trtopt.settings import DEFAULT_MAX_BATCH
+from trtopt.tensors import ShapeProfile, TensorInfo
 
 Shape = tuple[int, ...]
 ObservedShapes = Mapping[str, tuple[Shape, Shape]]  # input -> (smallest, largest) size per axis
@@ -204,7 +204,7 @@ def derive_profile(inputs: Sequence[TensorInfo], shapes: Mapping[str, Shape] | s
                    min_shapes: Mapping[str, Shape] | str | None = None,
                    opt_shapes: Mapping[str, Shape] | str | None = None,
                    max_shapes: Mapping[str, Shape] | str | None = None,
-                   default_max_batch: int = 32, *, observed: ObservedShapes | None = None,
+                   default_max_batch: int = DEFAULT_MAX_BATCH, *, observed: ObservedShapes | None = None,
                    observed_from: str = "the data", require_all: bool = True,
                    profile_observed: bool = True) -> ShapeProfile:
     """The min/opt/max profile for every dynamic input (rules in the module docstring).
