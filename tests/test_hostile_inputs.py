@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import write_scale_table
+from conftest import run_cli, write_scale_table
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.data.npz_dataset import load_npz_dataset
 from trtopt.data.sources import open_source
@@ -25,15 +22,6 @@ from trtopt.fileio import atomic_write_text, sha256_file
 from trtopt.quantization.calibrate import calibrate
 from trtopt.quantization.table import ScaleTable
 from trtopt.quantization.trt_cache import read_trt_cache
-
-ENV = {**os.environ, "TRTOPT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-
-
-def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trtopt", *map(str, args)], capture_output=True, text=True, timeout=180, cwd=cwd, env=ENV
-    )
-
 
 def _loader(folder: Path, name: str, body: str) -> str:
     path = folder / f"{name}.py"
@@ -249,11 +237,13 @@ def test_cli_usage_errors_exit_2_with_one_line(residual_convnet, tmp_path):
         (("bench", "--suite", tmp_path / "suite.toml", "--no-history"), "is a Python loader: it would import and run"),
     ]
     for args, message in cases:
-        proc = _cli(*args, cwd=tmp_path)
+        proc = run_cli(*args, cwd=tmp_path, timeout=180)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr, (args, proc.stderr)
     assert not (tmp_path / "demo").exists() and not (tmp_path / "e").exists()
-    allowed = _cli("bench", "--suite", tmp_path / "suite.toml", "--no-history", "--allow-code", cwd=tmp_path)
+    allowed = run_cli(
+        "bench", "--suite", tmp_path / "suite.toml", "--no-history", "--allow-code", cwd=tmp_path, timeout=180
+    )
     assert allowed.returncode == 2 and "loader.py:load_data failed: RuntimeError: no" in allowed.stderr, allowed.stderr
 
 
