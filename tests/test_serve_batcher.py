@@ -150,3 +150,36 @@ def test_ready_only_after_every_model_loaded_and_warmed_up_and_not_while_drainin
     assert not state.ready
     state.repository.close()
     assert not state.repository.get("a").ready
+
+
+def test_a_scalar_input_reaches_the_runner_as_a_scalar(tmp_path):
+    """A rank-0 input (a sample rate, a threshold) stays rank 0 through validation (no batch axis, no batching)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from trtopt.serve.codec import InferenceRequest
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])],
+        "scaled",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "scaled.onnx")
+    np.savez(tmp_path / "data.npz", x=np.ones((4, 4), np.float32), scale=np.float32(2))
+    built = trtopt.build(
+        tmp_path / "scaled.onnx", engines_dir=tmp_path / "engines", val_data=str(tmp_path / "data.npz"), threads=1
+    )
+    settings, metrics = ServerSettings(), ServeMetrics()
+    repository = ModelRepository({"scaled": Path(built.engine_dir)}, settings, metrics)
+    repository.load_all()
+    assert repository.load_error is None
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    request = InferenceRequest({"x": x, "scale": np.array(3, np.float32)}, {}, None)
+    try:
+        np.testing.assert_array_equal(repository.get("scaled").submit(request).result(10)["y"], x * 3)
+    finally:
+        repository.close()

@@ -199,10 +199,9 @@ def encode_http(response: dict[str, Any], outputs: Sequence[tuple[str, np.ndarra
     """Body and JSON header length (None when every output went as JSON) of an infer response."""
     response = {**response, "outputs": [output_json(name, array, binary) for name, array, binary in outputs]}
     header = json.dumps(response, separators=(",", ":")).encode()
+    # tobytes() writes C order whatever the array's layout: no contiguous copy first
     blobs = [
-        np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        for _, array, binary in outputs
-        if binary
+        array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes() for _, array, binary in outputs if binary
     ]
     if not blobs:
         return header, None

@@ -184,7 +184,8 @@ class ServedModel:
                 raise BadRequest(
                     f"model {self.name!r}: batch of {rows} outside [1, max_batch_size {self.settings.max_batch_size}]"
                 )
-        return {name: np.ascontiguousarray(array) for name, array in request.inputs.items()}, rows
+        # np.require keeps a rank-0 input rank 0 (np.ascontiguousarray would make it shape [1])
+        return {name: np.require(array, requirements="C") for name, array in request.inputs.items()}, rows
 
     def output_names(self, requested: Sequence[str] | None) -> list[str]:
         names = [info.name for info in self.outputs]
