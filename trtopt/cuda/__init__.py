@@ -9,5 +9,9 @@ the submodules import cuda-python lazily through :func:`trtopt.cuda.api.cudart`.
 * ``memory``: DeviceBuffer, PinnedBuffer, BufferPool (reused, grown on demand)
 * ``stream``: Stream and Event
 * ``interop``: device arrays in and out (``__cuda_array_interface__`` v3, DLPack)
-* ``graph``: CUDA graph capture and replay
+* ``graph``: CUDA graph capture and replay, and the rule for when a graph may be replayed
+* ``stack``: whether cuda-python, the TensorRT wheel and the driver agree on the CUDA major
+
+Nothing here has run on a GPU yet: the calls follow cuda-python's documented API and were
+reviewed, the pure rules are CPU-tested (docs/TENSORRT.md, "Verification status").
 """

@@ -9,6 +9,10 @@ Modules: ``backend`` (the Backend object), ``builder`` (ONNX -> serialized engin
 (engine -> Runner), ``logger`` (TensorRT log -> ``logging``), ``compat`` (version and device
 rules), ``dtypes`` (TensorRT <-> numpy types), ``inspector`` (engine inspector JSON),
 ``timing_cache`` (per device + version cache files).
+
+Nothing here has run on a GPU or with TensorRT yet: the code follows the documented 10.x/11.x API
+and was reviewed, its pure rules are CPU-tested; docs/TENSORRT.md ("Verification status") says
+which part was verified how.
 """
 from trtopt.backends.tensorrt.backend import BACKEND, TensorRTBackend
 
