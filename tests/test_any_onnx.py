@@ -110,6 +110,15 @@ def test_integer_input_encoder_builds_with_input_ranges(encoder_path, precision,
     assert out["logits"].shape == (2, 8, 50)
 
 
+def test_budget_search_reads_integer_inputs_with_the_build_ranges(encoder_path, tmp_path):
+    """The mixed-precision search's held-out data gets the same --input-range as the final check."""
+    result = build(encoder_path, precision="int8", engines_dir=tmp_path, calib_data="random",
+                   input_ranges="ids:0:49,mask:0:1", calib_samples=16, accuracy_samples=16, batch_size=8,
+                   accuracy_budget="cosine=0.999")
+    assert result.accuracy["cosine_similarity"] >= 0.999
+    assert "mixed_precision" in result.manifest
+
+
 def test_random_data_for_an_integer_input_needs_a_range(encoder_path, tmp_path):
     proc = run_cli("build", encoder_path, "--engines-dir", tmp_path)
     assert proc.returncode == 2

@@ -23,9 +23,10 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -73,13 +74,18 @@ class HeldOut:
         self.samples = sum(int(next(iter(f.values())).shape[0]) for f in self.feeds)
 
 
-def load_heldout(model_path: Path, spec: str, part: str, samples: int, batch_size: int, threads: int | None) -> HeldOut:
-    """Read up to ``samples`` held-out samples and run the FP32 model on them once."""
+def load_heldout(model_path: Path, spec: str, part: str, samples: int, batch_size: int, threads: int | None,
+                 source_options: Mapping[str, Any] | None = None) -> HeldOut:
+    """Read up to ``samples`` held-out samples and run the FP32 model on them once.
+
+    ``source_options`` are the build's extra open_source() keywords (model constants, generated-data
+    shapes and value ranges), so the search reads the same data as the build's final accuracy check."""
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.data.sources import open_source
 
     with OnnxRuntimeRunner(model_path, threads=threads) as reference:
-        data = open_source(spec, reference.inputs, batch_size=batch_size, max_samples=samples, part=part)
+        data = open_source(spec, reference.inputs, batch_size=batch_size, max_samples=samples, part=part,
+                           **(source_options or {}))
         feeds, labels, outputs, times = [], [], [], []
         for batch in data:
             feeds.append(batch.feed)

@@ -241,7 +241,8 @@ def _evaluator(plan: BuildPlan, work: Path, table: Any, batch: int) -> Any:
     threads = plan.settings.engine.threads
     quant = dataclasses.replace(plan.settings.qdq, encoding=plan.options.encoding)
     spec, part = _accuracy_data(plan)
-    heldout = load_heldout(work, str(spec), part, plan.settings.accuracy.samples, batch, threads)
+    heldout = load_heldout(work, str(spec), part, plan.settings.accuracy.samples, batch, threads,
+                           plan.data.for_source(str(spec)))
     return Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads)
 
 

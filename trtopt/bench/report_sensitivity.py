@@ -1,6 +1,6 @@
 """HTML page for a per-layer INT8 sensitivity result (`trtopt sensitivity --html`, `build --sensitivity`).
 
-Self-contained like the benchmark report: a bar plot of each layer's harm (INT8 alone) and gain
+Self-contained and styled like the benchmark report: a bar plot of each layer's harm (INT8 alone) and gain
 (float alone), most harmful first, and the ranked table with ONNX node names.
 """
 
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trtopt.bench.report_html import _html_table, _png
+from trtopt.bench.report_html import _STYLE, _html_table, _png
 from trtopt.fileio import atomic_write_bytes
 
 PLOTTED_LAYERS = 30
@@ -68,8 +68,7 @@ def sensitivity_html(result: dict[str, Any], title: str) -> str:
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
+        f"<style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
         f"<img alt='per-layer sensitivity' src='data:image/png;base64,{image}'>"
         f"{_html_table((header, rows))}</body></html>"
