@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trtopt.cuda.api import CudaError, call, cudart
-from trtopt.errors import TrtoptError
 from trtopt.cuda.stream import Stream
+from trtopt.errors import TrtoptError
 
 
 @dataclass(frozen=True)

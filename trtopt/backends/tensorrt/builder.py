@@ -13,9 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trtopt.tensors import TensorInfo
 from trtopt.backends.registry import BuildOptions, BuiltEngine
-from trtopt.tensors import ShapeProfile
 from trtopt.backends.tensorrt import compat, timing_cache
 from trtopt.backends.tensorrt.dtypes import numpy_dtype
 from trtopt.backends.tensorrt.inspector import parse_engine_information
@@ -24,6 +22,7 @@ from trtopt.backends.tensorrt.runtime import deserialize
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_write_bytes, atomic_write_text
 from trtopt.shapes import format_shape, is_dynamic
+from trtopt.tensors import ShapeProfile, TensorInfo
 
 log = logging.getLogger("trtopt.tensorrt")
 
