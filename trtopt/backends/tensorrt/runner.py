@@ -190,6 +190,7 @@ class _Slot:
 
     def run(self, inputs: list[TensorInfo], host: Mapping[str, np.ndarray], dev: Mapping[str, DeviceView],
             outputs: list[TensorInfo], out: Mapping[str, DeviceView] | None, to_device: bool) -> dict[str, Any]:
+        out = out or {}
         shapes: list[tuple[int, ...]] = []
         addresses: list[int] = []
         for info in inputs:
@@ -199,7 +200,7 @@ class _Slot:
         results: dict[str, Any] = {}
         copies: list[_PostCopy] = []
         for info in outputs:
-            addresses.append(self._bind_output(info, (out or {}).get(info.name), to_device, results, copies))
+            addresses.append(self._bind_output(info, out.get(info.name), to_device, results, copies))
 
         self._execute(GraphKey(tuple(shapes), tuple(addresses)))
         for copy in copies:
@@ -209,7 +210,7 @@ class _Slot:
                 copy_dtod_async(copy.dst, copy.src, copy.nbytes, self.stream.handle)
         self.stream.synchronize()
         for info in outputs:
-            if info.name not in results and not (out and info.name in out):
+            if info.name not in results and info.name not in out:
                 shape = tuple(self.context.get_tensor_shape(info.name))
                 results[info.name] = np.array(
                     self.pinned.get(info.name, _nbytes(shape, info.dtype)).view(shape, info.dtype)
