@@ -61,12 +61,14 @@ def hardware_compat_level(spelling: str) -> str:
     return level
 
 
+# Ampere's compute capability: the floor of the ampere+ hardware-compatibility level, to build and to run
+AMPERE = (8, 0)
+
+
 def check_build_options(hardware_compat: str, compute_capability: str) -> None:
     """Refuse option combinations TensorRT would reject later, before a long build."""
-    if hardware_compat_level(hardware_compat) == "AMPERE_PLUS" and parse_compute_capability(compute_capability) < (
-        8,
-        0,
-    ):
+    level = hardware_compat_level(hardware_compat)
+    if level == "AMPERE_PLUS" and parse_compute_capability(compute_capability) < AMPERE:
         raise UsageError(
             "--hardware-compat ampere+ needs an Ampere or newer GPU to build on; this GPU is compute capability "
             f"{compute_capability}"
@@ -139,11 +141,9 @@ def device_mismatch(built: Mapping[str, Any], here: Mapping[str, Any], hardware_
     where = f"{here.get('name', '?')} (compute capability {here['compute_capability']})"
     origin = f"{built.get('name', '?')} (compute capability {built['compute_capability']})"
     if level == "AMPERE_PLUS":
-        return (
-            None
-            if cc_here >= (8, 0)
-            else f"it is hardware-compatible with Ampere and newer only, and this GPU is {where}"
-        )
+        if cc_here >= AMPERE:
+            return None
+        return f"it is hardware-compatible with Ampere and newer only, and this GPU is {where}"
     if cc_built != cc_here:
         return f"it was built for {origin} and this GPU is {where}"
     if level == "NONE" and built.get("name") != here.get("name"):
