@@ -16,6 +16,9 @@ with its cached engine's profile to decide whether to rebuild. For Q/DQ INT8 mod
 refuses INT8 Q/DQ layers unless the builder's INT8 flag is set ("int8 is not configured in the
 builder", onnxruntime issue 13381); with Q/DQ nodes present the EP uses their scales and needs no
 calibration table (onnxruntime PR 8969).
+
+None of this has run on a GPU yet: it follows ONNX Runtime's documented provider options and was
+reviewed; the option spelling is CPU-tested (docs/TENSORRT.md, "Verification status").
 """
 from __future__ import annotations
 

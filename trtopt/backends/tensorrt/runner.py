@@ -22,6 +22,9 @@ stable across calls. Graph capture and replay follow :class:`trtopt.cuda.graph.G
 
 A runner dropped without ``close()`` releases its contexts, streams, buffers and graphs when it is
 garbage-collected (``weakref.finalize``).
+
+None of this has run on a GPU yet: it follows TensorRT's documented 10.x/11.x runtime API and was
+reviewed; the pure rules it uses (alignment, graph steps, shape-tensor refusal) are CPU-tested.
 """
 from __future__ import annotations
 
