@@ -70,16 +70,14 @@ run_part() {  # name, seconds, command...: PASS only when it exits 0 and skipped
 
 run_part cuda-layer 90 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m cuda tests/test_cuda_gpu.py
 run_part torch-interop 120 "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m cuda tests/test_cuda_torch_gpu.py
-ORDER=(cuda-layer torch-interop)
+ORDER=(cuda-layer torch-interop tensorrt-tests acceptance)
 if "$PYTHON" -c "import tensorrt" 2>/dev/null; then
   run_part tensorrt-tests "$(( $(left) > 240 ? 240 : $(left) ))" \
     "$PYTHON" -m pytest -q -rs -p no:cacheprovider -m tensorrt tests/test_tensorrt_gpu.py
   run_part acceptance "$(( $(left) - 10 ))" env MODELS="$MODELS" PYTHON="$PYTHON" SKIP_GPU_TESTS=1 bash scripts/gpu_acceptance.sh "$WORK/acceptance"
-  ORDER+=(tensorrt-tests acceptance)
 else
   RESULT[tensorrt-tests]="NOT RUN (the tensorrt package does not import here)"
   RESULT[acceptance]="NOT RUN (the tensorrt package does not import here)"
-  ORDER+=(tensorrt-tests acceptance)
 fi
 
 echo "== summary ($(( SECONDS - START ))s, logs in $WORK)"
