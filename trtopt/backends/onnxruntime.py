@@ -97,6 +97,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     title = "ONNX Runtime on the CPU"
     default_encoding = "onnxruntime-cpu"
+    float_precision = "fp32"  # ONNX Runtime's CPU kernels are FP32; FP16 would add casts, not speed
     engine_fields = ("threads",)  # recorded in session.json, which the engine folder holds
 
     def availability(self) -> tuple[bool, str]:
