@@ -247,6 +247,8 @@ def macs_per_sample(evaluator: Evaluator, layers: Sequence[Layer]) -> dict[str, 
     graph = onnx.load(os.fspath(evaluator.model_path), load_external_data=False).graph
     nodes = {node.name: node for node in graph.node}
     weights = {init.name: tuple(init.dims) for init in graph.initializer}
+    weights.update({node.output[0]: tuple(attr.t.dims) for node in graph.node if node.op_type == "Constant"
+                    for attr in node.attribute if attr.name == "value"})  # paddle2onnx keeps weights in Constants
     computed = _activations(graph)
     watched = {name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output]
                if name in computed}

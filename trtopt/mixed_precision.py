@@ -1,22 +1,26 @@
-"""Automatic mixed precision: keep few, contiguous INT8 layers float until an accuracy budget holds.
+"""Automatic mixed precision: quantize the most, and most contiguous, INT8 layers an accuracy budget allows.
 
-The search, measured rather than estimated at every step, and bounded (about 2 x blocks +
-prune_evaluations variants, each one Q/DQ pass and one run over the held-out batches):
+The search, measured rather than estimated at every step, and bounded (about blocks + log2(blocks)
++ prune_evaluations variants, each one Q/DQ pass and one run over the held-out batches):
 
 1. Evaluate the full INT8 variant; if it meets the budget, nothing stays float.
 2. **Probe blocks.** Split the quantized layers, in graph order, into ``blocks`` contiguous blocks
-   and evaluate each block *left alone in float* (everything else INT8). Its *gain* is how much
-   output noise that removes (noise-to-signal power summed over outputs, a continuous measure even
-   when the budget's metric is coarse, such as identical decoded lines out of 30). Its *cost* is
-   what float costs in speed: with ONNX Runtime as the target, the measured drop in speedup vs FP32
-   (:mod:`trtopt.latency`, FP32 timed in the same rounds); elsewhere the block's share of the
-   quantized MACs, an estimate (the manifest says which). One-layer noise estimates ranked badly on
-   real models (errors compound: PP-OCRv4's recognizer needed 118 of 127 layers float by that
-   ranking); measured blocks see what a layer's noise does downstream.
-3. **Prefix over the block ranking.** Blocks are ranked by gain per cost (a block whose float
-   version is not slower, i.e. whose INT8 version is not faster anyway, comes first); keep the top
-   1, 2, 4, ... blocks float until the budget holds, then bisect for the smallest prefix that holds.
-4. **Prune** the float set: split each contiguous float run into halves, quarters, ...; try
+   and evaluate each block *quantized alone* (everything else float). Its *harm* is the output
+   noise that block causes by itself, downstream amplification included (noise-to-signal power
+   summed over outputs: continuous even when the budget's metric is coarse, such as identical
+   decoded lines out of 30; independent noises add, so harms of blocks add up). Its *gain* is what
+   INT8 buys there: with ONNX Runtime as the target, the measured speedup of that variant over
+   FP32 (:mod:`trtopt.latency`, FP32 timed in the same rounds) minus one; elsewhere the block's
+   share of the quantized MACs, an estimate (the result says which).
+   Why not rank layers by the noise each adds in the full INT8 model, or by what leaving one block
+   float buys back: errors compound, so in a noisy model every single change looks negligible
+   (PP-OCRv4's recognizer: a one-pass noise ranking needed 118 of 127 layers float before pruning;
+   leave-alone-in-float gains were all under 12% of the total noise).
+3. **Prefix over the block ranking.** Blocks are ranked by harm per gain, least first; a block whose
+   INT8 version is not faster (no measured gain) comes last, so it is the first to stay float.
+   Bisection finds the largest number of top-ranked blocks that can be INT8 together with the
+   budget holding (the rest stay float).
+4. **Refine** the float set: split each contiguous float run into halves, quarters, ...; try
    returning each piece to INT8, most MACs first (the most speed won back), and keep the return
    when the budget still holds. Pieces with negligible MACs (under 0.1% of the quantized MACs) are
    not tried: INT8 would not make them faster. Pieces are contiguous, so float regions stay whole
@@ -28,51 +32,51 @@ prune_evaluations variants, each one Q/DQ pass and one run over the held-out bat
    with ``speedup`` may not be: then the search fails with the best variant reached (the smallest
    :meth:`AccuracyBudget.shortfall`), and the build writes nothing.
 
-Every variant reuses the one calibration. The result records each kept layer with its block, the
-block's measured gain and cost, its MACs and why it stayed float; the search's cost (variants,
-seconds) and every evaluated variant.
+Every variant reuses the one calibration. The result records each kept layer with its block and
+MACs and why it stayed float, every block's harm and gain, the search's cost (variants, seconds)
+and every evaluated variant with its measured speedup.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trtopt.budget import AccuracyBudget
+from trtopt.budget import SPEEDUP, AccuracyBudget
 from trtopt.errors import TrtoptError
 from trtopt.int8_eval import Evaluation, Evaluator, Layer, macs_per_sample
 from trtopt.sensitivity import noise_to_signal
 
 NEGLIGIBLE_MACS_SHARE = 1e-3  # a piece below this share of the quantized MACs gains nothing from INT8
-FREE_SPEED = 0.01  # a block whose float version loses less speedup than this (measured) costs nothing
+NO_GAIN = 0.01  # a block whose INT8 version is measured less than 1% faster than FP32 gains nothing
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """How much the search may spend: blocks probed, pruning variants."""
+    """How much the search may spend: blocks probed, refinement variants."""
 
     blocks: int = 12
-    prune_evaluations: int = 16
+    prune_evaluations: int = 12
     close_islands: bool = True
 
 
 @dataclass(frozen=True)
 class Block:
-    """A contiguous graph-order run of layers, probed alone in float."""
+    """A contiguous graph-order run of layers, probed quantized alone."""
 
     index: int
     layers: tuple[str, ...]
-    gain: float  # output noise-to-signal removed by keeping this block float (all else INT8)
-    cost: float  # measured speedup lost vs the full INT8 variant, or (estimated) the block's share of MACs
+    harm: float  # output noise-to-signal with only this block INT8
+    gain: float  # measured speedup over FP32 minus one with only this block INT8, or its share of the MACs
 
     @property
     def priority(self) -> tuple[int, float]:
-        """Useful blocks first (gain > 0); among them the most gain per cost; free blocks by gain alone."""
-        if self.gain <= 0:
-            return (1, -self.gain)
-        return (0, -self.gain / self.cost if self.cost > 0 else -math.inf)
+        """Blocks that gain speed first, least harm per gain first; blocks that gain nothing last, least harm first."""
+        if self.gain < NO_GAIN:
+            return (1, self.harm)
+        return (0, self.harm / self.gain)
 
 
 @dataclass
@@ -116,12 +120,17 @@ class BudgetUnreachable(TrtoptError):
 
 
 class _Search:
-    """The state of one search: every variant measured, keyed by its float set."""
+    """The state of one search: every variant measured, keyed by its float set.
+
+    ``holds(..., accuracy_only=True)`` ignores a ``speedup`` item: moves that return layers to INT8 make
+    a variant faster, so they only have to keep the accuracy; the full budget is checked at the end.
+    """
 
     def __init__(self, evaluator: Evaluator, budget: AccuracyBudget) -> None:
         self.evaluator = evaluator
         self.budget = budget
-        self.measured: dict[frozenset[str], tuple[Evaluation, list[str], float]] = {}
+        self.accuracy_budget = AccuracyBudget(tuple(item for item in budget.items if item.metric != SPEEDUP))
+        self.measured: dict[frozenset[str], tuple[Evaluation, list[str], float, bool]] = {}
         self.tried: list[dict[str, Any]] = []
         self.start = (evaluator.evaluations, evaluator.seconds)
 
@@ -130,7 +139,8 @@ class _Search:
             evaluation = self.evaluator.evaluate(float_layers)
             problems = self.budget.violations(evaluation.report, evaluation.speedup)
             shortfall = self.budget.shortfall(evaluation.report, evaluation.speedup)
-            self.measured[float_layers] = (evaluation, problems, shortfall)
+            accurate = not self.accuracy_budget.violations(evaluation.report)
+            self.measured[float_layers] = (evaluation, problems, shortfall, accurate)
             self.tried.append(
                 {
                     "phase": phase,
@@ -143,9 +153,22 @@ class _Search:
             )
         return self.measured[float_layers][0]
 
-    def holds(self, float_layers: frozenset[str], phase: str) -> bool:
+    def holds(self, float_layers: frozenset[str], phase: str, accuracy_only: bool = False) -> bool:
         self.evaluation(float_layers, phase)
-        return not self.measured[float_layers][1]
+        _, problems, _, accurate = self.measured[float_layers]
+        return accurate if accuracy_only else not problems
+
+    def unreachable(self, layers: int, describe: Callable[[frozenset[str]], list[dict[str, Any]]],
+                    blocks: list[Block], latency_source: str) -> BudgetUnreachable:
+        """The failure carrying the best variant reached (smallest shortfall, then fewest float layers)."""
+        best = min(self.measured, key=lambda s: (self.measured[s][2], len(s)))
+        best_result = self.result(describe(best), blocks, latency_source)
+        return BudgetUnreachable(
+            f"no INT8/float assignment meets the accuracy budget {self.budget.to_json()}; the best reached, with "
+            f"{len(best)} of {layers} layers float, misses: " + "; ".join(self.measured[best][1])
+            + f" (searched {best_result.evaluations} variants in {best_result.seconds:.1f} s)",
+            best_result,
+        )
 
     def result(self, kept: list[dict[str, Any]], blocks: list[Block], latency_source: str) -> SearchResult:
         evaluation = self.measured[frozenset(entry["node"] for entry in kept)][0]
@@ -156,7 +179,7 @@ class _Search:
             self.evaluator.seconds - self.start[1],
             self.tried,
             [{"index": b.index, "layers": len(b.layers), "first": b.layers[0], "last": b.layers[-1],
-              "gain": b.gain, "cost": b.cost} for b in blocks],
+              "harm": b.harm, "gain": b.gain} for b in blocks],
             latency_source,
         )
 
@@ -168,47 +191,37 @@ def split_blocks(order: Sequence[str], count: int) -> list[tuple[str, ...]]:
     return [tuple(order[bounds[i] : bounds[i + 1]]) for i in range(count)]
 
 
-def _probe(search: _Search, runs: list[tuple[str, ...]], macs: dict[str, float], int8: Evaluation) -> list[Block]:
-    """Each run alone in float: measured gain, and measured (or MACs-estimated) cost."""
-    baseline = noise_to_signal(int8.report)
+def _probe(search: _Search, runs: list[tuple[str, ...]], macs: dict[str, float]) -> list[Block]:
+    """Each run quantized alone: measured harm, and measured (or MACs-estimated) gain."""
+    everything = frozenset(n for run in runs for n in run)
     total = sum(macs.values()) or 1.0
     blocks = []
     for index, layers in enumerate(runs):
-        evaluation = search.evaluation(frozenset(layers), "probe")
-        gain = baseline - noise_to_signal(evaluation.report)
-        if int8.speedup is not None and evaluation.speedup is not None:
-            lost = int8.speedup - evaluation.speedup
-            cost = 0.0 if lost < FREE_SPEED else lost
-        else:
-            cost = sum(macs[n] for n in layers) / total
-        blocks.append(Block(index, layers, gain if math.isfinite(gain) else math.inf, cost))
+        evaluation = search.evaluation(everything - set(layers), "probe")
+        harm = noise_to_signal(evaluation.report)
+        gain = evaluation.speedup - 1 if evaluation.speedup is not None else sum(macs[n] for n in layers) / total
+        blocks.append(Block(index, layers, harm if math.isfinite(harm) else math.inf, gain))
     return blocks
 
 
-def _prefix(search: _Search, ranked: Sequence[Block]) -> int | None:
-    """Smallest k whose top-k blocks float hold (doubling, then bisection), or None when even all float misses."""
+def _largest_prefix(search: _Search, ranked: Sequence[Block], everything: frozenset[str]) -> int | None:
+    """Largest k whose top-k blocks INT8 (the rest float) hold, by bisection; None when not even k = 0 holds.
+
+    k = len(ranked) is the full INT8 variant, known to miss; k = 0 is all float (FP32 again)."""
 
     def holds(k: int) -> bool:
-        return search.holds(frozenset(n for block in ranked[:k] for n in block.layers), "prefix")
+        return search.holds(everything - {n for block in ranked[:k] for n in block.layers}, "prefix", True)
 
-    low, high = 0, None  # low: largest k known to miss; high: smallest k known to hold
-    k = 1
-    while k < len(ranked):
-        if holds(k):
-            high = k
-            break
-        low, k = k, 2 * k
-    if high is None:
-        high = len(ranked) if ranked and holds(len(ranked)) else None
-    if high is None:
+    if not holds(0):
         return None
+    low, high = 0, len(ranked)  # low: largest k known to hold; high: smallest k known to miss
     while high - low > 1:
         middle = (low + high) // 2
         if holds(middle):
-            high = middle
-        else:
             low = middle
-    return high
+        else:
+            high = middle
+    return low
 
 
 def contiguous_runs(kept: set[str], order: Sequence[str]) -> list[list[str]]:
@@ -240,7 +253,7 @@ def _prune(search: _Search, kept: set[str], order: list[str], macs: dict[str, fl
                 continue
             if frozenset(candidate) not in search.measured:
                 spent += 1
-            if search.holds(frozenset(candidate), "prune"):
+            if search.holds(frozenset(candidate), "prune", accuracy_only=True):
                 kept = candidate
         parts *= 2
     return kept
@@ -269,40 +282,36 @@ def search(
         else "estimated: multiply-accumulates per layer (the target backend cannot run candidates here)"
     )
     state = _Search(evaluator, budget)
-    int8 = state.evaluation(frozenset(), "int8")
     if state.holds(frozenset(), "int8"):
         return state.result([], [], latency_source)
     order = [layer.name for layer in layers]
     by_name = {layer.name: layer for layer in layers}
     macs = macs_per_sample(evaluator, layers) if layers else {}
-    blocks = _probe(state, split_blocks(order, settings.blocks), macs, int8) if layers else []
+    blocks = _probe(state, split_blocks(order, settings.blocks), macs) if layers else []
     ranked = sorted(blocks, key=lambda b: b.priority)
-    k = _prefix(state, ranked)
+    everything = frozenset(order)
     block_of = {n: b.index for b in blocks for n in b.layers}
+
+    def describe(names: frozenset[str], islands: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        return _describe([n for n in order if n in names], by_name, block_of, macs, islands)
+
+    k = _largest_prefix(state, ranked, everything)
     if k is None:
-        best = min(state.measured, key=lambda s: (state.measured[s][2], len(s)))
-        best_result = state.result(_describe([n for n in order if n in best], by_name, block_of, macs, set()),
-                                   blocks, latency_source)
-        raise BudgetUnreachable(
-            f"no INT8/float assignment meets the accuracy budget {budget.to_json()}; the best reached, with "
-            f"{len(best)} of {len(order)} layers float, misses: "
-            + "; ".join(state.measured[best][1])
-            + f" (searched {best_result.evaluations} variants in {best_result.seconds:.1f} s)",
-            best_result,
-        )
-    kept = {n for block in ranked[:k] for n in block.layers}
+        raise state.unreachable(len(order), describe, blocks, latency_source)
+    kept = set(everything - {n for block in ranked[:k] for n in block.layers})
     kept = _prune(state, kept, order, macs, settings.prune_evaluations)
-    islands = _islands(kept, order) if settings.close_islands else set()
+    islands = frozenset(_islands(kept, order) if settings.close_islands else ())
     if islands and state.holds(frozenset(kept | islands), "islands"):
         kept |= islands
     else:
-        islands = set()
-    return state.result(_describe([n for n in order if n in kept], by_name, block_of, macs, islands), blocks,
-                        latency_source)
+        islands = frozenset()
+    if not state.holds(frozenset(kept), "final"):  # a speedup item the most accurate INT8 share still misses
+        raise state.unreachable(len(order), describe, blocks, latency_source)
+    return state.result(describe(frozenset(kept), islands), blocks, latency_source)
 
 
 def _describe(names: Sequence[str], by_name: dict[str, Layer], block_of: dict[str, int], macs: dict[str, float],
-              islands: set[str]) -> list[dict[str, Any]]:
+              islands: frozenset[str]) -> list[dict[str, Any]]:
     """The manifest's kept-float entries: block, MACs and why each layer stayed float."""
     negligible = NEGLIGIBLE_MACS_SHARE * sum(macs.values())
     entries = []
@@ -312,8 +321,8 @@ def _describe(names: Sequence[str], by_name: dict[str, Layer], block_of: dict[st
         elif macs.get(name, 0.0) <= negligible:
             reason = "in a float region, of negligible compute: INT8 would not make it faster"
         else:
-            reason = "in a block whose float version removed the most noise per speed lost; returning it to INT8 " \
-                     "broke the budget or was not tried"
+            reason = "in a block whose INT8 version costs the most accuracy per speed gained; returning it to " \
+                     "INT8 broke the budget or was not tried"
         entries.append({"node": name, "op_type": by_name[name].op_type, "block": block_of.get(name),
                         "macs": macs.get(name, 0.0), "reason": reason})
     return entries
