@@ -14,7 +14,7 @@ from trtopt.fileio import sha256_file
 from trtopt.quantization.calibrators import (AUTO_CANDIDATES, METHODS, NUM_LEVELS, auto_bins, entropy_bins, mse_bins,
                                             percentile_bins)
 from trtopt.quantization.collect import Collected, collect
-from trtopt.quantization.histogram import FINE_BINS, NUM_BINS
+from trtopt.quantization.histogram import FINE_BINS, NUM_BINS, TAIL_SIZE
 from trtopt.quantization.table import ScaleTable, TensorStats
 from trtopt.settings import CalibrationSettings
 
@@ -124,7 +124,8 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
         "provider": providers.providers[0],
     }
     if method != "max":
-        params.update(bins=NUM_BINS, range=f"one pass: [0, max|x|], re-binned from {FINE_BINS} power-of-two bins")
+        params.update(bins=NUM_BINS, range=f"one pass: [0, max|x|], re-binned from {FINE_BINS} power-of-two bins, "
+                                                f"the largest {TAIL_SIZE} values exact")
     if method in ("entropy", "auto"):
         params["levels"] = NUM_LEVELS
     if method == "auto":
