@@ -8,7 +8,8 @@ def test_first_line_quotes_the_start_of_a_long_message() -> None:
     error = RuntimeError("\n  Error(s) in loading state_dict:\n\tMissing key(s): 'fc.weight'\nadvice\n")
     assert first_line(error) == "Error(s) in loading state_dict:"
     assert first_line(error, lines=2) == "Error(s) in loading state_dict: Missing key(s): 'fc.weight'"
-    assert first_line("[ONNXRuntimeError] : 1 : FAIL : node Conv_3\nstack") == "[ONNXRuntimeError] : 1 : FAIL : node Conv_3"
+    message = "[ONNXRuntimeError] : 1 : FAIL : node Conv_3\nstack"
+    assert first_line(message) == "[ONNXRuntimeError] : 1 : FAIL : node Conv_3"
 
 
 def test_an_empty_message_gives_the_type_name_or_the_fallback() -> None:
