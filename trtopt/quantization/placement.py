@@ -28,8 +28,8 @@ or loses accuracy, so placement is conservative and rule-based. The rules, in or
    reads the normalized result of that rounding.
 
 Excluded nodes (by name or op type) keep every input and their weights in float. A tensor is only
-quantized when the calibration has an amax for it (directly or through rule 5); the calibration
-engineer's ``calibration_targets`` lists exactly the tensors these rules read.
+quantized when the calibration has an amax for it (directly or through rule 5);
+``targets.calibration_targets`` lists exactly the tensors these rules read.
 """
 from __future__ import annotations
 
