@@ -57,7 +57,7 @@ class CalibrationSettings:
     samples: int | None = field(default=512, metadata=_help("most calibration samples to use"))
     seed: int = field(default=0, metadata=_help("seed for random calibration data"))
     nan_policy: str = field(default="error", metadata=_help(
-        "NaN/Inf in an activation: fail naming tensor and batch (default), or skip them"))
+        "NaN/Inf in an activation: error (fail naming tensor and batch) or skip them"))
     # one of trtopt.quantization.providers.DEVICES (checked there)
     device: str = field(default="auto", metadata=_help(
         "where the calibration forward pass runs: auto (ONNX Runtime's CUDA provider when onnxruntime-gpu and a "

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from trtopt.backends.base import Runner
 from trtopt.backends.registry import BuildOptions, BuiltEngine, exact_match_problems
-from trtopt.errors import TrtoptError, UsageError
+from trtopt.errors import TrtoptError, UsageError, first_line
 from trtopt.fileio import atomic_write_json, read_json
 from trtopt.ortsession import OrtSession, make_session_options
 from trtopt.tensors import ShapeProfile
@@ -132,9 +132,7 @@ class OnnxRuntimeBackend:
         try:
             ort.InferenceSession(os.fspath(onnx_path), build_options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT's own exception types: report the model and the first line
-            raise TrtoptError(
-                f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}"
-            ) from exc
+            raise TrtoptError(f"ONNX Runtime could not build {onnx_path}: {first_line(exc)}") from exc
         if not engine.is_file():
             raise TrtoptError(f"ONNX Runtime did not write its optimized model for {onnx_path}")
         level = SAVED_OPTIMIZATION
@@ -145,7 +143,7 @@ class OnnxRuntimeBackend:
                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT's own exception types
             log.info("ONNX Runtime cannot reload its optimized %s (%s); the engine is the model itself", onnx_path,
-                     str(exc).splitlines()[0] if str(exc) else repr(exc))
+                     first_line(exc))
             shutil.copyfile(onnx_path, engine)
             level = "none"
         session = {
