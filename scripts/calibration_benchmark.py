@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from modelopt_env import modelopt_python
 
 SIZE = 224
 
@@ -156,7 +157,6 @@ def load_data() -> Iterator[
     return feeds(int(os.environ["BENCH_SAMPLES"]), int(os.environ["BENCH_BATCH"]))
 
 
-MODELOPT_REQUIREMENTS = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]
 TOOLS = ("ort-pass", "ort-pass-nospin", "trtopt", "onnxruntime", "modelopt")
 
 
@@ -238,26 +238,6 @@ def _own_peak_rss_mb() -> float:
     with open("/proc/self/status") as status:
         line = next(line for line in status if line.startswith("VmHWM:"))
     return int(line.split()[1]) / 1024
-
-
-def modelopt_python(venv: Path) -> tuple[Path | None, str]:
-    """ModelOpt's interpreter, creating its virtual environment on first use; (None, why) on failure."""
-    python = venv / "bin" / "python"
-    check = [os.fspath(python), "-c", "import modelopt.onnx.quantization, torch; print(torch.__version__)"]
-    if not python.exists():
-        print(f"creating ModelOpt's virtual environment in {venv} ({' '.join(MODELOPT_REQUIREMENTS)}) ...", flush=True)
-        steps = [[sys.executable, "-m", "venv", os.fspath(venv)],
-                 [os.fspath(python), "-m", "pip", "install", "--quiet", *MODELOPT_REQUIREMENTS]]
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True)
-            if done.returncode != 0:
-                lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-                return None, f"cannot install ModelOpt: {lines[-1] if lines else f'exit {done.returncode}'}"
-    done = subprocess.run(check, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        return None, f"ModelOpt does not import: {lines[-1] if lines else f'exit {done.returncode}'}"
-    return python, f"ModelOpt from {venv} (torch {done.stdout.strip()})"
 
 
 def measure(tool: str, python: str, model: Path, samples: int, batch_size: int) -> dict:

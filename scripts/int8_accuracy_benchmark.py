@@ -45,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from modelopt_env import modelopt_python  # noqa: E402
 from ocr_metrics import ctc_decode, text_agreement  # noqa: E402
 CACHE = ROOT / ".cache" / "int8-accuracy"
 WHEEL = "rapidocr-onnxruntime==1.4.4"
@@ -70,8 +71,6 @@ WORDS = (
     "receipt item price tax shipping delivery phone email reference code station north south river "
     "market garden office bank hotel table window coffee summer winter green yellow purple silver"
 ).split()
-TORCH_PIN = "torch==2.13.0"
-MODELOPT_PIN = "nvidia-modelopt[onnx]==0.47.0"
 MODELOPT_METHODS = ("entropy", "max")
 
 
@@ -304,26 +303,6 @@ def ort_static_column(path: Path, calib: np.ndarray, work: Path, threads: int) -
     return Column("ORT quantize_static", _ort_session(out, threads), "", time.perf_counter() - started)
 
 
-def modelopt_python(explicit: str | None) -> tuple[Path | None, str]:
-    """A Python with nvidia-modelopt: ``explicit``, or a venv created in the cache folder."""
-    if explicit:
-        return Path(explicit), ""
-    venv = CACHE / "modelopt-venv"
-    python = venv / "bin" / "python"
-    if not python.is_file():
-        created = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
-        if created.returncode != 0:
-            return None, f"cannot create its venv: {created.stderr.strip()[-200:]}"
-    check = subprocess.run([str(python), "-c", "import modelopt.onnx.quantization"], capture_output=True, text=True)
-    if check.returncode != 0:
-        install = subprocess.run(
-            [str(python), "-m", "pip", "install", TORCH_PIN, MODELOPT_PIN], capture_output=True, text=True
-        )
-        if install.returncode != 0:
-            return None, f"pip install {MODELOPT_PIN} failed: {install.stderr.strip()[-300:]}"
-    return python, ""
-
-
 def modelopt_column(
     method: str, python: Path | None, why: str, path: Path, calib: np.ndarray, work: Path, threads: int
 ) -> Column:
@@ -471,7 +450,12 @@ def main() -> int:
     paths = fetch_models()
     work = CACHE / "work"
     work.mkdir(parents=True, exist_ok=True)
-    mo = (None, "skipped") if args.skip_modelopt else modelopt_python(args.modelopt_python)
+    if args.skip_modelopt:
+        mo: tuple[Path | None, str] = (None, "skipped")
+    elif args.modelopt_python:
+        mo = (Path(args.modelopt_python), "")
+    else:
+        mo = modelopt_python(CACHE / "modelopt-venv")
     rows = []
     for model in args.models:
         rows += evaluate(model, paths[model], args, work, mo)

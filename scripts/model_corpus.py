@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from trtopt.errors import first_line
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus_models import CorpusModel, corpus  # noqa: E402
 
@@ -88,7 +90,7 @@ def run_member(member: CorpusModel, engines: Path, threads: int) -> list[dict[st
             far_off = accuracy.get("far_off")  # the build's own verdict (NaN/Inf, SNR < 10 dB, agreement/IoU low)
             row["status"] = "FAIL: non-finite held-out outputs" if bad else "ok, far off FP32" if far_off else "ok"
         except Exception as exc:  # noqa: BLE001 - a row reports its failure; the run goes on
-            row["status"] = f"FAIL: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            row["status"] = f"FAIL: {type(exc).__name__}: {first_line(exc, '')[:160]}"
             row["traceback"] = traceback.format_exc()
         rows.append(row)
     return rows

@@ -8,6 +8,7 @@ pipeline and ONNX Runtime.
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -222,11 +223,15 @@ def _old_ir_model(path: Path) -> Path:
     return path
 
 
-def test_old_ir_initializer_input_is_a_constant_unless_fed(tmp_path):
+def test_old_ir_initializer_input_is_a_constant_unless_fed(tmp_path, caplog):
     model = _old_ir_model(tmp_path / "old.onnx")
     x = np.random.default_rng(3).normal(size=(20, 6)).astype(np.float32)
     np.savez(tmp_path / "plain.npz", x=x)
-    result = build(model, precision="int8", calib_data=str(tmp_path / "plain.npz"), engines_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="trtopt"):
+        result = build(model, precision="int8", calib_data=str(tmp_path / "plain.npz"), engines_dir=tmp_path)
+    calibrating = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calibrating ")]
+    # names the user's file, not the prepared temporary copy with the initializer inputs made constants
+    assert len(calibrating) == 1 and f" of {model} on " in calibrating[0], calibrating
     assert [i["name"] for i in result.manifest["io"]["inputs"]] == ["x"]
     assert set(result.accuracy["outputs"]) == {"out", "probs"}  # every output checked
     fed = np.full((4, 6), 0.25, np.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,17 @@ def test_tensorrt_config_names_the_plan_platform_gpu_instances_and_profile():
     assert (group.kind, group.count, list(group.profile)) == (model_config_pb2.ModelInstanceGroup.KIND_GPU, 2, ["0"])
     unbatched = model_config("resnet", "tensorrt", inputs, outputs, BatchingSettings(max_batch_size=0))
     assert unbatched["input"][0]["dims"] == [-1, 3, 224, 224] and "dynamic_batching" not in unbatched
+
+
+def test_export_refuses_an_onnx_model_changed_or_missing_since_the_build(tmp_path):
+    engine = build_engine(tmp_path)
+    model = engine / json.loads((engine / "manifest.json").read_text())["model"]["file"]
+    model.write_bytes(model.read_bytes() + b"\0")
+    changed = export(str(engine), "--repository", str(tmp_path / "triton"))
+    assert changed.returncode == 1, changed.stderr
+    assert f"{model.name} has sha256" in changed.stderr and "(modified or corrupt)" in changed.stderr
+    assert "trtopt build" in changed.stderr
+    model.unlink()
+    missing = export(str(engine), "--repository", str(tmp_path / "triton"))
+    assert missing.returncode == 1 and f"model file {engine / model.name} is missing" in missing.stderr
+    assert not (tmp_path / "triton" / "convnet").exists()

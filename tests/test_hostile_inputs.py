@@ -233,6 +233,7 @@ def test_cli_usage_errors_exit_2_with_one_line(residual_convnet, tmp_path):
             ("build", residual_convnet, "--threads", "-1", "--engines-dir", tmp_path / "e"),
             "--threads must be positive, got -1",
         ),
+        (("bench", residual_convnet, "--threads", "-1", "--no-history"), "--threads must be positive, got -1"),
         (("demo", "--epochs", "0", "--out", tmp_path / "demo"), "--epochs must be at least 1, got 0"),
         (("bench", "--suite", tmp_path / "suite.toml", "--no-history"), "is a Python loader: it would import and run"),
     ]

@@ -127,3 +127,8 @@ def test_close_is_idempotent_and_context_manager_closes(case: tuple[Runner, Path
     with runner as entered:
         assert entered is runner
     runner.close()
+    assert runner.closed
+    memory = runner.device_memory_bytes  # still answers once closed: nothing held any more
+    assert memory is None or memory == 0
+    with pytest.raises(UsageError, match=f"this {runner.backend} runner is closed"):
+        runner.infer(_feed(runner, 1))

@@ -82,6 +82,12 @@ def test_device_memory_attribute_follows_the_version() -> None:
         compat.engine_device_memory_bytes(_Engine10_0(), "11.0.0")
 
 
+def test_pool_device_memory_counts_every_context_and_is_zero_once_released() -> None:
+    assert compat.pool_device_memory_bytes(_Engine11(), "11.4.0.106", 3) == 3 * 8192
+    assert compat.pool_device_memory_bytes(_Engine10_0(), "10.0.1.6", 2) == 2 * 4096
+    assert compat.pool_device_memory_bytes(None, "11.4.0.106", 0) == 0  # what close() leaves
+
+
 def test_caller_addresses_through_own_buffers_when_needed() -> None:
     from trtopt.backends.tensorrt.runner import needs_own_buffer
 

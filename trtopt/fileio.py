@@ -29,6 +29,11 @@ from typing import Any
 
 from trtopt.errors import UsageError
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 _CHUNK = 1 << 20
 
 
@@ -233,10 +238,20 @@ def atomic_directory(path: str | os.PathLike[str], *, versioned: bool = False) -
 
 def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     """Read JSON with errors that name the file (UsageError: the user gave a bad path or file)."""
+    return _read_parsed(path, what, "JSON", json.loads, json.JSONDecodeError)
+
+
+def read_toml(path: str | os.PathLike[str], what: str = "TOML file") -> dict[str, Any]:
+    """Read TOML (bench suites, serve configs) with errors that name the file, as :func:`read_json`."""
+    return _read_parsed(path, what, "TOML", tomllib.loads, tomllib.TOMLDecodeError)
+
+
+def _read_parsed(path: str | os.PathLike[str], what: str, form: str, parse: Callable[[str], Any],
+                 error: type[Exception]) -> Any:
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"{what} not found: {file}")
     try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{what} {file} is not valid JSON: {exc}") from exc
+        return parse(file.read_text())
+    except (error, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} {file} is not valid {form}: {exc}") from exc

@@ -202,7 +202,7 @@ def _scale_table(plan: BuildPlan, work: Path, reference: Any) -> Any:
                        **plan.data.for_source(str(calibration.data)))
     # FP16's range rule needs every activation's range: an overflow anywhere turns the output into inf/NaN
     return calibrate(work, data, calibration, threads=plan.settings.engine.threads,
-                     all_tensors=plan.settings.precision == "fp16")
+                     all_tensors=plan.settings.precision == "fp16", model_name=plan.source)
 
 
 def _precision_model(

@@ -141,18 +141,24 @@ def engine_member(engine_dir: Path, relative: Any, what: str) -> Path:
     return path
 
 
-def verify_engine_file(engine_dir: Path, manifest: dict[str, Any]) -> Path:
-    """The engine file, after checking it lies inside the folder and still has the bytes the build wrote."""
-    engine = manifest["engine"]
-    path = engine_member(Path(engine_dir), engine.get("file"), "engine file")
+def verify_engine_file(engine_dir: Path, manifest: dict[str, Any], part: str = "engine") -> Path:
+    """The file the manifest's `part` names, after checking it lies inside the folder and still has the bytes
+    the build wrote.
+
+    `part` is ``engine`` (what a backend loads) or ``model`` (the ONNX the engine was built from, which
+    export-triton ships for ONNX Runtime engines): both are refused the same way when changed.
+    """
+    entry = manifest.get(part)
+    recorded = entry if isinstance(entry, dict) else {}
+    path = engine_member(Path(engine_dir), recorded.get("file"), f"{part} file")
     label = printable(repr(manifest.get("name")))
     if not path.is_file():
-        raise TrtoptError(f"engine {label}: engine file {path} is missing; {rebuild_hint(manifest)}")
+        raise TrtoptError(f"engine {label}: {part} file {path} is missing; {rebuild_hint(manifest)}")
     digest = sha256_file(path)
-    if digest != engine.get("sha256"):
+    if digest != recorded.get("sha256"):
         raise TrtoptError(
             f"engine {label}: {path} has sha256 {digest[:16]}..., the manifest recorded "
-            f"{printable(str(engine.get('sha256')))[:16]}... (modified or corrupt); {rebuild_hint(manifest)}"
+            f"{printable(str(recorded.get('sha256')))[:16]}... (modified or corrupt); {rebuild_hint(manifest)}"
         )
     return path
 

@@ -22,6 +22,7 @@ from typing import Any
 from trtopt.accuracy import AccuracyReport
 from trtopt.errors import UsageError
 from trtopt.int8_eval import Evaluation, Evaluator, Layer, load_heldout, quantized_layers
+from trtopt.quantization.encodings import host_cpu_encoding
 from trtopt.settings import BuildSettings
 
 
@@ -148,7 +149,7 @@ def run_sensitivity(model: Path, settings: BuildSettings, *, samples: int = 64,
     if calibration.table:
         table = ScaleTable.load(calibration.table)
         table.ensure_matches(model, force=settings.force)
-    quant = dataclasses.replace(qdq, encoding=qdq.encoding or "onnxruntime-cpu")
+    quant = dataclasses.replace(qdq, encoding=qdq.encoding or host_cpu_encoding())
     val_data = settings.accuracy.data
     spec, part = (val_data, "all") if val_data else (calibration.data, "heldout")
     with prepared_source(model, data.overrides) as work, OnnxRuntimeRunner(work, threads=threads) as fp32:

@@ -57,7 +57,7 @@ class CalibrationSettings:
     samples: int | None = field(default=512, metadata=_help("most calibration samples to use"))
     seed: int = field(default=0, metadata=_help("seed for random calibration data"))
     nan_policy: str = field(default="error", metadata=_help(
-        "NaN/Inf in an activation: fail naming tensor and batch (default), or skip them"))
+        "NaN/Inf in an activation: error (fail naming tensor and batch) or skip them"))
     # one of trtopt.quantization.providers.DEVICES (checked there)
     device: str = field(default="auto", metadata=_help(
         "where the calibration forward pass runs: auto (ONNX Runtime's CUDA provider when onnxruntime-gpu and a "
@@ -79,7 +79,9 @@ class QdqSettings:
     """How the precision model is written: Q/DQ encoding and what stays in float (INT8 and FP16)."""
 
     encoding: str | None = field(default=None, metadata=_help(
-        "Q/DQ encoding (when not given: the build backend's own, tensorrt for TensorRT; onnxruntime-cpu otherwise)"))
+        "Q/DQ encoding (when not given: the build backend's own: tensorrt for TensorRT; on the ONNX Runtime CPU "
+        "backend onnxruntime-vnni where the CPU has VNNI/AMX int8 dot products, else onnxruntime-cpu; "
+        "quantize writes the portable onnxruntime-cpu)"))
     per_channel: bool = field(default=True, metadata=_help("one scale per output channel of a weight"))
     exclude_nodes: tuple[str, ...] = field(default=(), metadata=_help("node names kept in float"))
     exclude_op_types: tuple[str, ...] = field(default=(), metadata=_help("op types kept in float"))

@@ -48,7 +48,8 @@ class Runner(abc.ABC):
 
     @property
     def device_memory_bytes(self) -> int | None:
-        """Accelerator memory the loaded engine holds; None for runners that use host memory only."""
+        """Accelerator memory the loaded engine holds (0 after close()); None for runners that use host memory
+        only."""
         return None
 
     @property

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from trtopt.backends.base import Runner
 from trtopt.backends.registry import BuildOptions, BuiltEngine, exact_match_problems
-from trtopt.errors import TrtoptError, UsageError
+from trtopt.errors import TrtoptError, UsageError, first_line
 from trtopt.fileio import atomic_write_json, read_json
 from trtopt.ortsession import OrtSession, make_session_options
 from trtopt.tensors import ShapeProfile
@@ -96,9 +96,15 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     title = "ONNX Runtime on the CPU"
-    default_encoding = "onnxruntime-cpu"
     float_precision = "fp32"  # ONNX Runtime's CPU kernels are FP32; FP16 would add casts, not speed
     engine_fields = ("threads",)  # recorded in session.json, which the engine folder holds
+
+    @property
+    def default_encoding(self) -> str:
+        """onnxruntime-vnni on CPUs whose int8 kernels cannot saturate (full 8-bit weights), else onnxruntime-cpu."""
+        from trtopt.quantization.encodings import host_cpu_encoding
+
+        return host_cpu_encoding()
 
     def availability(self) -> tuple[bool, str]:
         return True, f"onnxruntime {ort.__version__} on the CPU"
@@ -127,9 +133,7 @@ class OnnxRuntimeBackend:
         try:
             ort.InferenceSession(os.fspath(onnx_path), build_options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT's own exception types: report the model and the first line
-            raise TrtoptError(
-                f"ONNX Runtime could not build {onnx_path}: {str(exc).splitlines()[0] if str(exc) else exc}"
-            ) from exc
+            raise TrtoptError(f"ONNX Runtime could not build {onnx_path}: {first_line(exc)}") from exc
         if not engine.is_file():
             raise TrtoptError(f"ONNX Runtime did not write its optimized model for {onnx_path}")
         level = SAVED_OPTIMIZATION
@@ -140,7 +144,7 @@ class OnnxRuntimeBackend:
                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT's own exception types
             log.info("ONNX Runtime cannot reload its optimized %s (%s); the engine is the model itself", onnx_path,
-                     str(exc).splitlines()[0] if str(exc) else repr(exc))
+                     first_line(exc))
             shutil.copyfile(onnx_path, engine)
             level = "none"
         session = {

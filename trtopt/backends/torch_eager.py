@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from trtopt.backends.base import Runner
+from trtopt.errors import first_line
 from trtopt.tensors import TensorInfo
 from trtopt.export import BATCH_AXIS, INPUT_NAME, OUTPUT_NAME
 from trtopt.models import InputSpec, model_input_spec
@@ -54,8 +55,7 @@ class TorchRunner(Runner):
             with torch.inference_mode():
                 compiled(torch.zeros((1, *spec.shape), dtype=getattr(torch, spec.dtype)))
         except Exception as exc:  # noqa: BLE001 - torch.compile raises many backend-specific types; eager still works
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self._add_note(f"torch.compile failed, ran eager instead: {reason[:200]}")
+            self._add_note(f"torch.compile failed, ran eager instead: {first_line(exc)[:200]}")
             return
         self._model = compiled
         self.compiled = True

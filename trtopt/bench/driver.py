@@ -25,6 +25,7 @@ from trtopt.bench.memory import PeakRss
 from trtopt.bench.stability import StabilityPolicy
 from trtopt.bench.targets import Target, resolve_targets
 from trtopt.errors import UsageError
+from trtopt.ortsession import check_threads
 from trtopt.progress import progress
 
 log = logging.getLogger("trtopt.bench")
@@ -75,11 +76,11 @@ class BenchConfig:
             (self.warmup_s >= 0, "--warmUp must not be negative"),
             (self.max_time_s > 0, "--max-time must be positive (seconds)"),
             (self.tolerance > 0, "--tolerance must be positive (e.g. 0.05 for 5%)"),
-            (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        check_threads(self.threads)  # the same rule and message as build's --threads
 
     def policy(self) -> StabilityPolicy:
         return StabilityPolicy(warmup_s=self.warmup_s, max_time_s=self.max_time_s, tolerance=self.tolerance)

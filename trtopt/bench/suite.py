@@ -9,7 +9,6 @@ regressed (after every model ran and every report was written). Format: docs/BEN
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,7 @@ from trtopt.bench.driver import BenchConfig, benchmark
 from trtopt.bench.record import RecordOptions, record
 from trtopt.usercode import runs_code
 from trtopt.errors import RegressionDetected, UsageError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from trtopt.fileio import read_toml
 
 log = logging.getLogger("trtopt.bench")
 
@@ -178,12 +173,7 @@ def load_suite(path: str | Path, allow_code: bool = False) -> Suite:
     ``file.py[:fn]`` data loaders are refused unless `allow_code` (``--allow-code``): they run code.
     """
     file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"suite file not found: {file}")
-    try:
-        data = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(file, f"not valid TOML: {exc}") from exc
+    data = read_toml(file, "suite file")
     _check_keys(file, "top level", data, {"suite", "bench", "models"})
     head = data.get("suite", {})
     _check_keys(file, "suite", head, _SUITE_KEYS)

@@ -14,7 +14,7 @@ from trtopt.fileio import sha256_file
 from trtopt.quantization.calibrators import (AUTO_CANDIDATES, METHODS, NUM_LEVELS, auto_bins, entropy_bins, mse_bins,
                                             percentile_bins)
 from trtopt.quantization.collect import Collected, collect
-from trtopt.quantization.histogram import FINE_BINS, NUM_BINS
+from trtopt.quantization.histogram import FINE_BINS, NUM_BINS, TAIL_SIZE
 from trtopt.quantization.table import ScaleTable, TensorStats
 from trtopt.settings import CalibrationSettings
 
@@ -63,7 +63,7 @@ def _stats(name: str, collected: Collected, amax: float) -> TensorStats:
 def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None = None,
               settings: CalibrationSettings | None = None, *, batch_size: int = 16, threads: int | None = None,
               all_tensors: bool = False, part: str = "all", source_options: Mapping[str, Any] | None = None,
-              **overrides: Any) -> ScaleTable:
+              model_name: str | os.PathLike[str] | None = None, **overrides: Any) -> ScaleTable:
     """Calibrate every activation a Q/DQ pass may need (all float activations with ``all_tensors``).
 
     ``data`` is a DataSource or a spec for :func:`trtopt.data.sources.open_source` (default:
@@ -72,6 +72,8 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
     :class:`~trtopt.settings.CalibrationSettings` fields (``method="max"``, ``samples=64``;
     ``max_samples`` is the older name of ``samples``; ``device`` picks where the forward pass runs,
     see :mod:`trtopt.quantization.providers`). The table records the sha256 of the exact model bytes.
+    ``model_name`` is how messages name the model (default: ``model_path``): the user's file when
+    ``model_path`` is a prepared temporary copy of it (:func:`~trtopt.quantization.modelio.prepared_source`).
     """
     import onnx
 
@@ -91,6 +93,7 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
     if method not in METHODS:
         raise UsageError(f"--calib-method must be one of {list(METHODS)}, got {method!r}")
     path = Path(model_path)
+    shown = model_name or path
     if not path.is_file():
         raise UsageError(f"ONNX model not found: {path}")
     providers = select_providers(settings.device)
@@ -98,16 +101,16 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
     try:
         model = onnx.load(os.fspath(path), load_external_data=False)  # the graph; the session reads the weights
     except Exception as exc:  # protobuf/onnx raise several types for a corrupt file
-        raise UsageError(f"cannot read ONNX model {path}: {exc}") from exc
+        raise UsageError(f"cannot read ONNX model {shown}: {exc}") from exc
     if not model.graph.node:
-        raise UsageError(f"{path} has an empty graph: no activations to calibrate")
+        raise UsageError(f"{shown} has an empty graph: no activations to calibrate")
     runner = TargetRunner(path, model, providers, all_tensors=all_tensors, threads=threads)
     del model
     try:
         source = data if isinstance(data, DataSource) else open_source(
             data, runner.inputs, batch_size=batch_size, max_samples=settings.samples, seed=settings.seed, part=part,
             **(source_options or {}))
-        log.info("calibrating %d tensors of %s on %s (%s)", len(runner.targets), path, source.describe(),
+        log.info("calibrating %d tensors of %s on %s (%s)", len(runner.targets), shown, source.describe(),
                  providers.reason)
         collected = collect(runner, source, histograms=method != "max", nan_policy=settings.nan_policy)
     finally:
@@ -124,7 +127,8 @@ def calibrate(model_path: str | os.PathLike[str], data: DataSource | str | None 
         "provider": providers.providers[0],
     }
     if method != "max":
-        params.update(bins=NUM_BINS, range=f"one pass: [0, max|x|], re-binned from {FINE_BINS} power-of-two bins")
+        params.update(bins=NUM_BINS, range=f"one pass: [0, max|x|], re-binned from {FINE_BINS} power-of-two bins, "
+                                                f"the largest {TAIL_SIZE} values exact")
     if method in ("entropy", "auto"):
         params["levels"] = NUM_LEVELS
     if method == "auto":

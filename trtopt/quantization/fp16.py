@@ -18,7 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from trtopt.errors import TrtoptError, UsageError
+from trtopt.errors import TrtoptError, UsageError, first_line
 from trtopt.quantization.fp16_rules import DEFAULT_RULES, FP16_MAX, GraphFacts, Rule, classify
 from trtopt.quantization.modelio import INLINE_LIMIT_BYTES, load_onnx, prepare_model, save_onnx, write_derived_onnx
 from trtopt.quantization.qdq import ScaleSource, amax_mapping
@@ -98,7 +98,7 @@ def convert_model_fp16(
     where = f"node {node!r}" if node else "a node the message does not name"
     raise TrtoptError(f"FP16 conversion wrote a model ONNX Runtime cannot load ({where}); this is a trtopt bug, "
                       f"please report it with the model (workaround: --exclude-nodes/--exclude-op-types): "
-                      f"{problem.splitlines()[0][-300:]}")
+                      f"{first_line(problem)[-300:]}")
 
 
 def _convert_until_loaded(model: onnx.ModelProto, kept: dict[str, str], keep_io_types: bool,
@@ -118,7 +118,7 @@ def _convert_until_loaded(model: onnx.ModelProto, kept: dict[str, str], keep_io_
             node = enclosing[node]
         if node is None or node in kept:
             break
-        kept[node] = f"ONNX Runtime refuses it in FP16: {problem.splitlines()[0][-160:]}"
+        kept[node] = f"ONNX Runtime refuses it in FP16: {first_line(problem)[-160:]}"
         for inner in _nested_nodes(by_name[node]) if node in by_name else ():  # bodies stay FP32 with their node
             kept.setdefault(inner, f"inside {node}, kept FP32")
     return None, problem, node

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from trtopt.errors import UsageError
+from trtopt.errors import UsageError, first_line
 from trtopt.fileio import atomic_write_bytes
 from trtopt.tensors import TensorInfo
 
@@ -49,8 +49,7 @@ def load_onnx(path: str | os.PathLike[str], *, require_float: bool = True) -> on
         onnx.checker.check_model(os.fspath(file))  # by path: works above 2 GB and checks external data
         model = onnx.load(os.fspath(file))
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, ValidationError, or plain errors
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{file} is not a valid ONNX model (corrupt or truncated?): {first_line}") from exc
+        raise UsageError(f"{file} is not a valid ONNX model (corrupt or truncated?): {first_line(exc)}") from exc
     if not model.graph.node:
         raise UsageError(f"{file} has an empty graph")
     if require_float and not has_float_computation(model):

@@ -20,12 +20,16 @@ or loses accuracy, so placement is conservative and rule-based. The rules, in or
    quantized ops (looking through a single Relu/Clip/data-movement consumer, which ONNX Runtime
    removes or runs in uint8) are quantized as well, and residual Adds take Q/DQ on every input.
 
-7. **Softmax reads float**: no DQ feeds Softmax/LogSoftmax (both runtimes run it in float anyway).
-   An attention mask adds -1e4 to scores of ~10: quantizing that sum with one scale zeroes the scores.
+7. **Softmax and LayerNormalization read float**: no DQ feeds Softmax/LogSoftmax (both runtimes run
+   it in float anyway) or LayerNormalization. An attention mask adds -1e4 to scores of ~10:
+   quantizing that sum with one scale zeroes the scores. LayerNormalization reads the residual
+   stream of a transformer, where a few outlier channels are far larger than the rest: one scale
+   sized for the outliers rounds the other channels to a handful of levels, and every later layer
+   reads the normalized result of that rounding.
 
 Excluded nodes (by name or op type) keep every input and their weights in float. A tensor is only
-quantized when the calibration has an amax for it (directly or through rule 5); the calibration
-engineer's ``calibration_targets`` lists exactly the tensors these rules read.
+quantized when the calibration has an amax for it (directly or through rule 5);
+``targets.calibration_targets`` lists exactly the tensors these rules read.
 """
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 INT8_FED_OPS = frozenset({"Add", "Concat", "AveragePool", "GlobalAveragePool"})
 # ops whose output values are a subset/rearrangement of their input values: amax carries over
 COMMUTING_OPS = frozenset({"MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity"})
-# ops whose input must stay float (rule 7): attention scores carry a -1e4 mask next to values of ~10;
-# one INT8 scale for both rounds every real score to 0 and the attention to uniform
+# ops whose input must stay float (rule 7): attention scores carry a -1e4 mask next to values of ~10,
+# residual streams a few outlier channels next to small ones; one INT8 scale for both loses the small
 FLOAT_INPUT_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization"})
 # ops ONNX Runtime folds into the preceding quantized op when the Q after them clips the same range
 ACTIVATION_OPS = frozenset({"Relu", "Clip"})

@@ -28,11 +28,7 @@ from typing import Any
 
 from trtopt.tensors import TensorInfo
 from trtopt.errors import UsageError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from trtopt.fileio import read_toml
 
 # Largest batch a dynamic-batch engine without a recorded profile takes (trtopt builds always record one).
 UNPROFILED_MAX_BATCH = 32
@@ -105,12 +101,7 @@ def _batching(table: Mapping[str, Any], base: BatchingSettings, where: str) -> B
 def read_config(path: str | os.PathLike[str]) -> tuple[BatchingSettings, dict[str, BatchingSettings]]:
     """(defaults, per-model settings) from a TOML file; UsageError naming the file and key."""
     file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"serve config not found: {file}")
-    try:
-        data = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"serve config {file} is not valid TOML: {exc}") from exc
+    data = read_toml(file, "serve config")
     unknown = sorted(set(data) - {"defaults", "models"})
     if unknown:
         raise UsageError(f"{file}: unknown section(s) {unknown}; expected [defaults] and [models.NAME]")

@@ -20,8 +20,8 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from trtopt.errors import UsageError
-from trtopt.fileio import atomic_directory, sha256_file
-from trtopt.repository import engine_member, read_manifest, verify_engine_file
+from trtopt.fileio import atomic_directory
+from trtopt.repository import read_manifest, verify_engine_file
 from trtopt.serve.settings import BatchingSettings, effective_batching, engine_max_batch_size
 from trtopt.serve.triton_config import TENSORRT_PLATFORM, model_config, platform_of
 from trtopt.tensors import TensorInfo
@@ -58,12 +58,7 @@ def export_model(
     if platform == TENSORRT_PLATFORM:
         source, file_name = verify_engine_file(engine_dir, manifest), "model.plan"
     else:
-        model_file = (manifest.get("model") or {}).get("file", "")
-        source, file_name = engine_member(engine_dir, model_file, "model file"), "model.onnx"
-        if not source.is_file():
-            raise UsageError(f"{engine_dir}: the engine's ONNX model {source.name!r} is missing; rebuild the engine")
-        if sha256_file(source) != (manifest.get("model") or {}).get("sha256"):
-            raise UsageError(f"{source}: sha256 differs from the manifest (modified or corrupt); rebuild the engine")
+        source, file_name = verify_engine_file(engine_dir, manifest, part="model"), "model.onnx"
     target = repository / name
     if target.exists() and not force:
         raise UsageError(f"{target} already exists; pass --force to replace it")

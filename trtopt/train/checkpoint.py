@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from trtopt.errors import UsageError
+from trtopt.errors import UsageError, first_line
 from trtopt.fileio import atomic_write
 
 REQUIRED_KEYS = ("model_name", "model_config", "state_dict")
@@ -42,8 +42,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{file} is not a readable trtopt checkpoint: {_refused_object(exc)}; trtopt loads only "
                          "tensors, numbers, strings, lists and dicts") from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{file} is not a readable trtopt checkpoint: {reason}") from exc
+        raise UsageError(f"{file} is not a readable trtopt checkpoint: {first_line(exc)}") from exc
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
         raise UsageError(f"{file} is not a trtopt checkpoint: expected a dict with keys {', '.join(REQUIRED_KEYS)}")
     for key, kind in _ENTRY_TYPES.items():
@@ -65,7 +64,7 @@ def _refused_object(exc: pickle.UnpicklingError) -> str:
         return "its bytes are not a torch checkpoint (corrupt, or another format)"
     if "weights_only" in text or "Weights only" in text:
         return "it holds Python objects the safe loader refuses"
-    return text.strip().splitlines()[0] if text.strip() else "not a pickle torch can read"
+    return first_line(text, "not a pickle torch can read")
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> Any:
@@ -76,7 +75,6 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "chec
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()
         raise UsageError(f"{source}: weights do not fit model {checkpoint['model_name']!r}: "
-                         f"{' '.join(line.strip() for line in first[:2])}") from exc
+                         f"{first_line(exc, lines=2)}") from exc
     return model.eval()

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from trtopt.errors import TrtoptError, UsageError
+from trtopt.errors import TrtoptError, UsageError, first_line
 from trtopt.fileio import read_json
 from trtopt.signals import die_with_parent, sigterm_as_interrupt
 from trtopt.train.config import TrainConfig, TrainResult
@@ -159,7 +159,7 @@ def worker_main() -> int:
     except Exception as exc:  # noqa: BLE001 - whatever ends a rank becomes one line and an exit status
         message = f"{exc}" if isinstance(exc, TrtoptError) else f"{type(exc).__name__}: {exc}"
         if error_fd:
-            line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+            line = first_line(message, type(exc).__name__)
             with contextlib.suppress(OSError, ValueError):
                 os.pwrite(int(error_fd), line.encode()[:_ERROR_BYTES], 0)
         print(f"trtopt train rank {os.environ.get('RANK', '?')}: error: {message}", file=sys.stderr)

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from trtopt import __version__
-from trtopt.errors import TrtoptError, UsageError
+from trtopt.errors import TrtoptError, UsageError, first_line
 from trtopt.fileio import atomic_write_json, atomic_write_text
 from trtopt.models import create_model
 from trtopt.progress import progress
@@ -139,9 +139,8 @@ class _Trainer:
             if "rng_state" in checkpoint:
                 torch.set_rng_state(checkpoint["rng_state"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:  # torch says which tensors do not fit
-            first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2]) or repr(exc)
             raise UsageError(f"--resume {path}: its weights or optimizer state do not fit this run's "
-                             f"{self.config.model}: {first}") from exc
+                             f"{self.config.model}: {first_line(exc, lines=2)}") from exc
         self.metrics = list(checkpoint.get("metrics", []))
         if self.start_epoch >= self.config.epochs:
             raise UsageError(f"--resume {path}: checkpoint already completed {self.start_epoch} epochs; "

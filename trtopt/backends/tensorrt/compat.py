@@ -128,6 +128,12 @@ def engine_device_memory_bytes(engine: Any, version: str) -> int:
     return int(engine.device_memory_size)
 
 
+def pool_device_memory_bytes(engine: Any | None, version: str, contexts: int) -> int:
+    """Device memory a runner's `contexts` execution contexts hold; 0 once close() released the engine
+    (None), so the question has an answer for a closed runner as for every other runner."""
+    return 0 if engine is None else engine_device_memory_bytes(engine, version) * contexts
+
+
 def device_mismatch(built: Mapping[str, Any], here: Mapping[str, Any], hardware_compat: str) -> str | None:
     """Why an engine built on device `built` cannot run on device `here`, or None if it can.
 

@@ -317,7 +317,7 @@ class TensorRTRunner(Runner):
 
     @property
     def device_memory_bytes(self) -> int:
-        return compat.engine_device_memory_bytes(self._engine, self._version) * len(self._all_slots)
+        return compat.pool_device_memory_bytes(self._engine, self._version, len(self._all_slots))
 
     def _split_feed(self, feed: Mapping[str, Any], slot: _Slot) -> tuple[dict[str, np.ndarray], dict[str, DeviceView]]:
         views = {}
