@@ -22,6 +22,7 @@ from typing import Any
 from trtopt.accuracy import AccuracyReport
 from trtopt.errors import UsageError
 from trtopt.int8_eval import Evaluation, Evaluator, Layer, load_heldout, quantized_layers
+from trtopt.quantization.encodings import host_cpu_encoding
 from trtopt.settings import BuildSettings
 
 
@@ -151,7 +152,7 @@ def run_sensitivity(model: Path, settings: BuildSettings, *, samples: int = 64,
         data = open_source(calibration.data, inputs, batch_size=settings.batch_size, max_samples=calibration.samples,
                            seed=calibration.seed, part="calibration")
         table = calibrate(model, data, calibration, threads=threads)
-    quant = dataclasses.replace(qdq, encoding=qdq.encoding or "onnxruntime-cpu")
+    quant = dataclasses.replace(qdq, encoding=qdq.encoding or host_cpu_encoding())
     val_data = settings.accuracy.data
     spec, part = (val_data, "all") if val_data else (calibration.data, "heldout")
     heldout = load_heldout(model, spec, part, samples, settings.batch_size, threads)

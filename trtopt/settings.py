@@ -79,7 +79,9 @@ class QdqSettings:
     """How the precision model is written: Q/DQ encoding and what stays in float (INT8 and FP16)."""
 
     encoding: str | None = field(default=None, metadata=_help(
-        "Q/DQ encoding (when not given: the build backend's own, tensorrt for TensorRT; onnxruntime-cpu otherwise)"))
+        "Q/DQ encoding (when not given: the build backend's own: tensorrt for TensorRT; on the ONNX Runtime CPU "
+        "backend onnxruntime-vnni where the CPU has VNNI/AMX int8 dot products, else onnxruntime-cpu; "
+        "quantize writes the portable onnxruntime-cpu)"))
     per_channel: bool = field(default=True, metadata=_help("one scale per output channel of a weight"))
     exclude_nodes: tuple[str, ...] = field(default=(), metadata=_help("node names kept in float"))
     exclude_op_types: tuple[str, ...] = field(default=(), metadata=_help("op types kept in float"))

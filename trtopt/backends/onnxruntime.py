@@ -96,8 +96,14 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     title = "ONNX Runtime on the CPU"
-    default_encoding = "onnxruntime-cpu"
     engine_fields = ("threads",)  # recorded in session.json, which the engine folder holds
+
+    @property
+    def default_encoding(self) -> str:
+        """onnxruntime-vnni on CPUs whose int8 kernels cannot saturate (full 8-bit weights), else onnxruntime-cpu."""
+        from trtopt.quantization.encodings import host_cpu_encoding
+
+        return host_cpu_encoding()
 
     def availability(self) -> tuple[bool, str]:
         return True, f"onnxruntime {ort.__version__} on the CPU"

@@ -36,7 +36,7 @@ class BuildOptions:
 
     precision: str = "fp32"  # fp32 | fp16 | int8 (the ONNX handed to the backend already encodes it)
     profile: ShapeProfile = field(default_factory=ShapeProfile)
-    encoding: str | None = None  # Q/DQ encoding of an int8 model (tensorrt | onnxruntime-cpu)
+    encoding: str | None = None  # Q/DQ encoding of an int8 model (a name in quantization.encodings.ENCODINGS)
     engine: EngineSettings = field(default_factory=EngineSettings)
 
     def to_json(self, engine_fields: Sequence[str]) -> dict[str, Any]:

@@ -148,6 +148,12 @@ def _methods() -> list[str]:
     return list(METHODS)
 
 
+def _encodings() -> list[str]:
+    from trtopt.quantization.encodings import ENCODINGS
+
+    return list(ENCODINGS)
+
+
 def _devices() -> list[str]:
     from trtopt.quantization.providers import DEVICES
 
@@ -166,7 +172,7 @@ CALIBRATION = Group("calibration", CalibrationSettings, [
 ], part="calibration")
 
 QDQ = Group("Q/DQ and FP16 conversion", QdqSettings, [
-    Flag("encoding", ("--encoding",), options={"choices": ["tensorrt", "onnxruntime-cpu"]}),
+    Flag("encoding", ("--encoding",), options={"choices": _encodings()}),
     Flag("per_channel", ("--per-tensor",), options={"action": "store_false"},
          help="one scale per weight tensor instead of per output channel"),
     Flag("exclude_nodes", ("--exclude-nodes",), options={"type": names, "metavar": "N1,N2"}),

@@ -16,14 +16,24 @@ The scale table is target-neutral; the target decides the integer types:
   ResNet. Biases become int32 with scale = input scale x weight scale, and outputs of weighted
   ops are quantized too, because ONNX Runtime only fuses complete "DQ -> op -> Q" node units into
   QLinearConv / QGemm / QLinearAdd.
+* ``onnxruntime-vnni``: ``onnxruntime-cpu`` with full 8-bit weights ([-127, 127]), for CPUs whose
+  int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX) accumulate u8 x s8 products in int32
+  directly, so nothing saturates (checked on such a host: a u8 x s8 MatMul with every product at
+  255 x 127 comes out exact). The 7-bit limit halves weight resolution for nothing there: on the
+  PP-OCR detector and recognizer it cost about 1 and 7 points of FP32's task metric
+  (``scripts/int8_accuracy_benchmark.py``). :func:`host_cpu_encoding` picks between the two for the
+  CPU a build runs on; an engine built for one CPU is refused on another (see the ONNX Runtime
+  backend), while a file written by ``trtopt quantize`` keeps the portable ``onnxruntime-cpu``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from trtopt.errors import UsageError
+from trtopt.hostinfo import cpu_isa_flags
 
 # amax below this is treated as an all-zero tensor; its scale is clamped so that Q never divides by 0
 _MIN_AMAX = 1e-8
@@ -71,7 +81,25 @@ ONNXRUNTIME_CPU = Encoding(
     weight_qmax=63,
     description="uint8 activations with zero point, int8 per-channel weights (ONNX Runtime U8S8 CPU kernels)",
 )
-ENCODINGS: dict[str, Encoding] = {e.name: e for e in (TENSORRT, ONNXRUNTIME_CPU)}
+ONNXRUNTIME_VNNI = replace(
+    ONNXRUNTIME_CPU,
+    name="onnxruntime-vnni",
+    weight_qmax=127,
+    description="onnxruntime-cpu with full 8-bit weights (CPUs whose int8 dot products sum in int32: VNNI, AMX)",
+)
+ENCODINGS: dict[str, Encoding] = {e.name: e for e in (TENSORRT, ONNXRUNTIME_CPU, ONNXRUNTIME_VNNI)}
+# x86 ISA flags (as /proc/cpuinfo spells them) whose u8 x s8 dot products accumulate in int32
+INT32_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def host_cpu_encoding(isa_flags: Iterable[str] | None = None) -> str:
+    """The ONNX Runtime CPU encoding for a host (this one by default): full 8-bit weights where safe.
+
+    Only the x86 flags above are trusted; any other CPU keeps the 7-bit weights, which are exact
+    on every ONNX Runtime kernel.
+    """
+    flags = set(cpu_isa_flags() if isa_flags is None else isa_flags)
+    return ONNXRUNTIME_VNNI.name if flags & INT32_DOT_PRODUCT_FLAGS else ONNXRUNTIME_CPU.name
 
 
 def get_encoding(name: str | Encoding) -> Encoding:
