@@ -240,16 +240,19 @@ def test_blocks_rank_by_harm_per_speed_gained_and_float_runs_stay_contiguous():
     ]
     assert [b.index for b in sorted(blocks, key=lambda b: b.priority)] == [2, 0, 3, 1]
     assert contiguous_runs({"l1", "l2", "l5", "l9"}, order) == [["l1", "l2"], ["l5"], ["l9"]]
-    assert _islands({"a", "c", "d"}, ["a", "b", "c", "d", "e"]) == {"b"}  # b alone between float a and c
+    macs = {"a": 10.0, "b": 1.0, "c": 10.0, "d": 10.0, "e": 100.0, "f": 1.0, "g": 10.0}
+    # b: little compute between float a and c; e: too much compute to pay two boundaries for; f: not enclosed
+    assert _islands({"a", "c", "d", "g"}, list("abcdefg"), macs) == {"b"}
+    assert _islands({"a", "c"}, list("abcdefg"), macs) == {"b"}
 
 
-def test_pruning_returns_harmless_layers_to_int8(planted):
-    """Started from everything float, pruning hands fc_a and fc_b back and keeps only the planted fc_c."""
+def test_trimming_returns_harmless_edge_layers_to_int8(planted):
+    """Started from everything float, trimming the run's edges hands fc_a and fc_b back, keeps the planted fc_c."""
     from trtopt.accuracy import MetricSettings
     from trtopt.budget import AccuracyBudget
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.int8_eval import Evaluator, load_heldout
-    from trtopt.mixed_precision import _prune, _Search
+    from trtopt.mixed_precision import _Search, _trim
     from trtopt.quantization.calibrate import calibrate
     from trtopt.settings import QdqSettings
 
@@ -262,8 +265,9 @@ def test_pruning_returns_harmless_layers_to_int8(planted):
             state = _Search(evaluator, AccuracyBudget.parse("agreement=0.95"))
             order = ["fc_a", "fc_b", "fc_c"]
             macs = {"fc_a": FEATURES * HIDDEN, "fc_b": HIDDEN * HIDDEN, "fc_c": HIDDEN * CLASSES}
-            assert _prune(state, set(order), order, macs, limit=14) == {"fc_c"}
-            assert evaluator.evaluations <= 5 and all(entry["phase"] == "prune" for entry in state.tried)
+            assert _trim(state, set(order), order, macs, limit=14) == {"fc_c"}
+            # left edge: 1 and 2 layers back hold, all 3 miss; the right edge's one step is that same variant
+            assert evaluator.evaluations == 3 and all(entry["phase"] == "trim" for entry in state.tried)
 
 
 def test_latency_comparison_calls_a_difference_only_when_it_is_clear():
