@@ -242,6 +242,7 @@ def _own_peak_rss_mb() -> float:
 
 def measure(tool: str, python: str, model: Path, samples: int, batch_size: int) -> dict:
     env = {**os.environ, "BENCH_SAMPLES": str(samples), "BENCH_BATCH": str(batch_size), "TRTOPT_NO_PROGRESS": "1"}
+    load = os.getloadavg()[0]  # what else ran on the host (the previous tool's run included)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         child = subprocess.Popen([python, __file__, "--worker", tool, str(model), str(samples), str(batch_size)],
@@ -256,7 +257,7 @@ def measure(tool: str, python: str, model: Path, samples: int, batch_size: int) 
     report = json.loads(output.strip().splitlines()[-1]) if ok else {}
     return {"tool": tool, "samples": samples, "batch": batch_size, "ok": ok, "wall_s": wall,
             "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": report.get("peak_rss_mb", usage.ru_maxrss / 1024),
-            "tensors": report.get("tensors"),
+            "tensors": report.get("tensors"), "load": load,
             "error": None if ok else (lines[-1] if lines else f"exit status {os.waitstatus_to_exitcode(status)}")}
 
 
@@ -324,7 +325,8 @@ def big_model_check(gigabytes: float, samples: list[int], batch_sizes: list[int]
 def _row(r: dict) -> str:
     status = "" if r["ok"] else f"  FAILED: {r['error']}"
     return (f"{r['tool']:<12} samples {r['samples']:>5}  batch {r['batch']:>3}  wall {r['wall_s']:7.1f} s  "
-            f"CPU {r['cpu_s']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB  tensors {r['tensors']}{status}")
+            f"CPU {r['cpu_s']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB  tensors {r['tensors']}  "
+            f"load {r['load']:.1f}{status}")
 
 
 def _ratio(numerator: dict | None, denominator: dict | None, key: str) -> float | None:
@@ -336,10 +338,10 @@ def _verdict(value: float | None, target: str, good: bool) -> str:
 
 
 def _summary(results: list[dict], notes: list[str]) -> None:
-    print("\n| tool | batch | samples | wall s | CPU s | peak RSS MB |\n|---|---|---|---|---|---|")
+    print("\n| tool | batch | samples | wall s | CPU s | peak RSS MB | load before |\n|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['tool']} | {r['batch']} | {r['samples']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
-              f"{r['peak_rss_mb']:.0f} |" + ("" if r["ok"] else f" failed: {r['error']}"))
+              f"{r['peak_rss_mb']:.0f} | {r['load']:.1f} |" + ("" if r["ok"] else f" failed: {r['error']}"))
     by_key = {(r["tool"], r["batch"], r["samples"]): r for r in results if r["ok"]}
     print()
     for batch in sorted({r["batch"] for r in results}):

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "trtopt"
 
 # top-level part of trtopt (module or subpackage) -> layer; lower numbers may not import higher ones
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["", "errors", "fileio", "progress", "hostinfo", "tensors", "usercode", "signals"], 0),
+    **dict.fromkeys(["", "errors", "fileio", "progress", "hostinfo", "tensors", "usercode", "signals", "latency"], 0),
     **dict.fromkeys(["data", "shapes", "quantization", "accuracy", "budget", "settings", "models", "cuda",
                      "ortsession"], 1),
     **dict.fromkeys(["train", "export"], 2),

@@ -6,15 +6,15 @@ left in float (through the Q/DQ pass's node exclusions, so an excluded layer kee
 weights float). Each variant is written to a temporary file, opened in ONNX Runtime on the CPU
 with the session options the `onnxruntime` backend uses for that encoding, run on the same
 held-out batches, and compared with the FP32 outputs computed once
-(:class:`trtopt.accuracy.AccuracyAccumulator`); the median batch latency comes with it.
+(:class:`trtopt.accuracy.AccuracyAccumulator`).
 
-:func:`noise_ranking` is the one-pass estimate the mixed-precision search starts from: the full
-INT8 variant and FP32 run with every layer's inputs and outputs exposed, and each layer is scored
-by the noise it *adds*: relative noise power (noise / signal) at its outputs minus the largest at
-its inputs. Layers that turn a clean input into a noisy output come first. The same pass reads the
-real shapes of every layer's tensors, from which :func:`layer_macs` estimates each layer's compute
-(multiply-accumulates per sample): the cheap latency proxy that tells the search which layers gain
-little from INT8.
+The FP32 outputs come from the caller's open FP32 session (the build's reference runner): no second
+FP32 session is opened. When the target backend is ONNX Runtime on the CPU, a variant's latency is
+*measured* against that same FP32 session on one held-out batch (:func:`trtopt.latency.compare_latency`:
+warm-up, interleaved rounds, fastest round, time cap), so its speedup over FP32 is the ratio of two
+measurements taken under the same load. For other targets the variant's latency on the CPU says
+nothing about the target, so none is measured; :func:`layer_macs` (multiply-accumulates per sample,
+from the real shapes of one FP32 run) is then the estimate the search uses instead.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import onnx
 
 from trtopt.accuracy import AccuracyAccumulator, AccuracyReport, MetricSettings, UserMetric
 from trtopt.errors import UsageError
+from trtopt.latency import LatencySettings, compare_latency
 from trtopt.settings import QdqSettings  # how the Q/DQ pass quantizes: the choices `build --int8` makes
 
 
@@ -42,60 +43,48 @@ class Layer:
     op_type: str
 
 
-@dataclass(frozen=True)
-class RankedLayer:
-    """A layer with the noise it adds in the full INT8 variant and its compute (the latency proxy)."""
-
-    layer: Layer
-    added_noise: float
-    macs: float  # multiply-accumulates per sample; elementwise layers count one per output value
-
-
 @dataclass
 class Evaluation:
-    """One variant: which layers stayed float, its accuracy and median batch latency."""
+    """One variant: which layers stayed float, its accuracy and (when measured) its latency vs FP32."""
 
     float_layers: frozenset[str]
     report: AccuracyReport
-    latency_ms: float
+    latency_ms: float | None = None  # fastest interleaved round on one held-out batch (None: not measured)
+    speedup: float | None = None  # FP32's fastest round / this variant's, measured together
 
 
 @dataclass
 class HeldOut:
-    """Held-out batches and the FP32 outputs on them, kept in memory (a small set by design)."""
+    """Held-out batches, the FP32 outputs on them, and the open FP32 runner that computed them."""
 
     feeds: list[dict[str, np.ndarray]]
     labels: list[np.ndarray | None]
     reference: list[dict[str, np.ndarray]]
-    fp32_latency_ms: float
+    fp32: Any  # the caller's FP32 Runner: stays open while variants are evaluated (latency baseline)
     samples: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.samples = sum(int(next(iter(f.values())).shape[0]) for f in self.feeds)
 
 
-def load_heldout(model_path: Path, spec: str, part: str, samples: int, batch_size: int, threads: int | None,
+def load_heldout(fp32: Any, spec: str, part: str, samples: int, batch_size: int,
                  source_options: Mapping[str, Any] | None = None) -> HeldOut:
-    """Read up to ``samples`` held-out samples and run the FP32 model on them once.
+    """Read up to ``samples`` held-out samples and run the caller's open FP32 runner on them once.
 
     ``source_options`` are the build's extra open_source() keywords (model constants, generated-data
     shapes and value ranges), so the search reads the same data as the build's final accuracy check."""
-    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.data.sources import open_source
 
-    with OnnxRuntimeRunner(model_path, threads=threads) as reference:
-        data = open_source(spec, reference.inputs, batch_size=batch_size, max_samples=samples, part=part,
-                           **(source_options or {}))
-        feeds, labels, outputs, times = [], [], [], []
-        for batch in data:
-            feeds.append(batch.feed)
-            labels.append(batch.labels)
-            tic = time.perf_counter()
-            outputs.append(reference.infer(batch.feed))
-            times.append(time.perf_counter() - tic)
+    data = open_source(spec, fp32.inputs, batch_size=batch_size, max_samples=samples, part=part,
+                       **(source_options or {}))
+    feeds, labels, outputs = [], [], []
+    for batch in data:
+        feeds.append(batch.feed)
+        labels.append(batch.labels)
+        outputs.append(fp32.infer(batch.feed))
     if not feeds:
         raise UsageError(f"held-out data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
-    return HeldOut(feeds, labels, outputs, 1000 * float(np.median(times)))
+    return HeldOut(feeds, labels, outputs, fp32)
 
 
 def quantized_layers(model_path: Path, table: object, quant: QdqSettings) -> list[Layer]:
@@ -123,7 +112,11 @@ def quantized_layers(model_path: Path, table: object, quant: QdqSettings) -> lis
 
 
 class Evaluator:
-    """Builds and runs INT8 variants of one model against the held-out FP32 outputs."""
+    """Builds and runs INT8 variants of one model against the held-out FP32 outputs.
+
+    ``latency`` set: each evaluated variant is also timed against FP32 (target backend = ONNX Runtime
+    on the CPU); None: accuracy only.
+    """
 
     def __init__(
         self,
@@ -133,6 +126,7 @@ class Evaluator:
         heldout: HeldOut,
         metrics: MetricSettings,
         threads: int | None = None,
+        latency: LatencySettings | None = None,
     ) -> None:
         self.model_path = model_path
         self.table = table
@@ -141,6 +135,7 @@ class Evaluator:
         self.metrics = metrics
         self.user_metrics = [UserMetric(spec) for spec in metrics.user_metrics]
         self.threads = threads
+        self.latency = latency
         self.evaluations = 0
         self.seconds = 0.0
         self._folder = tempfile.TemporaryDirectory(prefix="trtopt-int8-eval-")
@@ -182,23 +177,27 @@ class Evaluator:
         )
         return OnnxRuntimeRunner(path, session_options=options)
 
-    def evaluate(self, float_layers: Iterable[str]) -> Evaluation:
-        """Accuracy and median batch latency of the variant with ``float_layers`` float."""
+    def evaluate(self, float_layers: Iterable[str], timed: bool = True) -> Evaluation:
+        """Accuracy of the variant with ``float_layers`` float, and (``timed`` and measurable) its latency vs FP32."""
         started = time.perf_counter()
         layers = frozenset(float_layers)
         path = self.variant(layers, self.workdir / f"variant-{self.evaluations}.onnx")
         accumulator = AccuracyAccumulator(self.metrics, self.user_metrics)
-        times = []
+        latency_ms = speedup = None
         with self._runner(path) as runner:  # type: ignore[attr-defined]
             for feed, labels, expected in zip(self.heldout.feeds, self.heldout.labels, self.heldout.reference):
-                tic = time.perf_counter()
-                got = runner.infer(feed)
-                times.append(time.perf_counter() - tic)
-                accumulator.update(expected, got, labels)
+                accumulator.update(expected, runner.infer(feed), labels)
+            if timed and self.latency is not None:
+                feed = self.heldout.feeds[0]
+                timed = compare_latency(
+                    {"fp32": lambda: self.heldout.fp32.infer(feed), "variant": lambda: runner.infer(feed)},
+                    self.latency,
+                )
+                latency_ms, speedup = timed.fastest_ms["variant"], timed.speedup("variant", "fp32")
         path.unlink()
         self.evaluations += 1
         self.seconds += time.perf_counter() - started
-        return Evaluation(layers, accumulator.report(), 1000 * float(np.median(times)))
+        return Evaluation(layers, accumulator.report(), latency_ms, speedup)
 
     def close(self) -> None:
         self._folder.cleanup()
@@ -208,18 +207,6 @@ class Evaluator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _noise_ratio(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Noise power over signal power (0: identical); non-finite candidates count as all noise."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    finite = np.isfinite(ref)
-    if not np.isfinite(cand[finite]).all():
-        return float("inf")
-    signal = float((ref[finite] ** 2).sum())
-    noise = float(((ref[finite] - cand[finite]) ** 2).sum())
-    return noise / signal if signal > 0 else (0.0 if noise == 0 else float("inf"))
 
 
 def _activations(graph: onnx.GraphProto) -> set[str]:
@@ -251,44 +238,25 @@ def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights
     return values
 
 
-def noise_ranking(evaluator: Evaluator, layers: Sequence[Layer], batches: int = 2) -> list[RankedLayer]:
-    """Layers sorted by the noise each adds in the full INT8 variant (one pass over a few batches), with their MACs."""
+def macs_per_sample(evaluator: Evaluator, layers: Sequence[Layer]) -> dict[str, float]:
+    """Each layer's MACs per sample, from the tensor shapes of one FP32 run on the first held-out batch.
+
+    The run exposes the layers' inputs and outputs, so it needs its own session of the FP32 model
+    (once per search); shapes from ONNX Runtime hold where shape inference gives up (paddle2onnx
+    reshapes, dynamic dimensions)."""
     graph = onnx.load(os.fspath(evaluator.model_path), load_external_data=False).graph
     nodes = {node.name: node for node in graph.node}
     weights = {init.name: tuple(init.dims) for init in graph.initializer}
-    folder = evaluator.workdir
-    quantized = evaluator.variant((), folder / "ranking-int8.onnx")
-    fp32 = folder / "ranking-fp32.onnx"
-    onnx.save(onnx.load(os.fspath(evaluator.model_path)), os.fspath(fp32))
-    # activations only: values computed by a (non-Constant) node, or graph inputs, in both models
-    computed = _activations(graph) & _activations(onnx.load(os.fspath(quantized), load_external_data=False).graph)
-    constants = {name for node in graph.node for name in [*node.input, *node.output]} - computed
-    watched = {
-        name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output] if name in computed
-    }
-    ratios: dict[str, list[float]] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    with (
-        evaluator._runner(fp32, sorted(watched)) as ref_runner,
-        evaluator._runner(quantized, sorted(watched)) as int8_runner,
-    ):  # type: ignore[attr-defined]
-        available = {o.name for o in ref_runner.outputs} & {o.name for o in int8_runner.outputs}
-        for feed in evaluator.heldout.feeds[:batches]:
-            ref_out, int8_out = ref_runner.infer(feed), int8_runner.infer(feed)
-            if not shapes:
-                shapes = {name: tuple(value.shape) for name, value in {**feed, **ref_out}.items()}
-            for name in watched & available:
-                ratios.setdefault(name, []).append(_noise_ratio(ref_out[name], int8_out[name]))
-    noise = {name: float(np.mean(values)) for name, values in ratios.items()}
-
-    def added(layer: Layer) -> float:
-        node = nodes[layer.name]
-        out = max((noise.get(n, 0.0) for n in node.output if n), default=0.0)
-        into = max((noise.get(n, 0.0) for n in node.input if n and n not in constants), default=0.0)
-        return out - into if np.isfinite(out) and np.isfinite(into) else (float("inf") if not np.isfinite(out) else out)
-
-    batch = int(next(iter(evaluator.heldout.feeds[0].values())).shape[0]) or 1  # held-out data is never empty
-    scored = [
-        RankedLayer(layer, added(layer), layer_macs(nodes[layer.name], shapes, weights) / batch) for layer in layers
-    ]
-    return sorted(scored, key=lambda item: -item.added_noise)
+    weights.update({node.output[0]: tuple(attr.t.dims) for node in graph.node if node.op_type == "Constant"
+                    for attr in node.attribute if attr.name == "value"})  # paddle2onnx keeps weights in Constants
+    computed = _activations(graph)
+    watched = {name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output]
+               if name in computed}
+    exposed = evaluator.workdir / "shapes-fp32.onnx"
+    onnx.save(onnx.load(os.fspath(evaluator.model_path)), os.fspath(exposed))
+    feed = evaluator.heldout.feeds[0]
+    with evaluator._runner(exposed, sorted(watched)) as runner:  # type: ignore[attr-defined]
+        shapes = {name: tuple(value.shape) for name, value in {**feed, **runner.infer(feed)}.items()}
+    exposed.unlink()
+    batch = int(next(iter(feed.values())).shape[0]) or 1  # held-out data is never empty
+    return {layer.name: layer_macs(nodes[layer.name], shapes, weights) / batch for layer in layers}

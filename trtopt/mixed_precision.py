@@ -1,79 +1,114 @@
-"""Automatic mixed precision: keep the most harmful INT8 layers float until an accuracy budget holds.
+"""Automatic mixed precision: quantize the most, and most contiguous, INT8 layers an accuracy budget allows.
 
-The search, and why it is cheap (a few dozen variant evaluations at most, not two per layer):
+The search, measured rather than estimated at every step, and bounded (about blocks + log2(blocks)
++ prune_evaluations variants, each one Q/DQ pass and one run over the held-out batches):
 
-1. Evaluate the full INT8 variant on the held-out data; if it meets the budget, nothing stays float.
-2. Rank the layers once (:func:`trtopt.int8_eval.noise_ranking`: one run of FP32 and INT8 with every
-   layer's tensors exposed, on two batches) by the noise each adds. Layers whose added noise falls
-   in the same power-of-two band are *equally harmful*; among those the one with fewer MACs (the
-   latency proxy: its INT8 version gains little) comes first, so it is kept float first.
-3. Keep the top 1, 2, 4, ... layers float until the budget holds, then bisect between the last miss
-   and the first hit for the smallest prefix that holds. The noise ranking is only an estimate, so
-   this prefix is usually far larger than needed.
-4. Prune it: split the float set into contiguous spans in graph order (halves, then quarters, ...),
-   and try returning each span to INT8, spans with the most MACs first; a return is kept when the
-   budget still holds. Contiguous spans return neighbours together, so pruning does not scatter
-   lone INT8 layers between float ones. Spans with negligible MACs (under 0.1% of the model's
-   quantized MACs) are not tried: INT8 would not make them faster. Pruning stops after
-   :attr:`SearchSettings.prune_evaluations` variants.
-5. Close islands: an INT8 layer whose graph-order neighbours are both float would pay a quantize
-   and a dequantize for one layer, which is usually slower than float, so it joins the float set if
-   the budget still holds (one more variant).
-6. With every layer float the model is FP32 again, so an accuracy budget can always be met; a budget
-   with ``speedup`` (engine vs FP32 latency on the held-out batches, measured on the CPU with ONNX
-   Runtime) may not be: then the search fails with the best variant reached (the smallest
+1. Evaluate the full INT8 variant; if it meets the budget, nothing stays float.
+2. **Probe blocks.** Split the quantized layers, in graph order, into ``blocks`` contiguous blocks
+   and evaluate each block *quantized alone* (everything else float). Its *harm* is the output
+   noise that block causes by itself, downstream amplification included (noise-to-signal power
+   summed over outputs: continuous even when the budget's metric is coarse, such as identical
+   decoded lines out of 30; independent noises add, so harms of blocks add up). Its *gain* is what
+   INT8 buys there: its share of the quantized MACs times the full INT8 variant's gain over FP32,
+   which with ONNX Runtime as the target is *measured* (:mod:`trtopt.latency`: FP32 timed in the same
+   interleaved rounds); elsewhere the MACs share alone, an estimate (the result says which).
+   Why not rank layers by the noise each adds in the full INT8 model, or by what leaving one block
+   float buys back: errors compound, so in a noisy model every single change looks negligible
+   (PP-OCRv4's recognizer: a one-pass noise ranking needed 118 of 127 layers float before pruning;
+   leave-alone-in-float gains were all under 12% of the total noise).
+3. **Prefix over the block ranking.** Blocks are ranked by harm per gain, least first; a block whose
+   INT8 version is not faster (no measured gain) comes last, so it is the first to stay float.
+   Bisection finds the largest number of top-ranked blocks that can be INT8 together with the
+   budget holding (the rest stay float).
+4. **Refine** the float set: split each contiguous float run into halves, quarters, ...; try
+   returning each piece to INT8, most MACs first (the most speed won back), and keep the return
+   when the budget still holds. Pieces with negligible MACs (under 0.1% of the quantized MACs) are
+   not tried: INT8 would not make them faster. Pieces are contiguous, so float regions stay whole
+   and few Q/DQ boundaries appear (each one costs a quantize or dequantize on ONNX Runtime's CPU).
+   Stops after :attr:`SearchSettings.prune_evaluations` variants.
+5. **Close islands**: an INT8 layer whose graph-order neighbours are both float would pay a quantize
+   and a dequantize for one layer, so it joins the float set if the budget still holds.
+6. Steps 3 and 4 judge accuracy only (returning layers to INT8 makes a variant faster); the chosen
+   variant is then timed against FP32 and judged on the whole budget, ``speedup`` included. With
+   every layer float the model is FP32 again, so an accuracy budget can always be met; a budget
+   with ``speedup`` may not be: then the search fails with the best variant reached (the smallest
    :meth:`AccuracyBudget.shortfall`), and the build writes nothing.
 
-Every variant reuses the one calibration and runs on the held-out batches only. Layers kept float
-stay FP32 (the ONNX Runtime CPU backend has no FP16 kernels worth using). Each kept layer is
-recorded with its rank, the noise it added, its MACs and the reason it stayed float; the search's
-cost (variants evaluated, seconds) and every evaluated variant are reported.
+Every variant reuses the one calibration. The result records each kept layer with its block and
+MACs and why it stayed float, every block's harm and gain, the search's cost (variants, seconds)
+and every evaluated variant with its measured speedup.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trtopt.budget import AccuracyBudget
+from trtopt.budget import SPEEDUP, AccuracyBudget
 from trtopt.errors import TrtoptError
-from trtopt.int8_eval import Evaluation, Evaluator, Layer, RankedLayer, noise_ranking
+from trtopt.int8_eval import Evaluation, Evaluator, Layer, macs_per_sample
+from trtopt.sensitivity import noise_to_signal
 
-NEGLIGIBLE_MACS_SHARE = 1e-3  # a span below this share of the quantized MACs gains nothing from INT8
+NEGLIGIBLE_MACS_SHARE = 1e-3  # a piece below this share of the quantized MACs gains nothing from INT8
+NO_GAIN = 1e-3  # a block whose INT8 version makes the model less than 0.1% faster gains nothing
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """How much the search may spend beyond the prefix search."""
+    """How much the search may spend: blocks probed, refinement variants."""
 
-    prune_evaluations: int = 24  # halves to sixteenths of the float set need 2 + 4 + 8 + 16; fewer suffice often
+    blocks: int = 12
+    prune_evaluations: int = 12
     close_islands: bool = True
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous graph-order run of layers, probed quantized alone."""
+
+    index: int
+    layers: tuple[str, ...]
+    harm: float  # output noise-to-signal with only this block INT8
+    gain: float  # its MACs share of the full INT8 variant's measured gain over FP32 (or of the MACs, estimated)
+
+    @property
+    def priority(self) -> tuple[int, float]:
+        """Blocks that gain speed first, least harm per gain first; blocks that gain nothing last, least harm first."""
+        if self.gain < NO_GAIN:
+            return (1, self.harm)
+        return (0, self.harm / self.gain)
 
 
 @dataclass
 class SearchResult:
     """What stayed float and why, the chosen variant, and what the search cost."""
 
-    kept_float: list[dict[str, Any]]  # [{"node", "op_type", "rank", "added_noise", "macs", "reason"}]
+    kept_float: list[dict[str, Any]]  # [{"node", "op_type", "block", "macs", "reason"}]
     chosen: Evaluation
-    speedup: float | None
     evaluations: int
     seconds: float
-    tried: list[dict[str, Any]]  # every evaluated variant: {"phase", "float_layers", "shortfall", "problems"}
+    tried: list[dict[str, Any]]  # every evaluated variant: {"phase", "float_layers", "shortfall", "speedup", ...}
+    blocks: list[dict[str, Any]]
+    latency_source: str
 
     @property
     def float_nodes(self) -> list[str]:
         return [entry["node"] for entry in self.kept_float]
 
+    @property
+    def speedup(self) -> float | None:
+        return self.chosen.speedup
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kept_float": self.kept_float,
-            "float_precision": "fp32",
             "evaluations": self.evaluations,
             "seconds": round(self.seconds, 3),
-            "speedup": self.speedup,
+            "speedup": None if self.speedup is None else round(self.speedup, 4),
+            "latency_source": self.latency_source,
+            "blocks": self.blocks,
             "tried": self.tried,
         }
 
@@ -86,105 +121,161 @@ class BudgetUnreachable(TrtoptError):
         self.best = best
 
 
-def harm_order(ranking: Sequence[RankedLayer]) -> list[RankedLayer]:
-    """Most harmful first; equally harmful (same power of two of added noise) by fewest MACs first."""
-
-    def key(item: RankedLayer) -> tuple[float, float, float]:
-        noise = item.added_noise
-        bucket = math.inf if math.isinf(noise) else (math.floor(math.log2(noise)) if noise > 0 else -math.inf)
-        return (-bucket, item.macs, -noise)
-
-    return sorted(ranking, key=key)
-
-
 class _Search:
-    """The state of one search: every variant measured, keyed by its float set."""
+    """The state of one search: every variant measured, keyed by its float set.
+
+    ``holds(..., accuracy_only=True)`` ignores a ``speedup`` item: moves that return layers to INT8 make
+    a variant faster, so they only have to keep the accuracy; the full budget is checked at the end.
+    """
 
     def __init__(self, evaluator: Evaluator, budget: AccuracyBudget) -> None:
         self.evaluator = evaluator
         self.budget = budget
-        self.measured: dict[frozenset[str], tuple[Evaluation, list[str], float]] = {}
+        self.accuracy_budget = AccuracyBudget(tuple(item for item in budget.items if item.metric != SPEEDUP))
+        self.measured: dict[frozenset[str], tuple[Evaluation, list[str], float, bool]] = {}
         self.tried: list[dict[str, Any]] = []
         self.start = (evaluator.evaluations, evaluator.seconds)
 
-    def holds(self, float_layers: frozenset[str], phase: str) -> bool:
-        if float_layers not in self.measured:
-            evaluation = self.evaluator.evaluate(float_layers)
-            speed = self.speedup(evaluation)
-            problems = self.budget.violations(evaluation.report, speed)
-            shortfall = self.budget.shortfall(evaluation.report, speed)
-            self.measured[float_layers] = (evaluation, problems, shortfall)
+    def evaluation(self, float_layers: frozenset[str], phase: str, timed: bool = False) -> Evaluation:
+        """The variant's accuracy; ``timed``: with its speedup over FP32 too (measured once, where measurable)."""
+        known = self.measured.get(float_layers)
+        if known is None or (timed and known[0].speedup is None and self.evaluator.latency is not None):
+            evaluation = self.evaluator.evaluate(float_layers, timed=timed)
+            problems = self.budget.violations(evaluation.report, evaluation.speedup)
+            shortfall = self.budget.shortfall(evaluation.report, evaluation.speedup)
+            accurate = not self.accuracy_budget.violations(evaluation.report)
+            self.measured[float_layers] = (evaluation, problems, shortfall, accurate)
             self.tried.append(
                 {
                     "phase": phase,
                     "float_layers": len(float_layers),
                     "shortfall": round(shortfall, 6),
+                    "noise_to_signal": noise_to_signal(evaluation.report),
+                    "speedup": None if evaluation.speedup is None else round(evaluation.speedup, 4),
                     "problems": problems,
                 }
             )
-        return not self.measured[float_layers][1]
+        return self.measured[float_layers][0]
 
-    def speedup(self, evaluation: Evaluation) -> float:
-        return self.evaluator.heldout.fp32_latency_ms / max(evaluation.latency_ms, 1e-9)
+    def holds(self, float_layers: frozenset[str], phase: str, accuracy_only: bool = False) -> bool:
+        """Accuracy-only checks run untimed; the full budget is judged on a timed evaluation."""
+        self.evaluation(float_layers, phase, timed=not accuracy_only)
+        _, problems, _, accurate = self.measured[float_layers]
+        return accurate if accuracy_only else not problems
 
-    def result(self, kept: list[dict[str, Any]]) -> SearchResult:
+    def unreachable(self, layers: int, describe: Callable[[frozenset[str]], list[dict[str, Any]]],
+                    blocks: list[Block], latency_source: str) -> BudgetUnreachable:
+        """The failure carrying the best variant reached (smallest shortfall, then fewest float layers)."""
+        best = min(self.measured, key=lambda s: (self.measured[s][2], len(s)))
+        best_result = self.result(describe(best), blocks, latency_source)
+        return BudgetUnreachable(
+            f"no INT8/float assignment meets the accuracy budget {self.budget.to_json()}; the best reached, with "
+            f"{len(best)} of {layers} layers float, misses: " + "; ".join(self.measured[best][1])
+            + f" (searched {best_result.evaluations} variants in {best_result.seconds:.1f} s)",
+            best_result,
+        )
+
+    def result(self, kept: list[dict[str, Any]], blocks: list[Block], latency_source: str) -> SearchResult:
         evaluation = self.measured[frozenset(entry["node"] for entry in kept)][0]
         return SearchResult(
             kept,
             evaluation,
-            self.speedup(evaluation),
             self.evaluator.evaluations - self.start[0],
             self.evaluator.seconds - self.start[1],
             self.tried,
+            [{"index": b.index, "layers": len(b.layers), "first": b.layers[0], "last": b.layers[-1],
+              "harm": b.harm, "gain": b.gain} for b in blocks],
+            latency_source,
         )
 
 
-def _prefix(search: _Search, ranking: Sequence[RankedLayer]) -> int | None:
-    """Smallest k whose top-k float holds (doubling, then bisection), or None when even all float misses."""
+def split_blocks(order: Sequence[str], count: int) -> list[tuple[str, ...]]:
+    """``order`` in ``count`` contiguous runs of nearly equal length (fewer when there are fewer layers)."""
+    count = max(1, min(count, len(order)))
+    bounds = [round(i * len(order) / count) for i in range(count + 1)]
+    return [tuple(order[bounds[i] : bounds[i + 1]]) for i in range(count)]
+
+
+def _probe(search: _Search, runs: list[tuple[str, ...]], macs: dict[str, float], int8: Evaluation) -> list[Block]:
+    """Each run quantized alone: measured harm; gain = the run's share of the MACs times what the full
+    INT8 variant gains (measured speedup over FP32 minus one), or the MACs share alone where not measured.
+
+    Timing each probe on its own was tried: a block is a few percent of the model, and on a loaded
+    machine the measured gains of equal-cost blocks ranged from -0.15 to +0.24; the full variant's
+    gain is one large difference, measured in interleaved rounds, that load does not flip."""
+    everything = frozenset(n for run in runs for n in run)
+    total = sum(macs.values()) or 1.0
+    measured_gain = None if int8.speedup is None else max(int8.speedup - 1, 0.0)
+    blocks = []
+    for index, layers in enumerate(runs):
+        evaluation = search.evaluation(everything - set(layers), "probe")
+        harm = noise_to_signal(evaluation.report)
+        share = sum(macs[n] for n in layers) / total
+        gain = share if measured_gain is None else share * measured_gain
+        blocks.append(Block(index, layers, harm if math.isfinite(harm) else math.inf, gain))
+    return blocks
+
+
+def _largest_prefix(search: _Search, ranked: Sequence[Block], everything: frozenset[str]) -> int | None:
+    """Largest k whose top-k blocks INT8 (the rest float) hold, by bisection; None when not even k = 0 holds.
+
+    k = len(ranked) is the full INT8 variant, known to miss; k = 0 is all float (FP32 again)."""
 
     def holds(k: int) -> bool:
-        return search.holds(frozenset(item.layer.name for item in ranking[:k]), "prefix")
+        return search.holds(everything - {n for block in ranked[:k] for n in block.layers}, "prefix", True)
 
-    low, high = 0, None  # low: largest k known to miss; high: smallest k known to hold
-    k = 1
-    while k < len(ranking):
-        if holds(k):
-            high = k
-            break
-        low, k = k, 2 * k
-    if high is None:
-        high = len(ranking) if ranking and holds(len(ranking)) else None
-    if high is None:
+    if not holds(0):
         return None
+    low, high = 0, len(ranked)  # low: largest k known to hold; high: smallest k known to miss
     while high - low > 1:
         middle = (low + high) // 2
         if holds(middle):
-            high = middle
-        else:
             low = middle
-    return high
+        else:
+            high = middle
+    return low
+
+
+def contiguous_runs(kept: set[str], order: Sequence[str]) -> list[list[str]]:
+    """The float set as maximal runs of graph-order neighbours."""
+    runs: list[list[str]] = []
+    previous = False
+    for name in order:
+        if name in kept:
+            if not previous:
+                runs.append([])
+            runs[-1].append(name)
+        previous = name in kept
+    return runs
 
 
 def _prune(search: _Search, kept: set[str], order: list[str], macs: dict[str, float], limit: int) -> set[str]:
-    """Return contiguous graph-order spans of ``kept`` to INT8 while the budget holds, most MACs first."""
+    """Return contiguous pieces of the float runs to INT8 while the budget holds, most MACs first."""
     negligible = NEGLIGIBLE_MACS_SHARE * sum(macs.values())
-    spent, size = 0, max(len(kept) // 2, 1)
-    while spent < limit and kept:
-        in_order = [name for name in order if name in kept]
-        spans = [in_order[i : i + size] for i in range(0, len(in_order), size)]
-        spans = [s for s in spans if sum(macs[n] for n in s) > negligible]
-        for span in sorted(spans, key=lambda s: -sum(macs[n] for n in s)):
+    spent, parts = 0, 2
+    longest = max((len(run) for run in contiguous_runs(kept, order)), default=0)
+    while spent < limit and kept and parts <= 2 * longest:
+        pieces = [piece for run in contiguous_runs(kept, order) for piece in _pieces(run, parts)]
+        pieces = [p for p in pieces if sum(macs[n] for n in p) > negligible]
+        for piece in sorted(pieces, key=lambda p: -sum(macs[n] for n in p)):
             if spent >= limit:
                 break
-            candidate = kept - set(span)
+            candidate = kept - set(piece)
+            if not set(piece) <= kept:
+                continue
             if frozenset(candidate) not in search.measured:
                 spent += 1
-            if search.holds(frozenset(candidate), "prune"):
+            if search.holds(frozenset(candidate), "prune", accuracy_only=True):
                 kept = candidate
-        if size == 1:
-            break
-        size = max(size // 2, 1)
+        parts *= 2
     return kept
+
+
+def _pieces(run: list[str], parts: int) -> list[list[str]]:
+    """``run`` cut into ``parts`` contiguous pieces (single layers when it is shorter)."""
+    if len(run) <= parts:
+        return [[name] for name in run]
+    return [list(piece) for piece in split_blocks(run, parts)]
 
 
 def _islands(kept: set[str], order: list[str]) -> set[str]:
@@ -195,55 +286,57 @@ def _islands(kept: set[str], order: list[str]) -> set[str]:
 def search(
     evaluator: Evaluator, layers: Sequence[Layer], budget: AccuracyBudget, settings: SearchSettings | None = None
 ) -> SearchResult:
-    """A small float set that makes ``budget`` hold (see the module docstring)."""
+    """A small, contiguous float set that makes ``budget`` hold (see the module docstring)."""
     settings = settings or SearchSettings()
+    latency_source = (
+        "measured: ONNX Runtime on the CPU (the target), fastest of interleaved rounds vs FP32"
+        if evaluator.latency is not None
+        else "estimated: multiply-accumulates per layer (the target backend cannot run candidates here)"
+    )
     state = _Search(evaluator, budget)
     if state.holds(frozenset(), "int8"):
-        return state.result([])
-    ranking = harm_order(noise_ranking(evaluator, layers)) if layers else []
-    by_name = {item.layer.name: (rank, item) for rank, item in enumerate(ranking, 1)}
-    k = _prefix(state, ranking)
-    if k is None:
-        best = min(state.measured, key=lambda s: (state.measured[s][2], len(s)))
-        best_result = state.result(_describe(sorted(best, key=lambda n: by_name[n][0]), by_name, set()))
-        raise BudgetUnreachable(
-            f"no INT8/float assignment meets the accuracy budget {budget.to_json()}; the best reached, with "
-            f"{len(best)} of {len(ranking)} layers float, misses: "
-            + "; ".join(state.measured[best][1])
-            + f" (searched {best_result.evaluations} variants in {best_result.seconds:.1f} s)",
-            best_result,
-        )
+        return state.result([], [], latency_source)
     order = [layer.name for layer in layers]
-    macs = {item.layer.name: item.macs for item in ranking}
-    kept = _prune(state, {item.layer.name for item in ranking[:k]}, order, macs, settings.prune_evaluations)
-    islands = _islands(kept, order) if settings.close_islands else set()
+    by_name = {layer.name: layer for layer in layers}
+    macs = macs_per_sample(evaluator, layers) if layers else {}
+    int8 = state.evaluation(frozenset(), "int8", timed=True)
+    blocks = _probe(state, split_blocks(order, settings.blocks), macs, int8) if layers else []
+    ranked = sorted(blocks, key=lambda b: b.priority)
+    everything = frozenset(order)
+    block_of = {n: b.index for b in blocks for n in b.layers}
+
+    def describe(names: frozenset[str], islands: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        return _describe([n for n in order if n in names], by_name, block_of, macs, islands)
+
+    k = _largest_prefix(state, ranked, everything)
+    if k is None:
+        raise state.unreachable(len(order), describe, blocks, latency_source)
+    kept = set(everything - {n for block in ranked[:k] for n in block.layers})
+    kept = _prune(state, kept, order, macs, settings.prune_evaluations)
+    islands = frozenset(_islands(kept, order) if settings.close_islands else ())
     if islands and state.holds(frozenset(kept | islands), "islands"):
         kept |= islands
     else:
-        islands = set()
-    return state.result(_describe([n for n in order if n in kept], by_name, islands))
+        islands = frozenset()
+    if not state.holds(frozenset(kept), "final"):  # a speedup item the most accurate INT8 share still misses
+        raise state.unreachable(len(order), describe, blocks, latency_source)
+    return state.result(describe(frozenset(kept), islands), blocks, latency_source)
 
 
-def _describe(names: Sequence[str], by_name: dict[str, tuple[int, RankedLayer]], islands: set[str]) -> list[dict]:
-    """The manifest's kept-float entries: rank in the harm order, added noise, MACs and why it stayed float."""
-    negligible = NEGLIGIBLE_MACS_SHARE * sum(item.macs for _, item in by_name.values())
+def _describe(names: Sequence[str], by_name: dict[str, Layer], block_of: dict[str, int], macs: dict[str, float],
+              islands: frozenset[str]) -> list[dict[str, Any]]:
+    """The manifest's kept-float entries: block, MACs and why each layer stayed float."""
+    negligible = NEGLIGIBLE_MACS_SHARE * sum(macs.values())
     entries = []
     for name in names:
-        rank, item = by_name[name]
         if name in islands:
             reason = "lone INT8 layer between float neighbours: Q/DQ around it would cost more than INT8 saves"
-        elif item.macs <= negligible:
-            reason = "harmful and of negligible compute: INT8 would not make it faster, so float costs nothing"
+        elif macs.get(name, 0.0) <= negligible:
+            reason = "in a float region, of negligible compute: INT8 would not make it faster"
         else:
-            reason = "among the most harmful layers; returning it to INT8 broke the budget or was not tried"
-        entries.append(
-            {
-                "node": name,
-                "op_type": item.layer.op_type,
-                "rank": rank,
-                "added_noise": item.added_noise,
-                "macs": item.macs,
-                "reason": reason,
-            }
-        )
+            reason = "in a block whose INT8 version costs the most accuracy per speed gained; returning it to " \
+                     "INT8 broke the budget or was not tried"
+        entries.append({"node": name, "op_type": by_name[name].op_type, "block": block_of.get(name),
+                        "macs": macs.get(name, 0.0), "reason": reason})
     return entries
+

@@ -25,6 +25,7 @@ from trtopt import __version__
 from trtopt.accuracy import far_off_problems
 from trtopt.errors import TrtoptError, UsageError
 from trtopt.fileio import atomic_directory, atomic_write_json, sha256_file
+from trtopt.latency import LatencySettings
 from trtopt.plan import BuildPlan, build_options_json, plan_build
 from trtopt.repository import MANIFEST, SCHEMA_VERSION, cached_manifest, read_manifest
 from trtopt.settings import BuildSettings
@@ -34,6 +35,9 @@ log = logging.getLogger("trtopt.build")
 SCALE_TABLE_FILE = "scales.json"
 SENSITIVITY_FILE = "sensitivity.json"
 SENSITIVITY_TOP = 10  # layers listed in the manifest; the file has them all
+# Timing of every variant the mixed-precision search evaluates (many: short), and of the built engine (once)
+SEARCH_LATENCY = LatencySettings(min_rounds=3, max_seconds=1.0)
+BUILD_LATENCY = LatencySettings(min_rounds=5, max_seconds=5.0)
 # A SIGKILLed build leaves its staging folder (".NAME.*.staging", never loadable). Ones this old
 # belong to no running build (TensorRT builds of large models take minutes to an hour) and are swept.
 STALE_STAGING_S = 6 * 3600
@@ -106,11 +110,13 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
 
     accuracy = plan.settings.accuracy
     with OnnxRuntimeRunner(work, threads=plan.settings.engine.threads) as reference:
+        tic = time.perf_counter()
         table = _scale_table(plan, work, reference)
+        calibration_seconds = time.perf_counter() - tic if table is not plan.table else None
         batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
         mixed = ranked = None
         if plan.settings.precision == "int8" and (plan.budget or accuracy.sensitivity):
-            with _evaluator(plan, work, table, batch) as evaluator:
+            with _evaluator(plan, work, table, batch, reference) as evaluator:
                 layers = _quantized_layers(evaluator)  # read once: sensitivity and the search both rank them
                 ranked = _sensitivity(evaluator, layers) if accuracy.sensitivity else None
                 mixed = _mixed_precision(plan, evaluator, layers) if plan.budget else None
@@ -120,6 +126,8 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
                 table.save(staging / SCALE_TABLE_FILE)
             built = plan.backend.build(staging / model_file, staging, plan.options)
             manifest = _manifest(plan, staging, model_file, model_info, built, table)
+            if calibration_seconds is not None and manifest["calibration"] is not None:
+                manifest["calibration"]["seconds"] = round(calibration_seconds, 3)
             report, timing, data_used = _measure_accuracy(plan, staging, manifest, reference, batch)
             problems = plan.budget.violations(report, timing.get("speedup"))
             if problems:
@@ -134,7 +142,7 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
                                     "metric_settings": accuracy.metrics.to_json(), "far_off": far_off,
                                     "far_off_accepted": bool(far_off) and accuracy.accept_loss}
             if mixed is not None:
-                manifest["mixed_precision"] = mixed.to_json()
+                manifest["mixed_precision"] = _mixed_json(plan, mixed, calibration_seconds)
             if ranked is not None:
                 atomic_write_json(staging / SENSITIVITY_FILE, ranked.to_json())
                 manifest["sensitivity"] = {
@@ -213,8 +221,19 @@ def _precision_model(
         result = quantize(work, table, staging / "model.int8.onnx", encoding=plan.options.encoding,
                           per_channel=qdq.per_channel, exclude_nodes=sorted({*qdq.exclude_nodes, *float_nodes}),
                           exclude_op_types=qdq.exclude_op_types, force=True)
-        return "model.int8.onnx", {"encoding": plan.options.encoding, "quantized_activations": len(result.activations),
-                                   "quantized_weights": len(result.weights), "missing_scales": result.missing_scales}
+        info = {"encoding": plan.options.encoding, "quantized_activations": len(result.activations),
+                "quantized_weights": len(result.weights), "missing_scales": result.missing_scales}
+        if float_nodes and plan.backend.float_precision == "fp16":
+            from trtopt.quantization.fp16 import convert_nodes_fp16
+
+            # the search measured these float layers in FP32 on the CPU; the final accuracy check measures FP16
+            fp16 = convert_nodes_fp16(staging / "model.int8.onnx", staging / "model.int8.onnx", float_nodes,
+                                      scales=table)
+            info["float_layers"] = {"precision": "fp16", "converted": fp16.converted_nodes,
+                                    "kept_fp32": fp16.kept_fp32}
+        elif float_nodes:
+            info["float_layers"] = {"precision": "fp32", "converted": 0, "kept_fp32": {}}
+        return "model.int8.onnx", info
     if precision == "fp16":
         from trtopt.quantization.fp16 import convert_fp16
 
@@ -234,16 +253,18 @@ def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:
     return (val_data, "all") if val_data else (calib_data, "heldout") if calib_data else ("random", "all")
 
 
-def _evaluator(plan: BuildPlan, work: Path, table: Any, batch: int) -> Any:
-    """INT8 variants of `work` run against FP32 on the accuracy data (trtopt.int8_eval)."""
+def _evaluator(plan: BuildPlan, work: Path, table: Any, batch: int, reference: Any) -> Any:
+    """INT8 variants of `work` run against the open FP32 `reference` on the accuracy data (trtopt.int8_eval);
+    timed against it too when the target backend is the one variants run on (ONNX Runtime on the CPU)."""
     from trtopt.int8_eval import Evaluator, load_heldout
 
     threads = plan.settings.engine.threads
     quant = dataclasses.replace(plan.settings.qdq, encoding=plan.options.encoding)
     spec, part = _accuracy_data(plan)
-    heldout = load_heldout(work, str(spec), part, plan.settings.accuracy.samples, batch, threads,
+    heldout = load_heldout(reference, str(spec), part, plan.settings.accuracy.samples, batch,
                            plan.data.for_source(str(spec)))
-    return Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads)
+    latency = SEARCH_LATENCY if plan.backend.name == "onnxruntime" else None
+    return Evaluator(work, table, quant, heldout, plan.settings.accuracy.metrics, threads, latency)
 
 
 def _quantized_layers(evaluator: Any) -> Any:
@@ -273,17 +294,28 @@ def _mixed_precision(plan: BuildPlan, evaluator: Any, layers: Sequence[Any]) -> 
     return result
 
 
+def _mixed_json(plan: BuildPlan, mixed: Any, calibration_seconds: float | None) -> dict[str, Any]:
+    """The manifest's mixed-precision section: the search's result, what float means on this backend, and
+    the search's cost against the calibration it reused (the issue's bar: within a few times one calibration)."""
+    cost = round(mixed.seconds / calibration_seconds, 2) if calibration_seconds else None
+    return {**mixed.to_json(), "float_precision": plan.backend.float_precision,
+            "calibration_seconds": None if calibration_seconds is None else round(calibration_seconds, 3),
+            "cost_vs_calibration": cost}
+
+
 def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], reference: Any,
                       batch: int) -> tuple[Any, dict[str, Any], str]:
-    """Run the new engine and the FP32 ONNX on the same held-out batches, comparing every output; time both.
+    """Run the new engine and the FP32 ONNX on the same held-out batches, comparing every output; then time.
 
-    Speed vs FP32 is measured only where the FP32 reference runs on the same backend (ONNX Runtime
-    on the CPU); for other backends the timing records the engine alone.
+    Timing (trtopt.latency): the first batch, after warm-up, in interleaved rounds with a time cap;
+    the fastest round counts. Speed vs FP32 is measured only where the FP32 reference runs on the
+    same backend (ONNX Runtime on the CPU); elsewhere the engine is timed alone.
     """
     import numpy as np
 
     from trtopt.accuracy import AccuracyAccumulator
     from trtopt.data.sources import open_source
+    from trtopt.latency import compare_latency
     from trtopt.progress import progress
     from trtopt.shapes import fit_profile_batch, unpad_outputs
 
@@ -291,28 +323,29 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
     data = open_source(str(spec), plan.inputs, batch_size=batch, max_samples=plan.settings.accuracy.samples, part=part,
                        **plan.data.for_source(str(spec)))
     accumulator = AccuracyAccumulator(plan.settings.accuracy.metrics)
-    times, reference_times = [], []
+    timed_feed: dict[str, Any] = {}
     with plan.backend.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
             # a short last batch is padded to fit the profile; the padding is dropped from the outputs
             feed, padded = fit_profile_batch(item.feed, plan.inputs, plan.profile)
-            tic = time.perf_counter()
-            expected = reference.infer(feed)
-            reference_times.append(time.perf_counter() - tic)
-            tic = time.perf_counter()
-            got = engine.infer(feed)
-            times.append(time.perf_counter() - tic)
+            timed_feed = timed_feed or feed
+            expected, got = reference.infer(feed), engine.infer(feed)
             accumulator.update(unpad_outputs(expected, item.size, padded),
                                unpad_outputs({k: np.asarray(v) for k, v in got.items()}, item.size, padded),
                                item.labels)
-    if accumulator.samples == 0:
-        raise UsageError(f"accuracy data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
-    timing: dict[str, Any] = {"batch": batch, "median_ms": round(1000 * float(np.median(times)), 4),
-                              "batches": len(times)}
-    if plan.backend.name == "onnxruntime" and plan.settings.precision != "fp32":
-        fp32_ms = 1000 * float(np.median(reference_times))
-        timing.update(fp32_median_ms=round(fp32_ms, 4), speedup=round(fp32_ms / max(timing["median_ms"], 1e-9), 4))
-        timing["slower_than_fp32"] = timing["speedup"] < 1.0
+        if accumulator.samples == 0:
+            raise UsageError(f"accuracy data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
+        versus_fp32 = plan.backend.name == "onnxruntime" and plan.settings.precision != "fp32"
+        runs = {"engine": lambda: engine.infer(timed_feed)}
+        if versus_fp32:
+            runs["fp32"] = lambda: reference.infer(timed_feed)
+        timed = compare_latency(runs, BUILD_LATENCY)
+    timing: dict[str, Any] = {"batch": batch, "method": "fastest of interleaved rounds after warm-up"}
+    if versus_fp32:
+        timing.update(timed.to_json("engine", "fp32"))
+    else:
+        timing.update(fastest_ms=round(timed.fastest_ms["engine"], 6), median_ms=round(timed.median_ms["engine"], 6),
+                      timing_rounds=timed.rounds)
     return accumulator.report(), timing, f"{spec} ({part})"
 
 

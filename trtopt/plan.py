@@ -23,7 +23,7 @@ from typing import Any
 
 from trtopt import __version__
 from trtopt.backends.registry import Backend, BuildOptions
-from trtopt.budget import AccuracyBudget
+from trtopt.budget import SPEEDUP, AccuracyBudget
 from trtopt.errors import UsageError
 from trtopt.fileio import ensure_writable_dir, sha256_bytes, sha256_file
 from trtopt.settings import BuildSettings, check
@@ -90,12 +90,8 @@ class BuildPlan:
 
 def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> BuildPlan:
     """Resolve and check everything about building `onnx_path` with `settings` (UsageError/TrtoptError)."""
-    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.backends.registry import get_backend
     from trtopt.backends.select import select_backend
-    from trtopt.data.sources.synthetic import parse_input_ranges
-    from trtopt.quantization.modelio import initializer_inputs, load_onnx
-    from trtopt.shapes import derive_profile
 
     started = time.perf_counter()
     check(settings)
@@ -109,44 +105,69 @@ def plan_build(onnx_path: str | os.PathLike[str], settings: BuildSettings) -> Bu
                          "images, file.py:function, or 'digits'), or --calib-table TABLE.json from `trtopt calibrate` "
                          "on this model")
     source = Path(onnx_path)
-    model = load_onnx(source)
-    constants = initializer_inputs(model)
-    overrides = _fed_constants(model, constants, calibration.data, settings.accuracy.data)
-    del model
-    shapes = settings.shapes
-    ranges = shapes.input_ranges
-    ranges = parse_input_ranges(ranges) if isinstance(ranges, str | None) else dict(ranges)
     metrics = settings.accuracy.metrics
     budget = AccuracyBudget.parse(settings.accuracy.budget, user_metrics=bool(metrics.user_metrics))
     backend_name, reason = select_backend(settings.engine.backend)
     backend = get_backend(backend_name)
+    if any(item.metric == SPEEDUP for item in budget.items) and backend.name != "onnxruntime":
+        raise UsageError(f"--accuracy-budget speedup=: speed vs FP32 is measured only with the onnxruntime backend, "
+                         f"not {backend.name} (the FP32 reference runs on the CPU)")
     name = settings.name or f"{source.stem}-{settings.precision}"
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"--name {name!r}: expected a plain folder name")
+    data = plan_data(source, settings, needs_profile=backend.name not in PROFILE_FREE_BACKENDS)
     engine_dir = ensure_writable_dir(settings.engines_dir, "engines folder") / name
-    with OnnxRuntimeRunner(source, threads=settings.engine.threads) as reference:
-        inputs, outputs = reference.inputs, reference.outputs
-    # Engines that need a profile (TensorRT) take unset dynamic dimensions from the data; ONNX Runtime
-    # engines run any shape, so the data only has to fit the shapes the user gave.
-    data_specs = (calibration.data, settings.accuracy.data)
-    needs_profile = backend.name not in PROFILE_FREE_BACKENDS
-    observed = _observed_shapes(inputs, data_specs, constants, settings.batch_size,
-                                explicit=needs_profile or any((shapes.shapes, shapes.min_shapes, shapes.max_shapes)))
-    profile = derive_profile(inputs, shapes.shapes, shapes.min_shapes, shapes.opt_shapes, shapes.max_shapes,
-                             default_max_batch=shapes.max_batch, observed=observed,
-                             observed_from=f"data {' and '.join(s for s in data_specs if s)}",
-                             require_all=needs_profile, profile_observed=needs_profile)
+    profile = data.options.profile
     encoding = settings.qdq.encoding or backend.default_encoding if settings.precision == "int8" else None
     options = BuildOptions(precision=settings.precision, profile=profile, encoding=encoding, engine=settings.engine)
     backend.check_options(options)
     source_sha256 = sha256_file(source)
     table = _matched_table(calibration.table, source_sha256, settings.force)
     plan = BuildPlan(settings=settings, source=source, source_sha256=source_sha256, backend=backend,
-                     backend_reason=reason, backend_version=backend.version(), device=backend.device(), inputs=inputs,
-                     outputs=outputs, options=options, table=table, budget=budget, engine_dir=engine_dir,
-                     cache_key="", started=started, data=DataOptions(constants, profile, ranges),
-                     overrides=overrides)
+                     backend_reason=reason, backend_version=backend.version(), device=backend.device(),
+                     inputs=data.inputs, outputs=data.outputs, options=options, table=table, budget=budget,
+                     engine_dir=engine_dir, cache_key="", started=started, data=data.options, overrides=data.overrides)
     return dataclasses.replace(plan, cache_key=cache_key(plan))
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The model's inputs and outputs and what its data sources need (a build's, or a sensitivity run's)."""
+
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    options: DataOptions
+    # values the user's data gives for initializer-backed inputs (old IR); the prepared model uses them
+    overrides: Mapping[str, Any]
+
+
+def plan_data(source: Path, settings: BuildSettings, needs_profile: bool) -> DataPlan:
+    """Read the model's inputs, the values its data gives initializer-backed inputs, --input-range, and
+    the shape profile (`needs_profile`: every dynamic dimension bounded, from the flags or the data)."""
+    from trtopt.backends.onnxruntime import OnnxRuntimeRunner
+    from trtopt.data.sources.synthetic import parse_input_ranges
+    from trtopt.quantization.modelio import initializer_inputs, load_onnx
+    from trtopt.shapes import derive_profile
+
+    calibration, shapes = settings.calibration, settings.shapes
+    model = load_onnx(source)
+    constants = initializer_inputs(model)
+    overrides = _fed_constants(model, constants, calibration.data, settings.accuracy.data)
+    del model
+    ranges = shapes.input_ranges
+    ranges = parse_input_ranges(ranges) if isinstance(ranges, str | None) else dict(ranges)
+    with OnnxRuntimeRunner(source, threads=settings.engine.threads) as reference:
+        inputs, outputs = reference.inputs, reference.outputs
+    # Engines that need a profile (TensorRT) take unset dynamic dimensions from the data; ONNX Runtime
+    # engines run any shape, so the data only has to fit the shapes the user gave.
+    data_specs = (calibration.data, settings.accuracy.data)
+    observed = _observed_shapes(inputs, data_specs, constants, settings.batch_size,
+                                explicit=needs_profile or any((shapes.shapes, shapes.min_shapes, shapes.max_shapes)))
+    profile = derive_profile(inputs, shapes.shapes, shapes.min_shapes, shapes.opt_shapes, shapes.max_shapes,
+                             default_max_batch=shapes.max_batch, observed=observed,
+                             observed_from=f"data {' and '.join(s for s in data_specs if s)}",
+                             require_all=needs_profile, profile_observed=needs_profile)
+    return DataPlan(inputs, outputs, DataOptions(constants, profile, ranges), overrides)
 
 
 def _fed_constants(model: Any, constants: Mapping[str, TensorInfo], *specs: str | None) -> dict[str, Any]:

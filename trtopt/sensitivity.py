@@ -52,8 +52,6 @@ class LayerSensitivity:
             "gain": self.gain,
             "int8_alone": _summary(self.int8_alone.report),
             "float_alone": _summary(self.float_alone.report),
-            "int8_alone_latency_ms": self.int8_alone.latency_ms,
-            "float_alone_latency_ms": self.float_alone.latency_ms,
         }
 
 
@@ -71,7 +69,6 @@ class SensitivityResult:
             "evaluations": self.evaluations,
             "seconds": round(self.seconds, 3),
             "all_int8": _summary(self.all_int8.report),
-            "all_int8_latency_ms": self.all_int8.latency_ms,
             "layers": [entry.to_json() for entry in self.layers],
         }
 
@@ -109,13 +106,13 @@ def analyze(
 ) -> SensitivityResult:
     """Measure both variants of every layer and rank them (``on_layer(done, total)`` reports progress)."""
     start_evaluations, start_seconds = evaluator.evaluations, evaluator.seconds
-    all_int8 = evaluator.evaluate(())
+    all_int8 = evaluator.evaluate((), timed=False)
     baseline = noise_to_signal(all_int8.report)
     names = [layer.name for layer in layers]
     entries = []
     for index, layer in enumerate(layers):
-        alone = evaluator.evaluate(n for n in names if n != layer.name)
-        kept = evaluator.evaluate([layer.name])
+        alone = evaluator.evaluate((n for n in names if n != layer.name), timed=False)
+        kept = evaluator.evaluate([layer.name], timed=False)
         entries.append(
             LayerSensitivity(layer, alone, kept, noise_to_signal(alone.report), baseline - noise_to_signal(kept.report))
         )
@@ -134,27 +131,33 @@ def analyze(
 def run_sensitivity(model: Path, settings: BuildSettings, *, samples: int = 64,
                     on_layer: Callable[[int, int], None] | None = None) -> SensitivityResult:
     """Calibrate (or load ``settings.calibration.table``), then :func:`analyze` every quantized layer on
-    `samples` held-out samples (the calibration, Q/DQ, accuracy-metric and thread settings of a build)."""
+    `samples` held-out samples, with a build's calibration, Q/DQ, accuracy-metric, data (initializer-backed
+    inputs, ``--input-range``, ``--shapes``) and thread settings. One FP32 session serves calibration
+    and the held-out reference."""
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.data.sources import open_source
+    from trtopt.plan import plan_data
     from trtopt.quantization.calibrate import calibrate
+    from trtopt.quantization.modelio import prepared_source
     from trtopt.quantization.table import ScaleTable
 
     calibration, qdq, threads = settings.calibration, settings.qdq, settings.engine.threads
     if calibration.data is None:
         raise UsageError("--calib-data is required: its held-out part is the evaluation data unless --val-data")
+    data = plan_data(model, settings, needs_profile=False)
+    table = None
     if calibration.table:
         table = ScaleTable.load(calibration.table)
         table.ensure_matches(model, force=settings.force)
-    else:
-        with OnnxRuntimeRunner(model, threads=threads) as runner:
-            inputs = runner.inputs
-        data = open_source(calibration.data, inputs, batch_size=settings.batch_size, max_samples=calibration.samples,
-                           seed=calibration.seed, part="calibration")
-        table = calibrate(model, data, calibration, threads=threads)
     quant = dataclasses.replace(qdq, encoding=qdq.encoding or host_cpu_encoding())
     val_data = settings.accuracy.data
     spec, part = (val_data, "all") if val_data else (calibration.data, "heldout")
-    heldout = load_heldout(model, spec, part, samples, settings.batch_size, threads)
-    with Evaluator(model, table, quant, heldout, settings.accuracy.metrics, threads) as evaluator:
-        return analyze(evaluator, quantized_layers(model, table, quant), on_layer)
+    with prepared_source(model, data.overrides) as work, OnnxRuntimeRunner(work, threads=threads) as fp32:
+        if table is None:
+            batches = open_source(calibration.data, fp32.inputs, batch_size=settings.batch_size,
+                                  max_samples=calibration.samples, seed=calibration.seed, part="calibration",
+                                  **data.options.for_source(calibration.data))
+            table = calibrate(work, batches, calibration, threads=threads)
+        heldout = load_heldout(fp32, spec, part, samples, settings.batch_size, data.options.for_source(spec))
+        with Evaluator(work, table, quant, heldout, settings.accuracy.metrics, threads) as evaluator:
+            return analyze(evaluator, quantized_layers(work, table, quant), on_layer)

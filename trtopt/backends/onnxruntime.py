@@ -96,6 +96,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     title = "ONNX Runtime on the CPU"
+    float_precision = "fp32"  # ONNX Runtime's CPU kernels are FP32; FP16 would add casts, not speed
     engine_fields = ("threads",)  # recorded in session.json, which the engine folder holds
 
     @property

@@ -89,6 +89,7 @@ class OnnxRuntimeGpuBackend:
         self.provider = provider
         self.title = f"ONNX Runtime {provider}"
         self.default_encoding = "onnxruntime-cpu"
+        self.float_precision = "fp16"  # CUDA and TensorRT execution providers run FP16 kernels
         # threads are recorded in session.json; the TensorRT EP also takes the workspace limit
         self.engine_fields: tuple[str, ...] = (
             ("threads", "workspace_bytes") if provider == "TensorrtExecutionProvider" else ("threads",)

@@ -57,6 +57,7 @@ class Backend(Protocol):
     name: str
     title: str  # how messages name it, e.g. "ONNX Runtime on the CPU"
     default_encoding: str  # Q/DQ encoding an INT8 build writes for this backend unless --encoding says otherwise
+    float_precision: str  # what layers an INT8 build keeps float run in: fp16 where the device runs it fast, else fp32
     # EngineSettings fields that change the engine this backend builds (cache key and manifest take only these)
     engine_fields: tuple[str, ...]
 

@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from trtopt.cli.groups import ACCURACY, CALIBRATION, ENGINE, OUTPUT, QDQ
+    from trtopt.cli.groups import ACCURACY, CALIBRATION, ENGINE, OUTPUT, QDQ, SHAPES
 
     p = subparsers.add_parser(
         "sensitivity",
@@ -15,11 +15,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Calibrate (or take --calib-table), then for every quantized layer (Q/DQ group) measure on "
         "held-out data the effect on every output metric of quantizing it alone and of leaving it alone "
         "in float; print the layers ranked, most harmful first, with their ONNX node names. --calib-data "
-        "is required: its held-out part is the evaluation data unless --val-data (FILE.py:FN runs code).",
+        "is required: its held-out part is the evaluation data unless --val-data (FILE.py:FN runs code). The data "
+        "flags are build's: --calib-data random takes --input-range and --shapes as build does.",
     )
     p.add_argument("onnx", help="FP32 ONNX model")
     CALIBRATION.add(p, only=["data", "method", "table", "samples", "seed"], required=["data"])
     ACCURACY.add(p, only=["data", "metrics"])
+    SHAPES.add(p, only=["shapes", "min_shapes", "opt_shapes", "max_shapes", "input_ranges"])
     QDQ.add(p, only=["encoding", "per_channel", "exclude_nodes", "exclude_op_types"])
     ENGINE.add(p, only=["threads"])
     OUTPUT.add(p, only=["batch_size"])

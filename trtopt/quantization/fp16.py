@@ -243,3 +243,73 @@ def convert_fp16(model_path: str | os.PathLike[str], output_path: str | os.PathL
     if output_path is not None:
         result.path = write_derived_onnx(converted, output_path, model_path)
     return result
+
+
+def convert_nodes_fp16(model_path: str | os.PathLike[str], output_path: str | os.PathLike[str],
+                       nodes: Iterable[str], *, scales: ScaleSource | Mapping[str, float] | None = None) -> Fp16Result:
+    """Convert only ``nodes`` of a (Q/DQ) model to FP16; every other node keeps its precision.
+
+    What an INT8 build for a backend that runs FP16 (TensorRT, strongly typed) does with the layers
+    it keeps in float: they were left out of INT8 for accuracy, FP16 keeps most of that and runs
+    faster than FP32. The same rules as :func:`convert_model_fp16` apply to them (a node whose
+    calibrated range overflows FP16 stays FP32 and says why). Q/DQ nodes and INT8 layers are not
+    touched: constants they read (scales, biases) stay FP32 initializers, as TensorRT requires of
+    Q/DQ scales. Inputs and outputs stay FP32. ``kept_fp32`` lists only the requested nodes kept FP32.
+    """
+    import copy
+
+    model = load_onnx(model_path)
+    _name_nodes(model)
+    wanted = set(nodes) & {node.name for node in model.graph.node}
+    others = [node.name for node in model.graph.node if node.name not in wanted]
+    converted, kept = convert_model_fp16(copy.deepcopy(model), scales=scales, exclude_nodes=others)
+    restore_fp32_constants(model.graph, converted.graph, wanted - set(kept))
+    problem = runtime_load_problem(converted)
+    if problem:
+        raise TrtoptError(f"FP16 conversion of the layers kept float wrote a model ONNX Runtime cannot load; this is "
+                          f"a trtopt bug, please report it with the model: {problem.splitlines()[0][-300:]}")
+    kept_fp32 = {name: reason for name, reason in kept.items() if name in wanted}
+    result = Fp16Result(path=None, kept_fp32=kept_fp32, converted_nodes=len(wanted) - len(kept_fp32))
+    result.path = write_derived_onnx(converted, output_path, model_path)
+    return result
+
+
+def restore_fp32_constants(source: onnx.GraphProto, converted: onnx.GraphProto, fp16_nodes: set[str]) -> None:
+    """Give the FP32 initializers that nodes outside ``fp16_nodes`` read back their FP32 values.
+
+    The converter casts every float initializer to FP16 and reads it back through a Cast to FP32 for
+    blocked nodes: Q/DQ scales would lose precision and stop being constants. Restored here: blocked
+    readers read the original initializer again (the Cast is dropped), FP16 readers get an FP16 copy.
+    """
+    original = {init.name: init for init in source.initializer if init.data_type == onnx.TensorProto.FLOAT}
+    blocked_reads = {name for node in source.node if node.name not in fp16_nodes for name in node.input}
+    restore = set(original) & blocked_reads
+    fp16_copies: dict[str, str] = {}
+    for init in converted.initializer:
+        if init.name in restore and init.data_type == onnx.TensorProto.FLOAT16:
+            duplicate = copy_tensor(init, f"{init.name}_fp16")
+            fp16_copies[init.name] = duplicate.name
+            converted.initializer.append(duplicate)
+            init.CopyFrom(original[init.name])
+    casts = {node.output[0]: node.input[0] for node in converted.node
+             if _cast_to(node) == onnx.TensorProto.FLOAT and node.input[0] in fp16_copies}
+    kept_nodes = [node for node in converted.node if node.output[0] not in casts or node.op_type != "Cast"]
+    for node in kept_nodes:
+        for index, name in enumerate(node.input):
+            if name in casts:
+                node.input[index] = casts[name]
+            elif name in fp16_copies and node.name in fp16_nodes:
+                node.input[index] = fp16_copies[name]
+    del converted.node[:]
+    converted.node.extend(kept_nodes)
+    used = {name for node in converted.node for name in node.input}
+    unused = [init for init in converted.initializer if init.name in fp16_copies.values() and init.name not in used]
+    for init in unused:
+        converted.initializer.remove(init)
+
+
+def copy_tensor(tensor: onnx.TensorProto, name: str) -> onnx.TensorProto:
+    duplicate = onnx.TensorProto()
+    duplicate.CopyFrom(tensor)
+    duplicate.name = name
+    return duplicate

@@ -17,6 +17,7 @@ class TensorRTBackend:
     name = "tensorrt"
     title = "TensorRT"
     default_encoding = "tensorrt"
+    float_precision = "fp16"  # strongly typed: layers kept out of INT8 run in the ONNX's type, FP16 is written
     # the timing cache only speeds a build up and threads only concern CPU backends: neither changes the engine
     engine_fields = ("workspace_bytes", "opt_level", "tf32", "version_compatible", "hardware_compat", "contexts")
 
