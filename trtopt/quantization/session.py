@@ -93,9 +93,6 @@ class TargetRunner:
             # no arena: it keeps the largest batch's buffers and grows in power-of-two steps, which
             # shows up as peak memory creeping with the number of batches
             options.enable_cpu_mem_arena = False
-            # no memory pattern either: with every target an output it only adds a planned block on
-            # top of the outputs (ResNet-18 at batch 16: about 120 MB of a 980 MB peak)
-            options.enable_mem_pattern = False
             try:
                 self.session = OrtSession(path, options, providers.providers)
             except UsageError as exc:  # ONNX Runtime names the temporary graph; the user knows their file
