@@ -419,7 +419,8 @@ def evaluate(model: str, path: Path, args: argparse.Namespace, work: Path, mo: t
             )
             row["budget_met"] = bool(row["vs_fp32"] is not None and row["vs_fp32"] >= 0.99)
             if model == "det":
-                row["mask_iou"] = mask_iou(got, truth_held)
+                boxes = detection_scores([db_boxes(prob) for prob in got[:, 0]], truth_held)
+                row.update(precision=boxes["precision"], recall=boxes["recall"], mask_iou=mask_iou(got, truth_held))
         if column.close is not None:
             column.close()
         rows.append(row)
