@@ -1,6 +1,7 @@
 """The ONNX Runtime CPU encodings: 7-bit weights where int8 kernels saturate, full 8 bits where they cannot."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtopt.backends.onnxruntime import OnnxRuntimeBackend
 from trtopt.quantization.calibrate import calibrate
-from trtopt.quantization.encodings import host_cpu_encoding
+from trtopt.quantization.encodings import get_encoding, host_cpu_encoding
 from trtopt.quantization.qdq import quantize
 
 from conftest import make_residual_convnet
@@ -90,3 +91,57 @@ def test_vnni_host_computes_full_range_weights_exactly(tmp_path):
     assert ops & {"QLinearMatMul", "MatMulIntegerToFloat"}, f"no u8 x s8 integer kernel ran: {ops}"
     assert np.abs(exact).max() > 10
     np.testing.assert_allclose(fused, exact, atol=0.6)  # a saturated int16 pair sum would be off by ~30
+
+
+def test_uint8_activations_spend_their_levels_on_the_observed_range():
+    encoding = get_encoding("onnxruntime-cpu")
+    lopsided = encoding.activation_params(6.0, False, (-0.375, 7.5))  # a hardswish output clipped at amax 6
+    assert lopsided.zero_point == 15 and lopsided.scale == pytest.approx(6.375 / 255)
+    assert encoding.activation_params(6.0, False, (-9.0, -1.0)).zero_point == 255  # all negative: 0 at the top
+    assert encoding.activation_params(6.0, False).zero_point == 128  # no recorded range: symmetric as before
+    assert get_encoding("tensorrt").activation_params(6.0, False, (-0.375, 6.0)).zero_point == 0
+
+
+def _hardswish_net(path: Path) -> Path:
+    """Conv -> HardSwish -> (Transpose -> Conv) + Conv: a lopsided activation read on both sides of a commuting op."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * scale, name)
+             for name, shape, scale in (("w0", (8, 3, 3, 3), 0.4), ("w1", (4, 8, 3, 3), 0.3),
+                                        ("w2", (4, 8, 1, 1), 0.3))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c0"], ["hs"], name="hardswish"),
+        helper.make_node("Transpose", ["hs"], ["t"], name="transpose", perm=[0, 1, 3, 2]),
+        helper.make_node("Conv", ["t", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["hs", "w2"], ["c2"], name="conv2"),
+        helper.make_node("Add", ["c1", "c2"], ["y"], name="add"),
+    ]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])
+    model = helper.make_model(helper.make_graph(nodes, "hardswish_net", [x_info], [y_info], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def test_lopsided_activations_quantize_closer_to_fp32_with_their_observed_range(tmp_path):
+    path = _hardswish_net(tmp_path / "hs.onnx")
+    table = calibrate(path, "random", method="max", max_samples=64, batch_size=16)
+    quantize(path, table, tmp_path / "ranged.onnx", encoding="onnxruntime-vnni")
+    lopsided = dataclasses.replace(table, tensors={name: table.tensors[name] for name in ("hs", "t")})
+    quantize(path, lopsided, tmp_path / "ranged_hs.onnx", encoding="onnxruntime-vnni")
+    quantize(path, {name: stats.amax for name, stats in lopsided.tensors.items()}, tmp_path / "symmetric_hs.onnx",
+             encoding="onnxruntime-vnni")
+    model = onnx.load(tmp_path / "ranged.onnx")
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    pairs = {n.input[0]: (float(constants[n.input[1]]), int(constants[n.input[2]]))
+             for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert table.tensors["hs"].min == pytest.approx(-0.375, abs=0.01)
+    assert pairs["hs"][1] < 16, pairs["hs"]  # [-0.375, amax]: zero near the bottom, not at 128
+    assert pairs["t"] == pairs["hs"], pairs  # rule 5: the same pair on both sides of the Transpose
+    x = np.random.default_rng(5).standard_normal((32, 3, 8, 8)).astype(np.float32)
+    reference = _run(path, x)
+    errors = {name: np.abs(_run(tmp_path / f"{name}.onnx", x, fused=False) - reference).mean()
+              for name in ("ranged_hs", "symmetric_hs")}
+    assert errors["ranged_hs"] < 0.75 * errors["symmetric_hs"], errors  # about twice the levels where it matters

@@ -108,6 +108,10 @@ def test_build_warns_loudly_when_far_off_and_can_be_silenced(planted, tmp_path):
     loud = run_cli(*common, "--name", "loud")
     assert loud.returncode == 0, loud.stderr
     assert "FAR OFF FP32" in loud.stderr and "agreement" in loud.stderr
+    timing = json.loads((engines / "loud" / "manifest.json").read_text())["timing"]
+    speed = f"speed vs FP32: {timing['speedup']:.2f}x ({timing['speed_vs_fp32']}; batch of"
+    assert speed in loud.stdout and f"fastest of {timing['timing_rounds']} interleaved rounds" in loud.stdout
+    assert ("slower than FP32 here" in loud.stderr) == timing["slower_than_fp32"]
     far_off = json.loads((engines / "loud" / "manifest.json").read_text())["accuracy"]["far_off"]
     assert far_off and "logits" in far_off[0]
     quiet = run_cli(*common, "--name", "quiet", "--accept-accuracy-loss")
@@ -136,10 +140,10 @@ def test_budgeted_build_keeps_the_planted_layer_float(planted, tmp_path):
     assert mixed["kept_float"][0]["macs"] == HIDDEN * CLASSES and mixed["kept_float"][0]["reason"]
     assert mixed["latency_source"].startswith("measured") and mixed["speedup"] > 0
     assert mixed["cost_vs_calibration"] == pytest.approx(mixed["seconds"] / mixed["calibration_seconds"], rel=0.05)
-    # three layers, three one-layer blocks probed INT8 alone; bisection over their ranking; the choice timed
+    # three layers, three one-layer blocks probed INT8 alone; greedy over their ranking; the choice timed
     phases = [entry["phase"] for entry in mixed["tried"]]
-    assert phases[:4] == ["int8", "probe", "probe", "probe"] and phases[-1] == "final" and len(phases) <= 8
-    assert set(phases[4:-1]) <= {"prefix"}
+    assert phases[:4] == ["int8", "probe", "probe", "probe"] and phases[-1] == "final" and len(phases) <= 9
+    assert set(phases[4:-1]) <= {"greedy", "trim"}
     # accuracy-only steps run untimed; the full budget (speedup included) is judged on timed variants
     assert all((entry["speedup"] is not None) == (entry["phase"] in ("int8", "final")) for entry in mixed["tried"])
     harms = {block["first"]: block["harm"] for block in mixed["blocks"]}
@@ -234,22 +238,25 @@ def test_blocks_rank_by_harm_per_speed_gained_and_float_runs_stay_contiguous():
     assert split_blocks(order[:2], 12) == [("l0",), ("l1",)]  # never more blocks than layers
     blocks = [
         Block(0, ("a",), harm=0.4, gain=0.20),  # 2 units of noise per unit of speed gained
-        Block(1, ("b",), harm=0.1, gain=0.0),  # INT8 is not faster here: stays float first (ranked last)
+        Block(1, ("b",), harm=0.1, gain=0.0),  # INT8 gains nothing here: stays float first (ranked last)
         Block(2, ("c",), harm=0.5, gain=0.50),  # 1 per unit: quantized first
-        Block(3, ("d",), harm=0.0, gain=0.0005),  # gain below 0.1%: none either, but harmless
+        Block(3, ("d",), harm=0.0, gain=0.0005),  # harmless: quantized first however small its gain
     ]
-    assert [b.index for b in sorted(blocks, key=lambda b: b.priority)] == [2, 0, 3, 1]
+    assert [b.index for b in sorted(blocks, key=lambda b: b.priority)] == [3, 2, 0, 1]
     assert contiguous_runs({"l1", "l2", "l5", "l9"}, order) == [["l1", "l2"], ["l5"], ["l9"]]
-    assert _islands({"a", "c", "d"}, ["a", "b", "c", "d", "e"]) == {"b"}  # b alone between float a and c
+    macs = {"a": 10.0, "b": 1.0, "c": 10.0, "d": 10.0, "e": 100.0, "f": 1.0, "g": 10.0}
+    # b: little compute between float a and c; e: too much compute to pay two boundaries for; f: not enclosed
+    assert _islands({"a", "c", "d", "g"}, list("abcdefg"), macs) == {"b"}
+    assert _islands({"a", "c"}, list("abcdefg"), macs) == {"b"}
 
 
-def test_pruning_returns_harmless_layers_to_int8(planted):
-    """Started from everything float, pruning hands fc_a and fc_b back and keeps only the planted fc_c."""
+def test_trimming_returns_harmless_edge_layers_to_int8(planted):
+    """Started from everything float, trimming the run's edges hands fc_a and fc_b back, keeps the planted fc_c."""
     from trtopt.accuracy import MetricSettings
     from trtopt.budget import AccuracyBudget
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
     from trtopt.int8_eval import Evaluator, load_heldout
-    from trtopt.mixed_precision import _prune, _Search
+    from trtopt.mixed_precision import _Search, _trim
     from trtopt.quantization.calibrate import calibrate
     from trtopt.settings import QdqSettings
 
@@ -262,8 +269,9 @@ def test_pruning_returns_harmless_layers_to_int8(planted):
             state = _Search(evaluator, AccuracyBudget.parse("agreement=0.95"))
             order = ["fc_a", "fc_b", "fc_c"]
             macs = {"fc_a": FEATURES * HIDDEN, "fc_b": HIDDEN * HIDDEN, "fc_c": HIDDEN * CLASSES}
-            assert _prune(state, set(order), order, macs, limit=14) == {"fc_c"}
-            assert evaluator.evaluations <= 5 and all(entry["phase"] == "prune" for entry in state.tried)
+            assert _trim(state, set(order), order, macs, limit=14) == {"fc_c"}
+            # left edge: 1 and 2 layers back hold, all 3 miss; the right edge's one step is that same variant
+            assert evaluator.evaluations == 3 and all(entry["phase"] == "trim" for entry in state.tried)
 
 
 def test_latency_comparison_calls_a_difference_only_when_it_is_clear():

@@ -17,13 +17,16 @@ Manifest layout (schema version 2; version 1 recorded every build option and an 
 
     schema_version, name, cache_key, created, trtopt_version, command,
     backend: {name, version}, device: {...}, precision,
-    source: {path, sha256}, model: {file, sha256, encoding},
+    source: {path, sha256}, model: {file, sha256, encoding[, float_layers: {precision, converted, kept_fp32}]},
     engine: {file, sha256, bytes},
-    calibration: {table_id, method, file, data, samples} | null,
+    calibration: {table_id, method, file, data, samples[, seconds when calibrated by this build]} | null,
     io: {inputs: [...], outputs: [...], profile: {min, opt, max}},
     build_options: {precision, profile, encoding, <Backend.engine_fields>..., qdq: {...} | null}, build_seconds,
     accuracy: {...AccuracyReport.to_json(), data, budget} | null,
-    timing: {batch, median_ms},
+    timing: {batch, method, fastest_ms, median_ms, timing_rounds; ONNX Runtime INT8/FP16 also fp32_fastest_ms,
+             fp32_median_ms, speedup, speed_vs_fp32, slower_than_fp32} (trtopt.latency),
+    mixed_precision: {kept_float, float_precision, blocks, tried, evaluations, seconds, cost_vs_calibration,
+                      latency_source, speedup} (budgeted INT8 only),
     <backend-specific sections, e.g. "onnxruntime" or "tensorrt">
 """
 from __future__ import annotations

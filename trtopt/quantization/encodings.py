@@ -8,8 +8,16 @@ The scale table is target-neutral; the target decides the integer types:
 * ``onnxruntime-cpu``: ONNX Runtime's x86 integer kernels are fast for uint8 activations times
   int8 weights (U8S8); symmetric int8 activations fall back to slower paths on AVX2 machines,
   slower than FP32. Activations are therefore uint8: a tensor known to be non-negative (after
-  Relu / ReLU6) uses zero point 0 and scale amax / 255 (twice the resolution of int8), any other
-  tensor zero point 128 and the same scale amax / 127 as the ``tensorrt`` encoding. Weights stay
+  Relu / ReLU6) uses zero point 0 and scale amax / 255 (twice the resolution of int8). Any other
+  tensor spends the 256 levels on the range calibration saw, ``[max(min, -amax), min(max, amax)]``
+  widened to hold 0 (which stays exact): ONNX Runtime takes any uint8 zero point, and signed
+  activations are often lopsided (a hardswish output lies in [-0.375, amax], many pre-activations
+  lean one way), where a symmetric [-amax, amax] wastes up to half the levels. Measured on the
+  PP-OCR detector (120 rendered pages apart from the benchmark's, ``auto`` scales, 8-bit weights):
+  output SNR vs FP32 11.5 -> 12.8 dB, mask agreement 0.917 -> 0.936; recognizer (300 lines):
+  lines decoded as FP32 decodes them 0.82 -> 0.86. Without a recorded range (a plain amax mapping,
+  or a tensor that only inherits a neighbour's amax) zero point 128 and scale amax / 127 stay.
+  TensorRT has no zero points: the ``tensorrt`` encoding stays symmetric. Weights stay
   int8 symmetric per channel but limited to 7 bits ([-63, 63]): the AVX2 U8S8 kernels add pairs
   of u8 x s8 products in int16 (``vpmaddubsw``), which saturates for full-range weights
   (255 x 127 x 2 > 32767) and was measured here to turn a 0.05 max error into 1.2 on a small
@@ -59,14 +67,21 @@ class Encoding:
     weight_qmax: int  # largest |int8| weight: 127, or 63 where int16 accumulation would saturate
     description: str
 
-    def activation_params(self, amax: float, non_negative: bool) -> QuantParams:
-        """Per-tensor Q/DQ parameters from a calibrated |x| maximum."""
+    def activation_params(self, amax: float, non_negative: bool,
+                          observed: tuple[float, float] | None = None) -> QuantParams:
+        """Per-tensor Q/DQ parameters from a calibrated |x| maximum (and the observed [min, max])."""
         amax = max(float(amax), _MIN_AMAX)
         if self.activation_dtype is np.int8:
             return QuantParams(amax / 127.0, 0, np.int8)
         if non_negative:
             return QuantParams(amax / 255.0, 0, np.uint8)
-        return QuantParams(amax / 127.0, 128, np.uint8)
+        # the observed range clipped at the calibrated amax on each side, widened to hold 0 exactly
+        low, high = (-amax, amax) if observed is None else (max(observed[0], -amax), min(observed[1], amax))
+        low, high = min(low, 0.0), max(high, 0.0)
+        if observed is None or high - low < _MIN_AMAX:
+            return QuantParams(amax / 127.0, 128, np.uint8)
+        scale = (high - low) / 255.0
+        return QuantParams(scale, int(np.clip(np.rint(-low / scale), 0, 255)), np.uint8)
 
 
 TENSORRT = Encoding(

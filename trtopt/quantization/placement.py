@@ -71,6 +71,7 @@ class Placement:
     non_negative: set[str] = field(default_factory=set)
     weights: list[WeightPlan] = field(default_factory=list)
     skipped_no_scale: list[str] = field(default_factory=list)  # wanted, but the calibration lacks it
+    shared: dict[str, str] = field(default_factory=dict)  # rule 5: tensor -> the one whose Q/DQ it repeats
 
 
 def is_constant(value: ir.Value | None) -> bool:
@@ -220,6 +221,7 @@ def plan_placement(model: ir.Model, amax: Mapping[str, float], encoding: Encodin
             src, dst = node.inputs[0].name, node.outputs[0].name
             if src in placement.amax and dst in placement.amax:
                 placement.amax[dst] = placement.amax[src]
+                placement.shared[dst] = src
     known_non_negative: set[str] = set(observed_non_negative)
     for node in graph:
         for value in node.outputs:

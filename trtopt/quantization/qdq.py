@@ -151,8 +151,9 @@ def insert_qdq(
     inserter = _Inserter(graph)
     by_name = {v.name: v for n in graph for v in n.outputs} | {v.name: v for v in graph.inputs}
     act_params = {}
+    ranges = _observed_ranges(stats, placement)
     for name, edges in placement.activations.items():
-        params = enc.activation_params(placement.amax[name], name in placement.non_negative)
+        params = enc.activation_params(placement.amax[name], name in placement.non_negative, ranges.get(name))
         act_params[name] = params
         inserter.activation(by_name[name], params.scale, params.zero_point, params.dtype, edges)
 
@@ -181,6 +182,26 @@ def insert_qdq(
             node.replace_input_with(2, inserter.dequantize(bias_value.name, bq, bs, bz, bias_axis, node, bias_value))
     _drop_unused_initializers(graph)
     return placement, quantized_weights
+
+
+def _observed_ranges(stats: object, placement: Placement) -> dict[str, tuple[float, float]]:
+    """[min, max] per quantized tensor from the scale table, where the table recorded them.
+
+    A tensor whose Q/DQ repeats a neighbour's (rule 5) takes that neighbour's range, so both pairs
+    stay identical and runtimes can still drop or swap them.
+    """
+    if not isinstance(stats, Mapping):
+        return {}
+    recorded = {name: (float(t.min), float(t.max)) for name, t in stats.items()
+                if getattr(t, "min", None) is not None and getattr(t, "max", None) is not None}
+    ranges = {}
+    for name in placement.activations:
+        source = name
+        while source in placement.shared:  # a chain such as Reshape -> Transpose repeats its first pair
+            source = placement.shared[source]
+        if source in recorded:
+            ranges[name] = recorded[source]
+    return ranges
 
 
 def _integer_bias(node: ir.Node, enc: Encoding) -> tuple[np.ndarray | None, float]:
