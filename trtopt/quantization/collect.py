@@ -42,9 +42,7 @@ class _Statistics:
         self.skip_nonfinite = skip_nonfinite
 
     def fold(self, index: int, activations: dict[str, np.ndarray]) -> None:
-        """Fold one batch in, releasing each tensor once it is counted (the next batch's outputs are growing)."""
-        for name in list(activations):  # graph order: the first bad tensor is the one reported
-            values = activations.pop(name)
+        for name, values in activations.items():
             ranges = self.ranges[name]
             finite = ranges.update(values, self.skip_nonfinite, f"tensor {name!r} in batch {index}")
             if self.fine is not None:
