@@ -39,6 +39,7 @@ LAUNCHER_PID_ENV = "TRTOPT_TRAIN_LAUNCHER_PID"
 _ERROR_BYTES = 4096
 _POLL_S = 0.1
 _TERMINATE_GRACE_S = 10.0
+_OTHER_REASON_CHARS = 120  # each other failed rank's reason, cut so the error stays one readable line
 
 
 def _free_port() -> int:
@@ -98,11 +99,13 @@ def _spawn(config: TrainConfig) -> TrainResult:
                     survivors = sum(code is None for code in codes)
                     _stop(processes)
                     reason = _failure_reason(errors[rank], code)
-                    others = [str(r) for r, _ in failed if r != rank]
+                    # How each other failed rank ended: when no rank was killed, this tells a crash from its echo.
+                    others = [f"rank {r}: {_failure_reason(errors[r], c)[:_OTHER_REASON_CHARS]}"
+                              for r, c in failed if r != rank]
                     cls = UsageError if code == UsageError.exit_code else TrtoptError
                     raise cls(f"training rank {rank} of {world} failed: {reason}"
                               + (f" (stopped the {survivors} other running rank(s))" if survivors else "")
-                              + (f" (rank(s) {', '.join(others)} failed too)" if others else ""))
+                              + (f" (also failed: {'; '.join(others)})" if others else ""))
                 if all(code == 0 for code in codes):
                     break
                 time.sleep(_POLL_S)
