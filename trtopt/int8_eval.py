@@ -158,23 +158,12 @@ class Evaluator:
         )
         return path
 
-    def _runner(self, path: Path, extra_outputs: Sequence[str] = ()) -> object:
-        """An ORT runner as the backend would run ``path``; with ``extra_outputs`` exposed, Q/DQ runs simulated.
-
-        Fused integer kernels would hand out an exposed tensor already requantized for its consumer,
-        charging the consumer's input quantization to the producer: simulated Q/DQ keeps them apart.
-        """
+    def _runner(self, path: Path) -> object:
+        """An ORT runner as the backend would run ``path``."""
         from trtopt.backends.onnxruntime import OnnxRuntimeRunner, qdq_session_config
         from trtopt.ortsession import make_session_options
 
-        if extra_outputs:
-            model = onnx.load(os.fspath(path))
-            present = {o.name for o in model.graph.output}
-            model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra_outputs if n not in present)
-            onnx.save(model, os.fspath(path))
-        options = make_session_options(
-            self.threads, config=qdq_session_config("tensorrt" if extra_outputs else self.quant.encoding)
-        )
+        options = make_session_options(self.threads, config=qdq_session_config(self.quant.encoding))
         return OnnxRuntimeRunner(path, session_options=options)
 
     def evaluate(self, float_layers: Iterable[str], timed: bool = True) -> Evaluation:
@@ -244,7 +233,8 @@ def macs_per_sample(evaluator: Evaluator, layers: Sequence[Layer]) -> dict[str, 
     The run exposes the layers' inputs and outputs, so it needs its own session of the FP32 model
     (once per search); shapes from ONNX Runtime hold where shape inference gives up (paddle2onnx
     reshapes, dynamic dimensions)."""
-    graph = onnx.load(os.fspath(evaluator.model_path), load_external_data=False).graph
+    model = onnx.load(os.fspath(evaluator.model_path))
+    graph = model.graph
     nodes = {node.name: node for node in graph.node}
     weights = {init.name: tuple(init.dims) for init in graph.initializer}
     weights.update({node.output[0]: tuple(attr.t.dims) for node in graph.node if node.op_type == "Constant"
@@ -252,10 +242,12 @@ def macs_per_sample(evaluator: Evaluator, layers: Sequence[Layer]) -> dict[str, 
     computed = _activations(graph)
     watched = {name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output]
                if name in computed}
+    present = {output.name for output in graph.output}
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in sorted(watched) if name not in present)
     exposed = evaluator.workdir / "shapes-fp32.onnx"
-    onnx.save(onnx.load(os.fspath(evaluator.model_path)), os.fspath(exposed))
+    onnx.save(model, os.fspath(exposed))
     feed = evaluator.heldout.feeds[0]
-    with evaluator._runner(exposed, sorted(watched)) as runner:  # type: ignore[attr-defined]
+    with evaluator._runner(exposed) as runner:  # type: ignore[attr-defined]
         shapes = {name: tuple(value.shape) for name, value in {**feed, **runner.infer(feed)}.items()}
     exposed.unlink()
     batch = int(next(iter(feed.values())).shape[0]) or 1  # held-out data is never empty
