@@ -178,11 +178,11 @@ class Evaluator:
                 accumulator.update(expected, runner.infer(feed), labels)
             if timed and self.latency is not None:
                 feed = self.heldout.feeds[0]
-                timed = compare_latency(
+                comparison = compare_latency(
                     {"fp32": lambda: self.heldout.fp32.infer(feed), "variant": lambda: runner.infer(feed)},
                     self.latency,
                 )
-                latency_ms, speedup = timed.fastest_ms["variant"], timed.speedup("variant", "fp32")
+                latency_ms, speedup = comparison.fastest_ms["variant"], comparison.speedup("variant", "fp32")
         path.unlink()
         self.evaluations += 1
         self.seconds += time.perf_counter() - started
