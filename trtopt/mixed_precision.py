@@ -334,8 +334,7 @@ def search(
     greedy = _greedy(state, ranked, everything)
     if greedy is None:
         raise state.unreachable(len(order), describe, blocks, latency_source)
-    kept = greedy
-    kept = _trim(state, kept, order, macs, settings.trim_evaluations)
+    kept = _trim(state, greedy, order, macs, settings.trim_evaluations)
     islands = frozenset(_islands(kept, order, macs) if settings.close_islands else ())
     if islands and state.holds(frozenset(kept | islands), "islands"):
         kept |= islands
