@@ -267,7 +267,7 @@ def convert_nodes_fp16(model_path: str | os.PathLike[str], output_path: str | os
     problem = runtime_load_problem(converted)
     if problem:
         raise TrtoptError(f"FP16 conversion of the layers kept float wrote a model ONNX Runtime cannot load; this is "
-                          f"a trtopt bug, please report it with the model: {problem.splitlines()[0][-300:]}")
+                          f"a trtopt bug, please report it with the model: {first_line(problem)[-300:]}")
     kept_fp32 = {name: reason for name, reason in kept.items() if name in wanted}
     result = Fp16Result(path=None, kept_fp32=kept_fp32, converted_nodes=len(wanted) - len(kept_fp32))
     result.path = write_derived_onnx(converted, output_path, model_path)
