@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from trtopt.data.sources import DataSource, open_source  # noqa: E402
-from trtopt.quantization.calibrators import auto_bins, entropy_bins, mse_bins, percentile_bins  # noqa: E402
+from trtopt.quantization.calibrate import kept_bins as calibrated_bins  # noqa: E402
 from trtopt.quantization.collect import collect  # noqa: E402
 from trtopt.quantization.histogram import AbsHistogram, RangeStats  # noqa: E402
 from trtopt.quantization.session import TargetRunner  # noqa: E402
@@ -72,16 +72,9 @@ def exact_two_pass(runner: TargetRunner, data: DataSource) -> dict[str, AbsHisto
 
 def kept_bins(hist: AbsHistogram, method: str) -> int:
     """The number of kept bins ``method`` picks on ``hist`` (amax = that many bin widths)."""
-    nonzero = hist.nonzero_counts()
-    if method == "max" or nonzero.sum() == 0:
+    if method == "max" or hist.nonzero_counts().sum() == 0:
         return hist.bins
-    if method == "percentile":
-        return percentile_bins(hist.counts, PERCENTILE)
-    if method == "mse":
-        return mse_bins(nonzero)
-    if method == "entropy":
-        return entropy_bins(nonzero)
-    return auto_bins(hist.counts, nonzero)[0]
+    return calibrated_bins(hist, method, PERCENTILE)[0]
 
 
 def agreement(one_pass: dict[str, AbsHistogram], exact: dict[str, AbsHistogram], method: str) -> list[str]:

@@ -14,7 +14,7 @@ from trtopt.fileio import sha256_file
 from trtopt.quantization.calibrators import (AUTO_CANDIDATES, METHODS, NUM_LEVELS, auto_bins, entropy_bins, mse_bins,
                                             percentile_bins)
 from trtopt.quantization.collect import Collected, collect
-from trtopt.quantization.histogram import FINE_BINS, NUM_BINS, TAIL_SIZE
+from trtopt.quantization.histogram import FINE_BINS, NUM_BINS, TAIL_SIZE, AbsHistogram
 from trtopt.quantization.table import ScaleTable, TensorStats
 from trtopt.settings import CalibrationSettings
 
@@ -34,14 +34,21 @@ def _amax(name: str, collected: Collected, method: str, percentile: float) -> tu
     if method == "max":
         return absmax, method
     hist = collected.histograms[name]  # type: ignore[index]
-    if method == "auto":
-        kept, method = auto_bins(hist.counts, hist.nonzero_counts())
-    elif method == "percentile":
-        kept = percentile_bins(hist.counts, percentile)
-    else:
-        nonzero = hist.nonzero_counts()
-        kept = entropy_bins(nonzero) if method == "entropy" else mse_bins(nonzero)
+    kept, method = kept_bins(hist, method, percentile)
     return (kept * hist.width if kept < hist.bins else absmax), method
+
+
+def kept_bins(hist: AbsHistogram, method: str, percentile: float) -> tuple[int, str]:
+    """(bins kept, method that picked them) by a histogram method: ``auto`` names its chosen candidate.
+
+    Shared with ``scripts/calibration_agreement.py``, so it measures the very picks calibration makes.
+    """
+    if method == "auto":
+        return auto_bins(hist.counts, hist.nonzero_counts())
+    if method == "percentile":
+        return percentile_bins(hist.counts, percentile), method
+    nonzero = hist.nonzero_counts()
+    return (entropy_bins(nonzero) if method == "entropy" else mse_bins(nonzero)), method
 
 
 def _stats(name: str, collected: Collected, amax: float) -> TensorStats:
