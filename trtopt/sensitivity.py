@@ -157,7 +157,7 @@ def run_sensitivity(model: Path, settings: BuildSettings, *, samples: int = 64,
             batches = open_source(calibration.data, fp32.inputs, batch_size=settings.batch_size,
                                   max_samples=calibration.samples, seed=calibration.seed, part="calibration",
                                   **data.options.for_source(calibration.data))
-            table = calibrate(work, batches, calibration, threads=threads)
+            table = calibrate(work, batches, calibration, threads=threads, model_name=model)
         heldout = load_heldout(fp32, spec, part, samples, settings.batch_size, data.options.for_source(spec))
         with Evaluator(work, table, quant, heldout, settings.accuracy.metrics, threads) as evaluator:
             return analyze(evaluator, quantized_layers(work, table, quant), on_layer)
