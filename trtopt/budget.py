@@ -10,8 +10,8 @@ Syntax: ``KEY=VALUE[,KEY=VALUE]``. A key is a metric name, optionally ``@OUTPUT`
   (``speedup=1.0``: not slower than FP32).
 
 A limit outside its metric's range (``agreement=99``, ``cosine=1.5``, ``speedup=0``) is a usage
-error, exit 2, before anything runs. A metric that cannot be measured (agreement on a model without class outputs, ``top1-drop``
-without labels) misses the budget with that reason rather than passing silently.
+error, exit 2, before anything runs. A metric that cannot be measured (agreement on a model
+without class outputs, ``top1-drop`` without labels) misses the budget with that reason rather than passing silently.
 """
 
 from __future__ import annotations
