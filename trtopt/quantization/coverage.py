@@ -9,7 +9,9 @@ subgraph, and the share of their weight parameters that is quantized: a proxy fo
 needs no tensor shapes, so it also covers layers inside subgraphs and dynamic-shape models.
 
 A layer counts as quantized when one of its inputs is produced by a DequantizeLinear: its weight,
-its data, or both. Layers left float get one reason each.
+its data, or both. Layers left float get one reason each. Low coverage is a warning, not a failed
+build: the engine is correct, only not faster, just as TensorRT runs INT8-enabled networks with
+float fallback; scripts read ``model.int8_coverage`` in the manifest.
 """
 from __future__ import annotations
 
