@@ -224,10 +224,8 @@ def _precision_model(
         result = quantize(work, table, staging / "model.int8.onnx", encoding=plan.options.encoding,
                           per_channel=qdq.per_channel, exclude_nodes=sorted({*qdq.exclude_nodes, *float_nodes}),
                           exclude_op_types=qdq.exclude_op_types, force=True)
-        coverage = int8_coverage(onnx.load(staging / "model.int8.onnx", load_external_data=False), FloatChoices(
-            nodes={**{name: "kept float by the accuracy-budget search" for name in float_nodes},
-                   **{name: "excluded by --exclude-nodes" for name in qdq.exclude_nodes}},
-            op_types=qdq.exclude_op_types, missing_scales=result.missing_scales))
+        coverage = int8_coverage(onnx.load(staging / "model.int8.onnx", load_external_data=False),
+                                 FloatChoices.of(qdq, result.missing_scales, float_nodes))
         if warning := coverage.warning():
             log.warning("%s: %s", plan.source, warning)
         info = {"encoding": plan.options.encoding, "quantized_activations": len(result.activations),

@@ -25,6 +25,7 @@ import onnx
 
 from trtopt.quantization.modelio import subgraphs
 from trtopt.quantization.placement import WEIGHTED_OPS
+from trtopt.settings import QdqSettings
 
 # below this share of weighted layers quantized, the build warns: most of the model runs float
 LOW_COVERAGE = 0.5
@@ -81,6 +82,14 @@ class FloatChoices:
     nodes: Mapping[str, str] = field(default_factory=dict)  # node name -> why (--exclude-nodes, budget search)
     op_types: Collection[str] = ()  # --exclude-op-types
     missing_scales: Collection[str] = ()  # tensors placement wanted quantized, absent from the scale table
+
+    @classmethod
+    def of(cls, qdq: QdqSettings, missing_scales: Collection[str], searched: Collection[str] = ()) -> "FloatChoices":
+        """The choices of a build or ``trtopt quantize`` run: its exclusions, plus the layers the
+        accuracy-budget search kept float (``searched``)."""
+        nodes = {name: "kept float by the accuracy-budget search" for name in searched}
+        nodes.update({name: "excluded by --exclude-nodes" for name in qdq.exclude_nodes})
+        return cls(nodes, qdq.exclude_op_types, missing_scales)
 
 
 def int8_coverage(model: onnx.ModelProto, choices: FloatChoices = FloatChoices()) -> Coverage:
