@@ -69,6 +69,14 @@ def test_chosen_float_layers_keep_their_reason_and_a_mostly_int8_model_has_no_wa
     assert everything.warning().startswith("INT8 covers little of the model: 0 of 4 weighted layers")
 
 
+def test_unnamed_float_layers_are_each_counted(residual_convnet):
+    model = onnx.load(residual_convnet)
+    for node in model.graph.node:
+        node.name = ""
+    coverage = int8_coverage(model)
+    assert (coverage.weighted_layers, coverage.quantized_layers, len(coverage.float_layers)) == (4, 0, 4)
+
+
 def test_int8_build_of_a_model_with_its_compute_in_subgraphs_warns_and_records_coverage(tmp_path):
     model = make_if_model(tmp_path / "if.onnx")
     engines = tmp_path / "engines"

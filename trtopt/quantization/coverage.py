@@ -101,18 +101,19 @@ def int8_coverage(model: onnx.ModelProto, choices: FloatChoices = FloatChoices()
     # a DequantizeLinear output stands for its quantized input (a weight, or a Q of an activation)
     dequantized = {node.output[0]: node.input[0] for graph in graphs for node in graph.node
                    if node.op_type == "DequantizeLinear"}
-    total_size = quantized_size = quantized = 0
+    total_size = quantized_size = quantized = weighted = 0
     float_layers: dict[str, str] = {}
     for node, enclosing in _weighted_nodes(model.graph):
+        weighted += 1
         size = sum(sizes.get(dequantized.get(name, name), 0) for name in node.input)
         total_size += size
         if any(name in dequantized for name in node.input):
             quantized += 1
             quantized_size += size
-        else:
-            float_layers[node.name] = _float_reason(node, enclosing, choices)
+        else:  # unnamed nodes (allowed by ONNX) get a placeholder, so none hides another
+            float_layers[node.name or f"<unnamed {node.op_type} #{weighted}>"] = _float_reason(node, enclosing, choices)
     share = quantized_size / total_size if total_size else 0.0
-    return Coverage(quantized + len(float_layers), quantized, share, float_layers)
+    return Coverage(weighted, quantized, share, float_layers)
 
 
 def _float_reason(node: onnx.NodeProto, enclosing: onnx.NodeProto | None, choices: FloatChoices) -> str:
