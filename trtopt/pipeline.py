@@ -216,13 +216,21 @@ def _precision_model(
     """
     qdq, precision = plan.settings.qdq, plan.settings.precision
     if precision == "int8":
+        import onnx
+
+        from trtopt.quantization.coverage import FloatChoices, int8_coverage
         from trtopt.quantization.qdq import quantize
 
         result = quantize(work, table, staging / "model.int8.onnx", encoding=plan.options.encoding,
                           per_channel=qdq.per_channel, exclude_nodes=sorted({*qdq.exclude_nodes, *float_nodes}),
                           exclude_op_types=qdq.exclude_op_types, force=True)
+        coverage = int8_coverage(onnx.load(staging / "model.int8.onnx", load_external_data=False),
+                                 FloatChoices.of(qdq, result.missing_scales, float_nodes))
+        if warning := coverage.warning():
+            log.warning("%s: %s", plan.source, warning)
         info = {"encoding": plan.options.encoding, "quantized_activations": len(result.activations),
-                "quantized_weights": len(result.weights), "missing_scales": result.missing_scales}
+                "quantized_weights": len(result.weights), "missing_scales": result.missing_scales,
+                "int8_coverage": coverage.to_json()}
         if float_nodes and plan.backend.float_precision == "fp16":
             from trtopt.quantization.fp16 import convert_nodes_fp16
 

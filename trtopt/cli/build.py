@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
             f"calibration: {m['calibration']['method']} on {m['calibration']['samples']} samples, table "
             f"{m['calibration']['table_id'][:12]}"
         )
+    coverage = m["model"].get("int8_coverage")
+    if coverage:
+        print(f"INT8 coverage: {coverage['summary']}")
     print(format_accuracy(m.get("accuracy")))
     timing = m.get("timing") or {}
     if timing.get("speedup") is not None:
