@@ -128,7 +128,10 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
             manifest = _manifest(plan, staging, model_file, model_info, built, table)
             if calibration_seconds is not None and manifest["calibration"] is not None:
                 manifest["calibration"]["seconds"] = round(calibration_seconds, 3)
-            report, timing, data_used = _measure_accuracy(plan, staging, manifest, reference, batch)
+            report, timing, data_used, first_batch = _measure_accuracy(plan, staging, manifest, reference, batch)
+            if plan.settings.precision == "int8":
+                manifest["int8_coverage"] = _int8_coverage(plan, work, staging / model_file, model_info,
+                                                           mixed.float_nodes if mixed else (), first_batch)
             problems = plan.budget.violations(report, timing.get("speedup"))
             if problems:
                 raise TrtoptError(
@@ -247,6 +250,21 @@ def _precision_model(
     return "model.fp32.onnx", {}
 
 
+def _int8_coverage(plan: BuildPlan, work: Path, qdq_model: Path, model_info: dict[str, Any],
+                   float_nodes: Sequence[str], first_batch: tuple[dict[str, Any], int]) -> dict[str, Any]:
+    """What the INT8 engine really quantizes (trtopt.int8_coverage), its compute measured on the FP32
+    model with the accuracy check's first batch (feed, rows)."""
+    from trtopt.int8_coverage import FloatCauses, measure_coverage
+    from trtopt.int8_eval import measured_macs
+
+    feed, rows = first_batch
+    macs = {name: value / rows for name, value in measured_macs(work, feed, plan.settings.engine.threads).items()}
+    qdq = plan.settings.qdq
+    causes = FloatCauses(frozenset(qdq.exclude_nodes), frozenset(qdq.exclude_op_types), frozenset(float_nodes),
+                         frozenset(model_info["missing_scales"]))
+    return measure_coverage(qdq_model, macs, causes).to_json(str(plan.source))
+
+
 def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:
     """(spec, part) of the accuracy data: --val-data, else the held-out part of --calib-data, else random."""
     val_data, calib_data = plan.settings.accuracy.data, plan.settings.calibration.data
@@ -304,8 +322,10 @@ def _mixed_json(plan: BuildPlan, mixed: Any, calibration_seconds: float | None) 
 
 
 def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], reference: Any,
-                      batch: int) -> tuple[Any, dict[str, Any], str]:
+                      batch: int) -> tuple[Any, dict[str, Any], str, tuple[dict[str, Any], int]]:
     """Run the new engine and the FP32 ONNX on the same held-out batches, comparing every output; then time.
+
+    Returns the report, the timing, which data it used, and the first batch as fed (feed, rows).
 
     Timing (trtopt.latency): the first batch, after warm-up, in interleaved rounds with a time cap;
     the fastest round counts. Speed vs FP32 is measured only where the FP32 reference runs on the
@@ -324,11 +344,13 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
                        **plan.data.for_source(str(spec)))
     accumulator = AccuracyAccumulator(plan.settings.accuracy.metrics)
     timed_feed: dict[str, Any] = {}
+    timed_rows = 0
     with plan.backend.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
             # a short last batch is padded to fit the profile; the padding is dropped from the outputs
             feed, padded = fit_profile_batch(item.feed, plan.inputs, plan.profile)
-            timed_feed = timed_feed or feed
+            if not timed_feed:
+                timed_feed, timed_rows = feed, item.size + padded
             expected, got = reference.infer(feed), engine.infer(feed)
             accumulator.update(unpad_outputs(expected, item.size, padded),
                                unpad_outputs({k: np.asarray(v) for k, v in got.items()}, item.size, padded),
@@ -346,7 +368,7 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
     else:
         timing.update(fastest_ms=round(timed.fastest_ms["engine"], 6), median_ms=round(timed.median_ms["engine"], 6),
                       timing_rounds=timed.rounds)
-    return accumulator.report(), timing, f"{spec} ({part})"
+    return accumulator.report(), timing, f"{spec} ({part})", (timed_feed, timed_rows)
 
 
 def _batch_size(inputs: Sequence[Any], profile: Any, wanted: int) -> int:

@@ -27,6 +27,8 @@ Manifest layout (schema version 2; version 1 recorded every build option and an 
              fp32_median_ms, speedup, speed_vs_fp32, slower_than_fp32} (trtopt.latency),
     mixed_precision: {kept_float, float_precision, blocks, tried, evaluations, seconds, cost_vs_calibration,
                       latency_source, speedup} (budgeted INT8 only),
+    int8_coverage: {macs_share, macs_per_sample, quantized_macs_per_sample, layers, quantized_layers,
+                    float_reasons, float_layers, measured_on, summary, warning} (INT8 only; trtopt.int8_coverage),
     <backend-specific sections, e.g. "onnxruntime" or "tensorrt">
 """
 from __future__ import annotations

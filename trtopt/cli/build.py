@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
+        warn_low_int8_coverage(result.manifest)
         return 0
     m = result.manifest
     print(f"backend: {result.backend_reason}")
@@ -93,15 +94,18 @@ def run(args: argparse.Namespace) -> int:
         if result.cache_hit
         else f"built in {m.get('build_seconds', 0):.1f} s"
     )
+    mostly_float = " (mostly float: see the WARNING)" if (m.get("int8_coverage") or {}).get("warning") else ""
     print(
-        f"{result.engine_dir}: {m['precision']} {m['backend']['name']} {m['backend']['version']} engine, "
-        f"{result.engine_bytes / 1e6:.2f} MB, {verb}"
+        f"{result.engine_dir}: {m['precision']}{mostly_float} {m['backend']['name']} {m['backend']['version']} "
+        f"engine, {result.engine_bytes / 1e6:.2f} MB, {verb}"
     )
     if m.get("calibration"):
         print(
             f"calibration: {m['calibration']['method']} on {m['calibration']['samples']} samples, table "
             f"{m['calibration']['table_id'][:12]}"
         )
+    if m.get("int8_coverage"):
+        print(m["int8_coverage"]["summary"])
     print(format_accuracy(m.get("accuracy")))
     timing = m.get("timing") or {}
     if timing.get("speedup") is not None:
@@ -123,7 +127,17 @@ def run(args: argparse.Namespace) -> int:
         ranked = ", ".join(f"{e['node']} ({e['op_type']})" for e in m["sensitivity"]["top"])
         print(f"INT8 sensitivity, most harmful first: {ranked} (all layers: {m['sensitivity']['file']})")
     warn_far_off(m, accepted=settings.accuracy.accept_loss)
+    warn_low_int8_coverage(m)
     return 0
+
+
+def warn_low_int8_coverage(manifest: dict) -> None:
+    """INT8 that covers little or none of the compute is not a plain success (trtopt.int8_coverage): one
+    WARNING line on stderr, with --json and on cache hits too (stdout stays the JSON document, which holds
+    the same warning)."""
+    warning = (manifest.get("int8_coverage") or {}).get("warning")
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
 
 
 def warn_far_off(manifest: dict, accepted: bool) -> None:
