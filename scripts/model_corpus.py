@@ -84,6 +84,9 @@ def run_member(member: CorpusModel, engines: Path, threads: int) -> list[dict[st
             row["speed"] = fp32_ms / ms if fp32_ms else None
             model = result.manifest["model"]
             row["model_info"] = {k: model[k] for k in ("quantized_activations", "quantized_weights") if k in model}
+            if "int8_coverage" in model:
+                coverage = model["int8_coverage"]
+                row["model_info"]["int8_layers"] = f"{coverage['quantized_layers']}/{coverage['weighted_layers']}"
             if precision == "fp16":
                 row["model_info"] = {"kept_fp32": len(model.get("kept_fp32") or {})}
             bad = row["heldout_cosine"] is not None and not np.isfinite(row["heldout_cosine"])

@@ -102,6 +102,19 @@ def test_user_metric_plugs_in_and_budgets_name_it(tmp_path):
         AccuracyAccumulator(MetricSettings(user_metrics=(f"{script}:missing",)))
 
 
+@pytest.mark.parametrize("flag", ["agreement=99", "cosine=1.5", "iou=-0.1", "max-abs-error=-1", "speedup=0",
+                                  "snr=nan"])
+def test_budget_limits_no_build_can_meet_are_usage_errors(flag):
+    """A share written as a percentage (agreement=99) is refused before a search runs for nothing."""
+    with pytest.raises(UsageError, match="can never be met"):
+        AccuracyBudget.parse(flag)
+
+
+def test_budget_limits_at_their_bounds_are_accepted():
+    budget = AccuracyBudget.parse("agreement=1,cosine=-1,iou=0,max-abs-error=0,snr=-5,speedup=1000")
+    assert [item.limit for item in budget.items] == [1.0, -1.0, 0.0, 0.0, -5.0, 1000.0]
+
+
 def test_auto_calibration_picks_per_tensor_by_quantization_error():
     gaussian = np.histogram(np.abs(rng.normal(size=100_000)), bins=2048)[0]
     kept, chosen = auto_bins(gaussian, gaussian)

@@ -84,10 +84,14 @@ def test_cli_build_cache_hit_and_budget_failure(residual_convnet, tmp_path):
                   "--name", "net", "--calib-samples", "64", "--accuracy-samples", "32", "--threads", "1", "--json")
     assert second.returncode == 0 and json.loads(second.stdout)["cache_hit"] is True
     over = run_cli("build", str(residual_convnet), "--fp16", "--engines-dir", str(engines), "--name", "strict",
-                "--accuracy-samples", "32", "--accuracy-budget", "cosine=1.0000001,agreement=0.5")
-    assert over.returncode == 1 and "accuracy budget" in over.stderr and "cosine" in over.stderr
+                "--accuracy-samples", "32", "--accuracy-budget", "max-abs-error=0,agreement=0.5")
+    assert over.returncode == 1 and "accuracy budget" in over.stderr and "max-abs-error" in over.stderr
     _no_engine_left(engines, "strict")
     assert not [p for p in engines.iterdir() if p.name.startswith(".strict")], "staging folder removed"
+    percent = run_cli("build", str(residual_convnet), "--engines-dir", str(engines), "--name", "percent",
+                   "--accuracy-budget", "agreement=99")
+    assert percent.returncode == 2 and "agreement='99' can never be met" in percent.stderr, percent.stderr
+    _no_engine_left(engines, "percent")
     labels_needed = run_cli("build", str(residual_convnet), "--engines-dir", str(engines), "--name", "x",
                          "--accuracy-samples", "16", "--accuracy-budget", "top1-drop=0.5")
     assert labels_needed.returncode == 1 and "labels" in labels_needed.stderr

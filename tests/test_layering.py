@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["train", "export"], 2),
     "backends": 3,
     "repository": 4,
-    **dict.fromkeys(["plan", "pipeline", "int8_eval", "int8_coverage", "sensitivity", "mixed_precision"], 5),
+    **dict.fromkeys(["plan", "pipeline", "int8_eval", "sensitivity", "mixed_precision"], 5),
     **dict.fromkeys(["bench", "serve", "demo"], 6),
     **dict.fromkeys(["cli", "__main__"], 7),
 }

@@ -273,6 +273,8 @@ def test_quantize_verb(convnet, tmp_path):
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "tensorrt encoding" in ok.stdout and (tmp_path / "q.onnx").is_file()
+    assert "INT8 coverage: 3 of 4 weighted layers quantized" in ok.stdout
+    assert "float: 1 excluded by --exclude-op-types" in ok.stdout and "covers little" not in ok.stderr
     fc = next(n for n in onnx.load(tmp_path / "q.onnx").graph.node if n.op_type == "Gemm")
     assert fc.input[0] == "flat"
     missing = subprocess.run([sys.executable, "-m", "trtopt", "quantize", str(path), "-o", str(tmp_path / "x.onnx")],

@@ -9,12 +9,14 @@ Syntax: ``KEY=VALUE[,KEY=VALUE]``. A key is a metric name, optionally ``@OUTPUT`
 * ``speedup``: FP32 latency / engine latency on the accuracy batches, at least VALUE
   (``speedup=1.0``: not slower than FP32).
 
-A metric that cannot be measured (agreement on a model without class outputs, ``top1-drop``
-without labels) misses the budget with that reason rather than passing silently.
+A limit outside its metric's range (``agreement=99``, ``cosine=1.5``, ``speedup=0``) is a usage
+error, exit 2, before anything runs. A metric that cannot be measured (agreement on a model
+without class outputs, ``top1-drop`` without labels) misses the budget with that reason rather than passing silently.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,15 @@ _UNMEASURABLE = {
     "agreement": "no output has a class axis; see --class-axis",
     "iou": "no output is a probability map",
     SPEEDUP: "speed vs FP32 is measured only with the onnxruntime backend",
+}
+# Limits no build can meet (a share written as a percentage, "agreement=99") are refused before any
+# calibration or search runs: (lowest, highest) allowed limit, each end inclusive.
+_LIMIT_RANGES = {
+    "agreement": (0.0, 1.0),
+    "iou": (0.0, 1.0),
+    "cosine": (-1.0, 1.0),
+    "max-abs-error": (0.0, math.inf),
+    "mean-abs-error": (0.0, math.inf),
 }
 
 
@@ -99,6 +110,10 @@ class AccuracyBudget:
                 limit = float(value)
             except (TypeError, ValueError):
                 raise UsageError(f"--accuracy-budget: {key}={value!r} is not a number") from None
+            low, high = _LIMIT_RANGES.get(metric, (-math.inf, math.inf))
+            if math.isnan(limit) or not low <= limit <= high or (metric == SPEEDUP and limit <= 0):
+                expected = "a positive number" if metric == SPEEDUP else f"a number in [{low:g}, {high:g}]"
+                raise UsageError(f"--accuracy-budget: {key}={value!r} can never be met; expected {expected}")
             items.append(BudgetItem(metric, output or None, limit))
         return cls(tuple(items))
 

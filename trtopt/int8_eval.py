@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,9 @@ import onnx
 from trtopt.accuracy import AccuracyAccumulator, AccuracyReport, MetricSettings, UserMetric
 from trtopt.errors import UsageError
 from trtopt.latency import LatencySettings, compare_latency
-from trtopt.quantization.modelio import save_onnx
+from trtopt.quantization.coverage import RECURRENT_OPS, node_key
+from trtopt.quantization.modelio import all_graphs, save_onnx
 from trtopt.settings import QdqSettings  # how the Q/DQ pass quantizes: the choices `build --int8` makes
-
-
-RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})  # weighted layers no Q/DQ rule quantizes
 
 
 @dataclass(frozen=True)
@@ -238,20 +236,6 @@ def macs_per_sample(evaluator: Evaluator, layers: Sequence[Layer]) -> dict[str, 
     return {layer.name: macs.get(layer.name, 0.0) / batch for layer in layers}
 
 
-def node_key(node: onnx.NodeProto) -> str:
-    """How MACs and coverage name a node: its name, else its first output (unique in a valid model)."""
-    return node.name or (node.output[0] if node.output else "")
-
-
-def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """Every node of ``graph`` and of the If/Loop/Scan bodies nested in it."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-                yield from all_nodes(body)
-
-
 def measured_macs(model_path: Path, feed: Mapping[str, np.ndarray], threads: int | None) -> dict[str, float]:
     """MACs of every node that ran on ``feed`` (by :func:`node_key`), from the shapes of one real run.
 
@@ -267,9 +251,10 @@ def measured_macs(model_path: Path, feed: Mapping[str, np.ndarray], threads: int
 
     model = onnx.load(os.fspath(model_path))
     nodes = {}
-    for node in all_nodes(model.graph):
-        node.name = node_key(node)
-        nodes[node.name] = node
+    for graph in all_graphs(model.graph):
+        for node in graph.node:
+            node.name = node_key(node)
+            nodes[node.name] = node
     with tempfile.TemporaryDirectory(prefix="trtopt-macs-") as folder:
         copy = Path(folder) / "named.onnx"
         save_onnx(model, copy)

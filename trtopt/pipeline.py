@@ -130,8 +130,8 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
                 manifest["calibration"]["seconds"] = round(calibration_seconds, 3)
             report, timing, data_used, first_batch = _measure_accuracy(plan, staging, manifest, reference, batch)
             if plan.settings.precision == "int8":
-                manifest["int8_coverage"] = _int8_coverage(plan, work, staging / model_file, model_info,
-                                                           mixed.float_nodes if mixed else (), first_batch)
+                manifest["model"]["int8_coverage"] = _int8_coverage(plan, work, staging / model_file, model_info,
+                                                                    mixed.float_nodes if mixed else (), first_batch)
             problems = plan.budget.violations(report, timing.get("speedup"))
             if problems:
                 raise TrtoptError(
@@ -252,17 +252,20 @@ def _precision_model(
 
 def _int8_coverage(plan: BuildPlan, work: Path, qdq_model: Path, model_info: dict[str, Any],
                    float_nodes: Sequence[str], first_batch: tuple[dict[str, Any], int]) -> dict[str, Any]:
-    """What the INT8 engine really quantizes (trtopt.int8_coverage), its compute measured on the FP32
-    model with the accuracy check's first batch (feed, rows)."""
-    from trtopt.int8_coverage import FloatCauses, measure_coverage
+    """How much of the model the INT8 engine quantizes (trtopt.quantization.coverage), with each layer's
+    compute measured on the FP32 model with the accuracy check's first batch (feed, rows); warns when little."""
+    import onnx
+
     from trtopt.int8_eval import measured_macs
+    from trtopt.quantization.coverage import FloatChoices, int8_coverage
 
     feed, rows = first_batch
     macs = {name: value / rows for name, value in measured_macs(work, feed, plan.settings.engine.threads).items()}
-    qdq = plan.settings.qdq
-    causes = FloatCauses(frozenset(qdq.exclude_nodes), frozenset(qdq.exclude_op_types), frozenset(float_nodes),
-                         frozenset(model_info["missing_scales"]))
-    return measure_coverage(qdq_model, macs, causes).to_json(str(plan.source))
+    choices = FloatChoices.of(plan.settings.qdq, model_info["missing_scales"], float_nodes)
+    coverage = int8_coverage(onnx.load(qdq_model, load_external_data=False), choices, macs)
+    if warning := coverage.warning():
+        log.warning("%s: %s", plan.source, warning)
+    return coverage.to_json()
 
 
 def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:

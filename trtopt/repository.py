@@ -17,7 +17,10 @@ Manifest layout (schema version 2; version 1 recorded every build option and an 
 
     schema_version, name, cache_key, created, trtopt_version, command,
     backend: {name, version}, device: {...}, precision,
-    source: {path, sha256}, model: {file, sha256, encoding[, float_layers: {precision, converted, kept_fp32}]},
+    source: {path, sha256}, model: {file, sha256, encoding[, float_layers: {precision, converted, kept_fp32}]
+                                     [, int8_coverage: {weighted_layers, quantized_layers, quantized_weight_share,
+                                       compute_share, macs_per_sample, quantized_macs_per_sample, float_layers,
+                                       summary, warning} (INT8: trtopt.quantization.coverage)]},
     engine: {file, sha256, bytes},
     calibration: {table_id, method, file, data, samples[, seconds when calibrated by this build]} | null,
     io: {inputs: [...], outputs: [...], profile: {min, opt, max}},
@@ -27,8 +30,6 @@ Manifest layout (schema version 2; version 1 recorded every build option and an 
              fp32_median_ms, speedup, speed_vs_fp32, slower_than_fp32} (trtopt.latency),
     mixed_precision: {kept_float, float_precision, blocks, tried, evaluations, seconds, cost_vs_calibration,
                       latency_source, speedup} (budgeted INT8 only),
-    int8_coverage: {macs_share, macs_per_sample, quantized_macs_per_sample, layers, quantized_layers,
-                    float_reasons, float_layers, measured_on, summary, warning} (INT8 only; trtopt.int8_coverage),
     <backend-specific sections, e.g. "onnxruntime" or "tensorrt">
 """
 from __future__ import annotations

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from trtopt.cli.groups import add_build_groups, build_settings
 from trtopt.settings import DEFAULT_MAX_BATCH
+
+if TYPE_CHECKING:
+    from trtopt.pipeline import BuildResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        warn_low_int8_coverage(result.manifest)
+        warn_cached_low_coverage(result)
         return 0
     m = result.manifest
     print(f"backend: {result.backend_reason}")
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if result.cache_hit
         else f"built in {m.get('build_seconds', 0):.1f} s"
     )
-    mostly_float = " (mostly float: see the WARNING)" if (m.get("int8_coverage") or {}).get("warning") else ""
+    coverage = m["model"].get("int8_coverage")
+    mostly_float = " (mostly float: see the WARNING)" if coverage and coverage["warning"] else ""
     print(
         f"{result.engine_dir}: {m['precision']}{mostly_float} {m['backend']['name']} {m['backend']['version']} "
         f"engine, {result.engine_bytes / 1e6:.2f} MB, {verb}"
@@ -104,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
             f"calibration: {m['calibration']['method']} on {m['calibration']['samples']} samples, table "
             f"{m['calibration']['table_id'][:12]}"
         )
-    if m.get("int8_coverage"):
-        print(m["int8_coverage"]["summary"])
+    if coverage:
+        print(f"INT8 coverage: {coverage['summary']}")
     print(format_accuracy(m.get("accuracy")))
     timing = m.get("timing") or {}
     if timing.get("speedup") is not None:
@@ -127,17 +132,16 @@ def run(args: argparse.Namespace) -> int:
         ranked = ", ".join(f"{e['node']} ({e['op_type']})" for e in m["sensitivity"]["top"])
         print(f"INT8 sensitivity, most harmful first: {ranked} (all layers: {m['sensitivity']['file']})")
     warn_far_off(m, accepted=settings.accuracy.accept_loss)
-    warn_low_int8_coverage(m)
+    warn_cached_low_coverage(result)
     return 0
 
 
-def warn_low_int8_coverage(manifest: dict) -> None:
-    """INT8 that covers little or none of the compute is not a plain success (trtopt.int8_coverage): one
-    WARNING line on stderr, with --json and on cache hits too (stdout stays the JSON document, which holds
-    the same warning)."""
-    warning = (manifest.get("int8_coverage") or {}).get("warning")
-    if warning:
-        print(f"WARNING: {warning}", file=sys.stderr)
+def warn_cached_low_coverage(result: BuildResult) -> None:
+    """A fresh build logs its low-INT8-coverage warning (trtopt.quantization.coverage); a cache hit built
+    nothing, so the stored warning is repeated: reusing a mostly-float engine is not a plain success either."""
+    warning = (result.manifest["model"].get("int8_coverage") or {}).get("warning")
+    if result.cache_hit and warning:
+        print(f"WARNING: {result.manifest['source']['path']}: {warning}", file=sys.stderr)
 
 
 def warn_far_off(manifest: dict, accepted: bool) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trtopt.cli.groups import CALIBRATION, OUTPUT, QDQ
 
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
             "INT8 quantization needs --calib-table TABLE.json (run `trtopt calibrate MODEL.onnx --calib-data SRC "
             "-o TABLE.json` first), or use --fp16"
         )
+    import onnx
+
+    from trtopt.quantization.coverage import FloatChoices, int8_coverage
     from trtopt.quantization.qdq import quantize
 
     result = quantize(args.onnx, table, args.output, encoding=qdq.encoding or "onnxruntime-cpu",
@@ -52,4 +56,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.missing_scales:
         print(f"  left in float (no scale in the table): {', '.join(result.missing_scales)}")
+    coverage = int8_coverage(onnx.load(result.path, load_external_data=False),
+                             FloatChoices.of(qdq, result.missing_scales))
+    print(f"INT8 coverage: {coverage.summary()}")
+    if warning := coverage.warning():
+        print(f"WARNING: {args.onnx}: {warning}", file=sys.stderr)
     return 0

@@ -20,7 +20,8 @@ import onnx
 
 from trtopt.errors import TrtoptError, UsageError, first_line
 from trtopt.quantization.fp16_rules import DEFAULT_RULES, FP16_MAX, GraphFacts, Rule, classify
-from trtopt.quantization.modelio import INLINE_LIMIT_BYTES, load_onnx, prepare_model, save_onnx, write_derived_onnx
+from trtopt.quantization.modelio import (INLINE_LIMIT_BYTES, load_onnx, prepare_model, save_onnx, subgraphs,
+                                        write_derived_onnx)
 from trtopt.quantization.qdq import ScaleSource, amax_mapping
 
 
@@ -41,21 +42,16 @@ def _name_nodes(model: onnx.ModelProto) -> None:
             if not node.name or node.name in seen:
                 node.name = f"{prefix}{node.op_type}_{index}"
             seen.add(node.name)
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 visit(sub, f"{node.name}/{sub.name}/")
 
     visit(model.graph, "")
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    """The bodies of If/Loop/Scan (and any other graph attribute) of `node`."""
-    return [graph for attr in node.attribute for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)]
-
-
 def _nested_nodes(node: onnx.NodeProto) -> list[str]:
     """Names of every node inside `node`'s subgraphs, at any depth."""
     found = []
-    for graph in _subgraphs(node):
+    for graph in subgraphs(node):
         for inner in graph.node:
             found += [inner.name, *_nested_nodes(inner)]
     return found
@@ -194,7 +190,7 @@ def _rename_inputs(graph: onnx.GraphProto, rename: Mapping[str, str]) -> None:
         for index, name in enumerate(node.input):
             if name in rename:
                 node.input[index] = rename[name]
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _rename_inputs(sub, rename)
 
 
