@@ -42,10 +42,15 @@ def make_if_model(path: Path) -> Path:
                          then_branch=_branch("then", weights["then"]), else_branch=_branch("else", weights["else"])),
         helper.make_node("MatMul", ["branch", "head.w"], ["y"], name="head"),
     ]
-    graph = helper.make_graph(nodes, "if_model", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-                              initializer=[numpy_helper.from_array(np.float32(0), "zero"),
-                                           numpy_helper.from_array(weights["head.w"], "head.w")])
+    return _save_if_model(path, nodes, [1, 8], [1, 4], [numpy_helper.from_array(weights["head.w"], "head.w")])
+
+
+def _save_if_model(path: Path, nodes: list[onnx.NodeProto], x_shape: list[object], y_shape: list[object],
+                   weights: list[onnx.TensorProto]) -> Path:
+    """Save the graph ``x -> nodes -> y`` (with the constant ``zero`` the If conditions compare with), checked."""
+    graph = helper.make_graph(nodes, "if_model", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              initializer=[numpy_helper.from_array(np.float32(0), "zero"), *weights])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.checker.check_model(model)
@@ -120,15 +125,7 @@ def make_model_inside_if(path: Path) -> Path:
         helper.make_node("If", ["positive"], ["y"], name="switch", then_branch=branch("then"),
                          else_branch=branch("else")),
     ]
-    graph = helper.make_graph(nodes, "if_model", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                 ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-                              initializer=[numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+    return _save_if_model(path, nodes, ["batch", 3, 8, 8], ["batch", 4], [])
 
 
 def test_int8_build_of_a_model_inside_if_branches_warns_that_nothing_is_quantized(tmp_path):
