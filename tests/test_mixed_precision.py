@@ -228,6 +228,9 @@ def test_layer_macs_from_weight_and_output_shapes():
     assert layer_macs(gemm, shapes, weights) == 2 * 3 * 6  # transA: the inner dimension is A's first
     assert layer_macs(add, shapes, weights) == 2 * 8 * 10 * 10  # elementwise: one per output value
     assert layer_macs(add, {}, weights) == 0.0  # shape never seen: no claim
+    lstm = helper.make_node("LSTM", ["seq", "W", "R", "B"], ["Y"], name="lstm", hidden_size=16)
+    recurrent = {"seq": (5, 2, 8), "W": (1, 64, 8), "R": (1, 64, 16), "Y": (5, 1, 2, 16)}
+    assert layer_macs(lstm, recurrent, {}) == 5 * 2 * (64 * 8 + 64 * 16)  # both weights, every step and sequence
 
 
 def test_blocks_rank_by_harm_per_speed_gained_and_float_runs_stay_contiguous():

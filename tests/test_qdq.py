@@ -280,3 +280,41 @@ def test_quantize_verb(convnet, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "trtopt", "quantize", str(path), "-o", str(tmp_path / "x.onnx")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "--calib-table" in missing.stderr
+
+
+def test_a_quantized_tensor_read_inside_an_if_branch_stays_float_there(tmp_path):
+    """ONNX Runtime's rule 6 quantizes a Conv's output for its consumers; one of them inside an If body
+    (a main-graph value read from a branch) keeps reading the float tensor instead of breaking the pass."""
+    rng = np.random.default_rng(0)
+
+    def branch(tag: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("Relu", ["c"], [f"{tag}_y"], name=f"{tag}_relu")], tag, [],
+                                 [helper.make_tensor_value_info(f"{tag}_y", TensorProto.FLOAT, [1, 4, 6, 6])])
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("ReduceMean", ["x"], ["m"], name="mean", keepdims=0),
+             helper.make_node("Greater", ["m", "zero"], ["positive"], name="positive"),
+             helper.make_node("If", ["positive"], ["y"], name="switch", then_branch=branch("then"),
+                              else_branch=branch("else")),
+             helper.make_node("MaxPool", ["c"], ["p"], name="pool", kernel_shape=[2, 2]),
+             helper.make_node("Add", ["p", "p"], ["z"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 5, 5])],
+                              initializer=[numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+                                                                   "w"),
+                                           numpy_helper.from_array(np.float32(0), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, tmp_path / "if.onnx")
+    result = quantize(tmp_path / "if.onnx", {"x": 4.0, "c": 12.0, "p": 12.0}, tmp_path / "q.onnx",
+                      encoding="onnxruntime-cpu")
+    assert "c" in result.activations  # quantized for the main-graph MaxPool
+    quantized = onnx.load(tmp_path / "q.onnx")
+    switch = next(node for node in quantized.graph.node if node.op_type == "If")
+    assert all(body.g.node[0].input == ["c"] for body in switch.attribute)  # both branches read the float "c"
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = _session(tmp_path / "if.onnx").run(None, {"x": x})
+    got = _session(tmp_path / "q.onnx").run(None, {"x": x})
+    # INT8 conv, float branch: both outputs within a few INT8 steps of FP32
+    assert all(np.abs(e - g).max() < 0.03 * np.abs(e).max() for e, g in zip(expected, got))

@@ -19,6 +19,7 @@ from the real shapes of one FP32 run) is then the estimate the search uses inste
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -34,6 +35,8 @@ import onnx
 from trtopt.accuracy import AccuracyAccumulator, AccuracyReport, MetricSettings, UserMetric
 from trtopt.errors import UsageError
 from trtopt.latency import LatencySettings, compare_latency
+from trtopt.quantization.coverage import RECURRENT_OPS, node_key
+from trtopt.quantization.modelio import all_graphs, save_onnx
 from trtopt.settings import QdqSettings  # how the Q/DQ pass quantizes: the choices `build --int8` makes
 
 
@@ -198,18 +201,13 @@ class Evaluator:
         self.close()
 
 
-def _activations(graph: onnx.GraphProto) -> set[str]:
-    initializers = {init.name for init in graph.initializer}
-    inputs = {value.name for value in graph.input if value.name not in initializers}
-    return inputs | {name for node in graph.node if node.op_type != "Constant" for name in node.output if name}
-
-
 def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights: dict[str, tuple[int, ...]]) -> float:
     """Multiply-accumulates of ``node`` for the batch its ``shapes`` were read from.
 
     Convolutions and matrix products cost one MAC per output value and reduced input value (the
-    weight's fan-in, or the inner dimension); anything else one per output value. A proxy, not a
-    timing: enough to tell a 3x3 convolution over a feature map from a bias add.
+    weight's fan-in, or the inner dimension); a recurrent layer (LSTM, GRU, RNN) its input and
+    recurrence weights once per time step and sequence; anything else one per output value. A proxy,
+    not a timing: enough to tell a 3x3 convolution over a feature map from a bias add.
     """
     out = shapes.get(node.output[0]) if node.output else None
     if out is None:
@@ -220,6 +218,9 @@ def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights
         return values * math.prod(dims[node.input[1]][1:])
     if node.op_type == "ConvTranspose" and len(node.input) > 1 and node.input[0] in dims and node.input[1] in dims:
         return float(math.prod(dims[node.input[0]])) * math.prod(dims[node.input[1]][1:])
+    if node.op_type in RECURRENT_OPS and all(name in dims for name in node.input[:3]):
+        steps = math.prod(dims[node.input[0]][:-1])  # X: [seq, batch, input] or [batch, seq, input]
+        return float(steps * (math.prod(dims[node.input[1]]) + math.prod(dims[node.input[2]])))
     if node.op_type in ("MatMul", "Gemm") and node.input[0] in dims and dims[node.input[0]]:
         first = dims[node.input[0]]
         transposed = any(a.name == "transA" and a.i for a in node.attribute)
@@ -228,27 +229,53 @@ def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights
 
 
 def macs_per_sample(evaluator: Evaluator, layers: Sequence[Layer]) -> dict[str, float]:
-    """Each layer's MACs per sample, from the tensor shapes of one FP32 run on the first held-out batch.
-
-    The run exposes the layers' inputs and outputs, so it needs its own session of the FP32 model
-    (once per search); shapes from ONNX Runtime hold where shape inference gives up (paddle2onnx
-    reshapes, dynamic dimensions)."""
-    model = onnx.load(os.fspath(evaluator.model_path))
-    graph = model.graph
-    nodes = {node.name: node for node in graph.node}
-    weights = {init.name: tuple(init.dims) for init in graph.initializer}
-    weights.update({node.output[0]: tuple(attr.t.dims) for node in graph.node if node.op_type == "Constant"
-                    for attr in node.attribute if attr.name == "value"})  # paddle2onnx keeps weights in Constants
-    computed = _activations(graph)
-    watched = {name for layer in layers for name in [*nodes[layer.name].input, *nodes[layer.name].output]
-               if name in computed}
-    present = {output.name for output in graph.output}
-    graph.output.extend(onnx.ValueInfoProto(name=name) for name in sorted(watched) if name not in present)
-    exposed = evaluator.workdir / "shapes-fp32.onnx"
-    onnx.save(model, os.fspath(exposed))
+    """Each layer's MACs per sample, measured on the first held-out batch (:func:`measured_macs`)."""
     feed = evaluator.heldout.feeds[0]
-    with evaluator._runner(exposed) as runner:  # type: ignore[attr-defined]
-        shapes = {name: tuple(value.shape) for name, value in {**feed, **runner.infer(feed)}.items()}
-    exposed.unlink()
+    macs = measured_macs(evaluator.model_path, feed, evaluator.threads)
     batch = int(next(iter(feed.values())).shape[0]) or 1  # held-out data is never empty
-    return {layer.name: layer_macs(nodes[layer.name], shapes, weights) / batch for layer in layers}
+    return {layer.name: macs.get(layer.name, 0.0) / batch for layer in layers}
+
+
+def measured_macs(model_path: Path, feed: Mapping[str, np.ndarray], threads: int | None) -> dict[str, float]:
+    """MACs of every node that ran on ``feed`` (by :func:`node_key`), from the shapes of one real run.
+
+    The run is profiled by ONNX Runtime with graph optimizations off, so every node of the model runs
+    under its own name and the profile records the shapes it read and wrote: nodes inside If/Loop/Scan
+    bodies included (where shape inference gives up, and which no graph output can expose), each
+    execution of a loop body counted, a branch not taken costing nothing. Nodes are named by their
+    key in a private copy first, so unnamed nodes are found too.
+    """
+    import onnxruntime as ort
+
+    from trtopt.ortsession import make_session_options
+
+    model = onnx.load(os.fspath(model_path))
+    nodes = {}
+    for graph in all_graphs(model.graph):
+        for node in graph.node:
+            node.name = node_key(node)
+            nodes[node.name] = node
+    with tempfile.TemporaryDirectory(prefix="trtopt-macs-") as folder:
+        copy = Path(folder) / "named.onnx"
+        save_onnx(model, copy)
+        options = make_session_options(threads, graph_optimization="disabled")
+        options.enable_profiling = True
+        options.profile_file_prefix = os.fspath(Path(folder) / "profile")
+        session = ort.InferenceSession(os.fspath(copy), options, providers=["CPUExecutionProvider"])
+        session.run(None, dict(feed))
+        events = json.loads(Path(session.end_profiling()).read_text())
+    macs: dict[str, float] = {}
+    for event in events:
+        node = nodes.get(str(event.get("name", "")).removesuffix("_kernel_time"))
+        recorded = event.get("args", {})
+        if event.get("cat") != "Node" or node is None or "output_type_shape" not in recorded:
+            continue
+        shapes = dict(zip([name for name in node.input if name], _profiled_shapes(recorded.get("input_type_shape"))))
+        shapes.update(zip([name for name in node.output if name], _profiled_shapes(recorded["output_type_shape"])))
+        macs[node.name] = macs.get(node.name, 0.0) + layer_macs(node, shapes, {})
+    return macs
+
+
+def _profiled_shapes(entries: Any) -> list[tuple[int, ...]]:
+    """Shapes of a profile record's ``[{"float": [2, 3]}, ...]`` list (one dtype key per tensor)."""
+    return [tuple(next(iter(entry.values()))) for entry in entries or [] if isinstance(entry, dict) and entry]

@@ -128,7 +128,10 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
             manifest = _manifest(plan, staging, model_file, model_info, built, table)
             if calibration_seconds is not None and manifest["calibration"] is not None:
                 manifest["calibration"]["seconds"] = round(calibration_seconds, 3)
-            report, timing, data_used = _measure_accuracy(plan, staging, manifest, reference, batch)
+            report, timing, data_used, first_batch = _measure_accuracy(plan, staging, manifest, reference, batch)
+            if plan.settings.precision == "int8":
+                manifest["model"]["int8_coverage"] = _int8_coverage(plan, work, staging / model_file, model_info,
+                                                                    mixed.float_nodes if mixed else (), first_batch)
             problems = plan.budget.violations(report, timing.get("speedup"))
             if problems:
                 raise TrtoptError(
@@ -216,21 +219,13 @@ def _precision_model(
     """
     qdq, precision = plan.settings.qdq, plan.settings.precision
     if precision == "int8":
-        import onnx
-
-        from trtopt.quantization.coverage import FloatChoices, int8_coverage
         from trtopt.quantization.qdq import quantize
 
         result = quantize(work, table, staging / "model.int8.onnx", encoding=plan.options.encoding,
                           per_channel=qdq.per_channel, exclude_nodes=sorted({*qdq.exclude_nodes, *float_nodes}),
                           exclude_op_types=qdq.exclude_op_types, force=True)
-        coverage = int8_coverage(onnx.load(staging / "model.int8.onnx", load_external_data=False),
-                                 FloatChoices.of(qdq, result.missing_scales, float_nodes))
-        if warning := coverage.warning():
-            log.warning("%s: %s", plan.source, warning)
         info = {"encoding": plan.options.encoding, "quantized_activations": len(result.activations),
-                "quantized_weights": len(result.weights), "missing_scales": result.missing_scales,
-                "int8_coverage": coverage.to_json()}
+                "quantized_weights": len(result.weights), "missing_scales": result.missing_scales}
         if float_nodes and plan.backend.float_precision == "fp16":
             from trtopt.quantization.fp16 import convert_nodes_fp16
 
@@ -253,6 +248,24 @@ def _precision_model(
     # external weights travel with the model (the staging folder is published as a whole)
     save_onnx(load_onnx(work), staging / "model.fp32.onnx", external=uses_external_data(work) or None)
     return "model.fp32.onnx", {}
+
+
+def _int8_coverage(plan: BuildPlan, work: Path, qdq_model: Path, model_info: dict[str, Any],
+                   float_nodes: Sequence[str], first_batch: tuple[dict[str, Any], int]) -> dict[str, Any]:
+    """How much of the model the INT8 engine quantizes (trtopt.quantization.coverage), with each layer's
+    compute measured on the FP32 model with the accuracy check's first batch (feed, rows); warns when little."""
+    import onnx
+
+    from trtopt.int8_eval import measured_macs
+    from trtopt.quantization.coverage import FloatChoices, int8_coverage
+
+    feed, rows = first_batch
+    macs = {name: value / rows for name, value in measured_macs(work, feed, plan.settings.engine.threads).items()}
+    choices = FloatChoices.of(plan.settings.qdq, model_info["missing_scales"], float_nodes)
+    coverage = int8_coverage(onnx.load(qdq_model, load_external_data=False), choices, macs)
+    if warning := coverage.warning():
+        log.warning("%s: %s", plan.source, warning)
+    return coverage.to_json()
 
 
 def _accuracy_data(plan: BuildPlan) -> tuple[str, str]:
@@ -312,8 +325,10 @@ def _mixed_json(plan: BuildPlan, mixed: Any, calibration_seconds: float | None) 
 
 
 def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], reference: Any,
-                      batch: int) -> tuple[Any, dict[str, Any], str]:
+                      batch: int) -> tuple[Any, dict[str, Any], str, tuple[dict[str, Any], int]]:
     """Run the new engine and the FP32 ONNX on the same held-out batches, comparing every output; then time.
+
+    Returns the report, the timing, which data it used, and the first batch as fed (feed, rows).
 
     Timing (trtopt.latency): the first batch, after warm-up, in interleaved rounds with a time cap;
     the fastest round counts. Speed vs FP32 is measured only where the FP32 reference runs on the
@@ -332,11 +347,13 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
                        **plan.data.for_source(str(spec)))
     accumulator = AccuracyAccumulator(plan.settings.accuracy.metrics)
     timed_feed: dict[str, Any] = {}
+    timed_rows = 0
     with plan.backend.load(staging, manifest) as engine:
         for item in progress(data, desc="accuracy vs FP32", unit="batch"):
             # a short last batch is padded to fit the profile; the padding is dropped from the outputs
             feed, padded = fit_profile_batch(item.feed, plan.inputs, plan.profile)
-            timed_feed = timed_feed or feed
+            if not timed_feed:
+                timed_feed, timed_rows = feed, item.size + padded
             expected, got = reference.infer(feed), engine.infer(feed)
             accumulator.update(unpad_outputs(expected, item.size, padded),
                                unpad_outputs({k: np.asarray(v) for k, v in got.items()}, item.size, padded),
@@ -354,7 +371,7 @@ def _measure_accuracy(plan: BuildPlan, staging: Path, manifest: dict[str, Any], 
     else:
         timing.update(fastest_ms=round(timed.fastest_ms["engine"], 6), median_ms=round(timed.median_ms["engine"], 6),
                       timing_rounds=timed.rounds)
-    return accumulator.report(), timing, f"{spec} ({part})"
+    return accumulator.report(), timing, f"{spec} ({part})", (timed_feed, timed_rows)
 
 
 def _batch_size(inputs: Sequence[Any], profile: Any, wanted: int) -> int:

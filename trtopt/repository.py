@@ -17,7 +17,10 @@ Manifest layout (schema version 2; version 1 recorded every build option and an 
 
     schema_version, name, cache_key, created, trtopt_version, command,
     backend: {name, version}, device: {...}, precision,
-    source: {path, sha256}, model: {file, sha256, encoding[, float_layers: {precision, converted, kept_fp32}]},
+    source: {path, sha256}, model: {file, sha256, encoding[, float_layers: {precision, converted, kept_fp32}]
+                                     [, int8_coverage: {weighted_layers, quantized_layers, quantized_weight_share,
+                                       compute_share, macs_per_sample, quantized_macs_per_sample, float_layers,
+                                       summary, warning} (INT8: trtopt.quantization.coverage)]},
     engine: {file, sha256, bytes},
     calibration: {table_id, method, file, data, samples[, seconds when calibrated by this build]} | null,
     io: {inputs: [...], outputs: [...], profile: {min, opt, max}},

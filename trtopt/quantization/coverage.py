@@ -3,15 +3,25 @@
 An INT8 build can succeed and still quantize nothing: Silero VAD keeps all of its compute inside
 ``If`` subgraphs, which calibration cannot see into (ONNX Runtime exposes only main-graph values as
 outputs), so its "INT8 engine" runs entirely in float. Users who asked for ``--int8`` must learn
-that, and why, from the build itself rather than from a benchmark later. Coverage counts the
-weighted layers (``placement.WEIGHTED_OPS``: where INT8 buys speed), in the main graph and in every
-subgraph, and the share of their weight parameters that is quantized: a proxy for compute that
-needs no tensor shapes, so it also covers layers inside subgraphs and dynamic-shape models.
+that, and why, from the build itself rather than from a benchmark later.
 
-A layer counts as quantized when one of its inputs is produced by a DequantizeLinear: its weight,
-its data, or both. Layers left float get one reason each. Low coverage is a warning, not a failed
-build: the engine is correct, only not faster, just as TensorRT runs INT8-enabled networks with
-float fallback; scripts read ``model.int8_coverage`` in the manifest.
+Coverage counts the weighted layers (``placement.WEIGHTED_OPS``, where INT8 buys speed, and the
+recurrent LSTM/GRU/RNN, which no Q/DQ rule quantizes), in the main graph and in every subgraph. A
+layer counts as quantized when its data and weight inputs are both read through a DequantizeLinear:
+a layer with only its weight dequantized still computes in float. Layers left float get one reason
+each. Two shares say how much of the model that is:
+
+- of the *compute*, when the caller measured each layer's multiply-accumulates (the build does, on
+  one batch of its data, ``trtopt.int8_eval.measured_macs``: a branch not taken costs nothing, a loop
+  body counts once per iteration). This is what INT8 speeds up, so it decides the warning;
+- of the *weight parameters*, always: a proxy that needs no data or shapes (``trtopt quantize``).
+
+Low coverage (under :data:`LOW_COVERAGE` of the compute, or of the layers where no compute was
+measured; none at all included) is a warning, not a failed build: the engine is correct, only not
+faster. TensorRT users expect that: trtexec ``--int8`` and Polygraphy build INT8-enabled networks
+with float fallback where layers have no INT8 form and say so in the log. Scripts (``--json``
+consumers, corpus sweeps) read ``model.int8_coverage`` in the manifest, warning included, instead of
+telling a failed build from a mostly-float one by parsing an error line.
 """
 from __future__ import annotations
 
@@ -23,14 +33,24 @@ from typing import Any
 
 import onnx
 
-from trtopt.quantization.modelio import subgraphs
+from trtopt.quantization.modelio import all_graphs, subgraphs
 from trtopt.quantization.placement import WEIGHTED_OPS
 from trtopt.settings import QdqSettings
 
-# below this share of weighted layers quantized, the build warns: most of the model runs float
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})  # weighted, but no Q/DQ rule quantizes them
+COVERED_OPS = WEIGHTED_OPS | RECURRENT_OPS
+# below this share of the compute (of the weighted layers, where no compute was measured) in INT8, the
+# build warns: most of the model runs float
 LOW_COVERAGE = 0.5
 NO_SCALE = "no calibrated scale for its input"
 NOT_PLACED = "not quantized by the placement rules"
+NO_RULE = "no Q/DQ rule for its op type"
+
+
+def node_key(node: onnx.NodeProto) -> str:
+    """How coverage and MAC counts name a node: its name, else its first output (unique in a valid model),
+    so unnamed layers are each counted and still identifiable."""
+    return node.name or (node.output[0] if node.output else f"<unnamed {node.op_type}>")
 
 
 @dataclass(frozen=True)
@@ -40,29 +60,42 @@ class Coverage:
     weighted_layers: int
     quantized_layers: int
     quantized_weight_share: float  # share of the weighted layers' weight parameters in quantized layers
-    float_layers: dict[str, str] = field(default_factory=dict)  # node name -> why it is float
+    float_layers: dict[str, str] = field(default_factory=dict)  # node key -> why it is float
+    macs_per_sample: float | None = None  # of all weighted layers, measured; None: not measured
+    quantized_macs_per_sample: float | None = None
 
     @property
     def layer_share(self) -> float:
         return self.quantized_layers / self.weighted_layers if self.weighted_layers else 0.0
+
+    @property
+    def compute_share(self) -> float | None:
+        """Quantized share of the measured MACs; None when not measured or no weighted layer ran."""
+        if not self.macs_per_sample or self.quantized_macs_per_sample is None:
+            return None
+        return self.quantized_macs_per_sample / self.macs_per_sample
 
     def reasons(self) -> list[tuple[str, int]]:
         """(reason, number of layers), most frequent first."""
         return Counter(self.float_layers.values()).most_common()
 
     def summary(self) -> str:
-        """One line: 'q of n weighted layers quantized (p% of weight parameters); float: k reason, ...'."""
+        """One line: 'q of n weighted layers quantized (c% of the compute, p% of their weight parameters);
+        float: k reason, ...'."""
         if not self.weighted_layers:
-            return "no weighted layer (Conv, ConvTranspose, Gemm, MatMul): nothing INT8 can speed up"
-        line = (f"{self.quantized_layers} of {self.weighted_layers} weighted layers quantized "
-                f"({100 * self.quantized_weight_share:.0f}% of their weight parameters)")
+            return f"no weighted layer ({', '.join(sorted(COVERED_OPS))}): nothing INT8 can speed up"
+        compute = self.compute_share
+        shares = ([] if compute is None else [f"{100 * compute:.1f}% of the compute"]) + [
+            f"{100 * self.quantized_weight_share:.0f}% of their weight parameters"]
+        line = f"{self.quantized_layers} of {self.weighted_layers} weighted layers quantized ({', '.join(shares)})"
         if self.float_layers:
             line += "; float: " + ", ".join(f"{count} {reason}" for reason, count in self.reasons())
         return line
 
     def warning(self) -> str | None:
         """Why most of the model runs float despite --int8, or None when most of it is INT8."""
-        if self.weighted_layers and self.layer_share >= LOW_COVERAGE:
+        share = self.layer_share if self.compute_share is None else self.compute_share
+        if self.weighted_layers and self.quantized_layers and share >= LOW_COVERAGE:
             return None
         hint = ("; values inside If/Loop/Scan subgraphs cannot be calibrated (ONNX Runtime exposes only "
                 "main-graph values)" if any(reason.startswith("inside ") for reason in self.float_layers.values())
@@ -70,9 +103,12 @@ class Coverage:
         return f"INT8 covers little of the model: {self.summary()}{hint}"
 
     def to_json(self) -> dict[str, Any]:
+        compute = self.compute_share
         return {"weighted_layers": self.weighted_layers, "quantized_layers": self.quantized_layers,
                 "quantized_weight_share": round(self.quantized_weight_share, 4),
-                "float_layers": dict(self.float_layers), "summary": self.summary()}
+                "compute_share": None if compute is None else round(compute, 4),
+                "macs_per_sample": self.macs_per_sample, "quantized_macs_per_sample": self.quantized_macs_per_sample,
+                "float_layers": dict(self.float_layers), "summary": self.summary(), "warning": self.warning()}
 
 
 @dataclass(frozen=True)
@@ -92,9 +128,12 @@ class FloatChoices:
         return cls(nodes, qdq.exclude_op_types, missing_scales)
 
 
-def int8_coverage(model: onnx.ModelProto, choices: FloatChoices = FloatChoices()) -> Coverage:
-    """Coverage of the Q/DQ ``model``; ``choices`` give the reasons of the layers kept float on purpose."""
-    graphs = list(_graphs(model.graph))
+def int8_coverage(model: onnx.ModelProto, choices: FloatChoices = FloatChoices(),
+                  macs: Mapping[str, float] | None = None) -> Coverage:
+    """Coverage of the Q/DQ ``model``; ``choices`` give the reasons of the layers kept float on purpose,
+    ``macs`` (per sample, by :func:`node_key`, measured on the float model whose weighted nodes keep
+    their names in the Q/DQ copy) the compute of each layer that ran."""
+    graphs = list(all_graphs(model.graph))
     sizes = {init.name: math.prod(init.dims) for graph in graphs for init in graph.initializer}
     sizes.update({node.output[0]: math.prod(attr.t.dims) for graph in graphs for node in graph.node
                   if node.op_type == "Constant" for attr in node.attribute if attr.name == "value"})
@@ -102,43 +141,43 @@ def int8_coverage(model: onnx.ModelProto, choices: FloatChoices = FloatChoices()
     dequantized = {node.output[0]: node.input[0] for graph in graphs for node in graph.node
                    if node.op_type == "DequantizeLinear"}
     total_size = quantized_size = quantized = weighted = 0
+    total_macs = quantized_macs = 0.0
     float_layers: dict[str, str] = {}
     for node, enclosing in _weighted_nodes(model.graph):
         weighted += 1
         size = sum(sizes.get(dequantized.get(name, name), 0) for name in node.input)
+        layer_macs = (macs or {}).get(node_key(node), 0.0)
         total_size += size
-        if any(name in dequantized for name in node.input):
+        total_macs += layer_macs
+        if node.op_type in WEIGHTED_OPS and all(name in dequantized for name in node.input[:2] if name):
             quantized += 1
             quantized_size += size
-        else:  # unnamed nodes (allowed by ONNX) get a placeholder, so none hides another
-            float_layers[node.name or f"<unnamed {node.op_type} #{weighted}>"] = _float_reason(node, enclosing, choices)
+            quantized_macs += layer_macs
+        else:
+            float_layers[node_key(node)] = _float_reason(node, enclosing, choices)
     share = quantized_size / total_size if total_size else 0.0
-    return Coverage(weighted, quantized, share, float_layers)
+    measured = macs is not None
+    return Coverage(weighted, quantized, share, float_layers, total_macs if measured else None,
+                    quantized_macs if measured else None)
 
 
 def _float_reason(node: onnx.NodeProto, enclosing: onnx.NodeProto | None, choices: FloatChoices) -> str:
     if enclosing is not None:
-        return f"inside {enclosing.op_type} subgraph of node {enclosing.name!r}"
+        return f"inside {enclosing.op_type} subgraph of node {node_key(enclosing)!r}"
     if node.name in choices.nodes:
         return choices.nodes[node.name]
     if node.op_type in choices.op_types:
         return "excluded by --exclude-op-types"
+    if node.op_type in RECURRENT_OPS:
+        return NO_RULE
     return NO_SCALE if any(name in choices.missing_scales for name in node.input) else NOT_PLACED
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """``graph`` and every subgraph in it, at any depth."""
-    yield graph
-    for node in graph.node:
-        for subgraph in subgraphs(node):
-            yield from _graphs(subgraph)
 
 
 def _weighted_nodes(graph: onnx.GraphProto,
                     enclosing: onnx.NodeProto | None = None) -> Iterator[tuple[onnx.NodeProto, onnx.NodeProto | None]]:
     """Every weighted node, with the outermost control-flow node whose subgraph holds it (None: main graph)."""
     for node in graph.node:
-        if node.op_type in WEIGHTED_OPS:
+        if node.op_type in COVERED_OPS:
             yield node, enclosing
         for subgraph in subgraphs(node):
             yield from _weighted_nodes(subgraph, enclosing or node)

@@ -202,3 +202,11 @@ def prepared_source(source: str | os.PathLike[str],
 def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     """The bodies of If/Loop/Scan (and any other graph attribute) of ``node``."""
     return [graph for attr in node.attribute for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)]
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph in it, at any depth."""
+    yield graph
+    for node in graph.node:
+        for subgraph in subgraphs(node):
+            yield from all_graphs(subgraph)

@@ -27,6 +27,10 @@ or loses accuracy, so placement is conservative and rule-based. The rules, in or
    sized for the outliers rounds the other channels to a handful of levels, and every later layer
    reads the normalized result of that rounding.
 
+Q/DQ goes into the main graph only: nodes inside If/Loop/Scan bodies read float values, also where
+they read a main-graph tensor that is quantized for its main-graph consumers (calibration cannot
+see into bodies; ``coverage`` reports their layers as float).
+
 Excluded nodes (by name or op type) keep every input and their weights in float. A tensor is only
 quantized when the calibration has an amax for it (directly or through rule 5);
 ``targets.calibration_targets`` lists exactly the tensors these rules read.
@@ -176,6 +180,8 @@ def plan_placement(model: ir.Model, amax: Mapping[str, float], encoding: Encodin
     def want(node: ir.Node, index: int) -> None:
         value = node.inputs[index]
         if value is None or is_constant(value) or value.name in graph_outputs or node.op_type in FLOAT_INPUT_OPS:
+            return
+        if node.graph is not graph:  # a main-graph value read inside an If/Loop/Scan body: the body reads it float
             return
         if value.name not in amax_all:
             if value.name not in placement.skipped_no_scale:
