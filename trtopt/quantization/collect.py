@@ -20,7 +20,7 @@ import numpy as np
 from trtopt.data.sources import DataSource
 from trtopt.errors import UsageError
 from trtopt.progress import progress
-from trtopt.quantization.histogram import AbsHistogram, ChunkBuffer, PowerOfTwoHistogram, RangeStats
+from trtopt.quantization.histogram import AbsHistogram, PowerOfTwoHistogram, RangeStats
 from trtopt.quantization.session import TargetRunner
 
 
@@ -40,14 +40,13 @@ class _Statistics:
         self.ranges = {name: RangeStats() for name in targets}
         self.fine = {name: PowerOfTwoHistogram() for name in targets} if histograms else None
         self.skip_nonfinite = skip_nonfinite
-        self.buffer = ChunkBuffer()  # fold runs on one thread at a time
 
     def fold(self, index: int, activations: dict[str, np.ndarray]) -> None:
         for name, values in activations.items():
             ranges = self.ranges[name]
             finite = ranges.update(values, self.skip_nonfinite, f"tensor {name!r} in batch {index}")
             if self.fine is not None:
-                self.fine[name].update(finite, ranges.absmax, self.buffer)
+                self.fine[name].update(finite, ranges.absmax)
 
     def histograms(self) -> dict[str, AbsHistogram] | None:
         """The 2048-bin histograms over each tensor's final ``[0, max |x|]``."""
