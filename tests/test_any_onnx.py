@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.errors import UsageError
 from trtopt.pipeline import build
+from trtopt.quantization.coverage import int8_coverage
 from trtopt.quantization.fp16 import convert_fp16
 from trtopt.quantization.modelio import prepared_source
 from trtopt.quantization.qdq import quantize
@@ -68,6 +69,8 @@ def test_classic_zoo_quantizes_to_int8_with_weights_and_runs(name, tmp_path):
         targets = calibration_targets(onnx.load(str(work)))
         result = quantize(work, dict.fromkeys(targets, 8.0), tmp_path / "model.int8.onnx")
     assert result.weights, "generated (ConstantOfShape) weights must be folded and quantized"
+    coverage = int8_coverage(onnx.load(result.path))  # Inception v1's classifier weight is a Reshape of one
+    assert coverage.quantized_layers == coverage.weighted_layers, coverage.float_layers
     got = ort.InferenceSession(str(result.path)).run(None, feed)
     assert np.isfinite(got[0]).all()
 
