@@ -7,7 +7,8 @@ ONNX Runtime backend (accuracy vs FP32 measured by the build on held-out data), 
 engine's outputs on the same feed. One row per model and precision:
 
 * status: ``ok`` when built and loaded and the held-out outputs are finite (``ok, far off FP32`` when
-  the build itself flagged the engine as far off FP32: the accuracy is the finding), else the error;
+  the build itself flagged the engine as far off FP32: the accuracy is the finding; ``ok, mostly
+  float`` when the build warned that INT8 covers under half of the compute), else the error;
 * build s: wall time of the build (calibration, conversion, ONNX Runtime optimization, accuracy check);
 * acc vs FP32: the build's worst-output cosine similarity and, where the model has class outputs,
   top-1 agreement, both from the build's held-out check; then the held-out feed's worst cosine;
@@ -84,14 +85,17 @@ def run_member(member: CorpusModel, engines: Path, threads: int) -> list[dict[st
             row["speed"] = fp32_ms / ms if fp32_ms else None
             model = result.manifest["model"]
             row["model_info"] = {k: model[k] for k in ("quantized_activations", "quantized_weights") if k in model}
-            if "int8_coverage" in model:
-                coverage = model["int8_coverage"]
+            coverage = model.get("int8_coverage") or {}
+            if coverage:
                 row["model_info"]["int8_layers"] = f"{coverage['quantized_layers']}/{coverage['weighted_layers']}"
+                if coverage["compute_share"] is not None:
+                    row["model_info"]["int8_compute"] = f"{100 * coverage['compute_share']:.0f}%"
             if precision == "fp16":
                 row["model_info"] = {"kept_fp32": len(model.get("kept_fp32") or {})}
             bad = row["heldout_cosine"] is not None and not np.isfinite(row["heldout_cosine"])
             far_off = accuracy.get("far_off")  # the build's own verdict (NaN/Inf, SNR < 10 dB, agreement/IoU low)
-            row["status"] = "FAIL: non-finite held-out outputs" if bad else "ok, far off FP32" if far_off else "ok"
+            row["status"] = ("FAIL: non-finite held-out outputs" if bad else "ok, far off FP32" if far_off
+                             else "ok, mostly float" if coverage.get("warning") else "ok")  # the build's verdicts
         except Exception as exc:  # noqa: BLE001 - a row reports its failure; the run goes on
             row["status"] = f"FAIL: {type(exc).__name__}: {first_line(exc, '')[:160]}"
             row["traceback"] = traceback.format_exc()

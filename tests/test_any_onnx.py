@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 from trtopt.errors import UsageError
 from trtopt.pipeline import build
+from trtopt.quantization.coverage import int8_coverage
 from trtopt.quantization.fp16 import convert_fp16
 from trtopt.quantization.modelio import prepared_source
 from trtopt.quantization.qdq import quantize
@@ -68,6 +69,8 @@ def test_classic_zoo_quantizes_to_int8_with_weights_and_runs(name, tmp_path):
         targets = calibration_targets(onnx.load(str(work)))
         result = quantize(work, dict.fromkeys(targets, 8.0), tmp_path / "model.int8.onnx")
     assert result.weights, "generated (ConstantOfShape) weights must be folded and quantized"
+    coverage = int8_coverage(onnx.load(result.path))  # Inception v1's classifier weight is a Reshape of one
+    assert coverage.quantized_layers == coverage.weighted_layers, coverage.float_layers
     got = ort.InferenceSession(str(result.path)).run(None, feed)
     assert np.isfinite(got[0]).all()
 
@@ -307,6 +310,8 @@ def test_external_data_travels_with_every_precision(tmp_path):
         result = build(external, precision=precision, calib_data=str(tmp_path / "data.npz"),
                        engines_dir=tmp_path / "engines")
         assert result.accuracy["cosine_similarity"] > 0.99
+        if precision == "int8":  # the compute was measured on a run that read the external weights in place
+            assert result.manifest["model"]["int8_coverage"]["macs_per_sample"] > 0
         with result.load() as runner:
             assert runner.infer({"x": np.ones((1, 3, 12, 12), np.float32)})["logits"].shape == (1, 4)
     for precision in ("fp32", "fp16", "int8"):  # the weights stay external in the engine folder too

@@ -36,7 +36,7 @@ from trtopt.accuracy import AccuracyAccumulator, AccuracyReport, MetricSettings,
 from trtopt.errors import UsageError
 from trtopt.latency import LatencySettings, compare_latency
 from trtopt.quantization.coverage import RECURRENT_OPS, node_key
-from trtopt.quantization.modelio import all_graphs, save_onnx
+from trtopt.quantization.modelio import all_graphs
 from trtopt.settings import QdqSettings  # how the Q/DQ pass quantizes: the choices `build --int8` makes
 
 
@@ -248,17 +248,20 @@ def measured_macs(model_path: Path, feed: Mapping[str, np.ndarray], threads: int
     import onnxruntime as ort
 
     from trtopt.ortsession import make_session_options
+    from trtopt.quantization.session import detach_weights
 
-    model = onnx.load(os.fspath(model_path))
+    model = onnx.load(os.fspath(model_path), load_external_data=False)
     nodes = {}
     for graph in all_graphs(model.graph):
         for node in graph.node:
             node.name = node_key(node)
             nodes[node.name] = node
     with tempfile.TemporaryDirectory(prefix="trtopt-macs-") as folder:
+        # the renamed copy is the graph only: external weights are read in place, as calibration does
+        config = detach_weights(model, Path(model_path).parent, Path(folder))
         copy = Path(folder) / "named.onnx"
-        save_onnx(model, copy)
-        options = make_session_options(threads, graph_optimization="disabled")
+        onnx.save(model, os.fspath(copy))
+        options = make_session_options(threads, graph_optimization="disabled", config=config)
         options.enable_profiling = True
         options.profile_file_prefix = os.fspath(Path(folder) / "profile")
         session = ort.InferenceSession(os.fspath(copy), options, providers=["CPUExecutionProvider"])

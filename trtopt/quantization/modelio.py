@@ -127,24 +127,49 @@ def prepare_model(model: onnx.ModelProto, overrides: Mapping[str, np.ndarray] | 
     return prepared
 
 
-def fold_generated_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Turn ``ConstantOfShape`` nodes with a constant shape into initializers (in place; returns the model).
+# ops that only move or retype values: a chain of them over a constant is a constant, cheap to compute once
+_FOLDABLE_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Identity", "Cast"})
 
-    Some exporters (the model zoo's classics among them) generate weights at run time this way.
-    Q/DQ quantizes only constant weights, so a Conv whose weight is computed would keep float
-    weights and run unfused.
+
+def fold_generated_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn weights computed at run time from constants into initializers (in place; returns the model).
+
+    Some exporters (the model zoo's classics among them) generate weights at run time: a
+    ``ConstantOfShape`` with a constant shape, or a ``Reshape``/``Transpose``/... of an initializer
+    (Inception v1's classifier weight is a Reshape of one). Q/DQ quantizes only constant weights,
+    so a layer whose weight is computed would keep float weights and run unfused.
     """
+    from onnx.reference import ReferenceEvaluator
+
     graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
+    # an initializer that is also a graph input can be overridden at run time: not a constant
+    overridable = {value.name for value in graph.input}
+    initializers = {init.name: init for init in graph.initializer if init.name not in overridable}
+    outputs = {value.name for value in graph.output}
+    opsets = {opset.domain: opset.version for opset in model.opset_import}
     kept = []
     for node in graph.node:
-        shape = initializers.get(node.input[0]) if node.op_type == "ConstantOfShape" and node.input else None
-        if shape is None:
+        if outputs.intersection(node.output):
             kept.append(node)
             continue
-        fill = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"), np.zeros(1, np.float32))
-        graph.initializer.append(numpy_helper.from_array(
-            np.full(tuple(numpy_helper.to_array(shape).tolist()), fill.reshape(-1)[0], fill.dtype), node.output[0]))
+        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in initializers:
+            fill = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"),
+                        np.zeros(1, np.float32))
+            shape = tuple(numpy_helper.to_array(initializers[node.input[0]]).tolist())
+            folded = [np.full(shape, fill.reshape(-1)[0], fill.dtype)]
+        elif node.op_type in _FOLDABLE_OPS and node.input and all(name in initializers for name in node.input if name):
+            feeds = {name: numpy_helper.to_array(initializers[name]) for name in node.input if name}
+            try:  # with the model's opsets: attributes of these ops changed across versions
+                folded = ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
+            except Exception:  # noqa: BLE001 - folding only helps quantization; the runtime computes it anyway
+                kept.append(node)
+                continue
+        else:
+            kept.append(node)
+            continue
+        for name, value in zip(node.output, folded):
+            initializers[name] = numpy_helper.from_array(np.asarray(value), name)
+            graph.initializer.append(initializers[name])
     if len(kept) != len(graph.node):
         del graph.node[:]
         graph.node.extend(kept)
