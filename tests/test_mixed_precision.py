@@ -221,16 +221,17 @@ def test_layer_macs_from_weight_and_output_shapes():
     matmul = helper.make_node("MatMul", ["q", "k"], ["s"], name="attention")
     gemm = helper.make_node("Gemm", ["a", "w2"], ["g"], name="fc", transA=1)
     add = helper.make_node("Add", ["y", "bias"], ["z"], name="add")
-    shapes = {"y": (2, 8, 10, 10), "q": (2, 4, 5, 16), "s": (2, 4, 5, 5), "a": (6, 2), "g": (2, 3), "z": (2, 8, 10, 10)}
     weights = {"w": (8, 3, 3, 3), "w2": (6, 3), "bias": (8, 1, 1)}
-    assert layer_macs(conv, shapes, weights) == 2 * 8 * 10 * 10 * 3 * 3 * 3  # every output: a 3x3x3 fan-in
-    assert layer_macs(matmul, shapes, weights) == 2 * 4 * 5 * 5 * 16  # inner dimension of two activations
-    assert layer_macs(gemm, shapes, weights) == 2 * 3 * 6  # transA: the inner dimension is A's first
-    assert layer_macs(add, shapes, weights) == 2 * 8 * 10 * 10  # elementwise: one per output value
-    assert layer_macs(add, {}, weights) == 0.0  # shape never seen: no claim
+    shapes = {"y": (2, 8, 10, 10), "q": (2, 4, 5, 16), "s": (2, 4, 5, 5), "a": (6, 2), "g": (2, 3), "z": (2, 8, 10, 10),
+              **weights}
+    assert layer_macs(conv, shapes) == 2 * 8 * 10 * 10 * 3 * 3 * 3  # every output: a 3x3x3 fan-in
+    assert layer_macs(matmul, shapes) == 2 * 4 * 5 * 5 * 16  # inner dimension of two activations
+    assert layer_macs(gemm, shapes) == 2 * 3 * 6  # transA: the inner dimension is A's first
+    assert layer_macs(add, shapes) == 2 * 8 * 10 * 10  # elementwise: one per output value
+    assert layer_macs(add, weights) == 0.0  # shape never seen: no claim
     lstm = helper.make_node("LSTM", ["seq", "W", "R", "B"], ["Y"], name="lstm", hidden_size=16)
     recurrent = {"seq": (5, 2, 8), "W": (1, 64, 8), "R": (1, 64, 16), "Y": (5, 1, 2, 16)}
-    assert layer_macs(lstm, recurrent, {}) == 5 * 2 * (64 * 8 + 64 * 16)  # both weights, every step and sequence
+    assert layer_macs(lstm, recurrent) == 5 * 2 * (64 * 8 + 64 * 16)  # both weights, every step and sequence
 
 
 def test_blocks_rank_by_harm_per_speed_gained_and_float_runs_stay_contiguous():

@@ -201,8 +201,9 @@ class Evaluator:
         self.close()
 
 
-def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights: dict[str, tuple[int, ...]]) -> float:
-    """Multiply-accumulates of ``node`` for the batch its ``shapes`` were read from.
+def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> float:
+    """Multiply-accumulates of ``node`` for the batch its ``shapes`` (inputs, weights included, and
+    outputs, as one run recorded them) were read from.
 
     Convolutions and matrix products cost one MAC per output value and reduced input value (the
     weight's fan-in, or the inner dimension); a recurrent layer (LSTM, GRU, RNN) its input and
@@ -213,16 +214,15 @@ def layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], weights
     if out is None:
         return 0.0
     values = float(math.prod(out))
-    dims = {**weights, **shapes}
-    if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in dims:
-        return values * math.prod(dims[node.input[1]][1:])
-    if node.op_type == "ConvTranspose" and len(node.input) > 1 and node.input[0] in dims and node.input[1] in dims:
-        return float(math.prod(dims[node.input[0]])) * math.prod(dims[node.input[1]][1:])
-    if node.op_type in RECURRENT_OPS and all(name in dims for name in node.input[:3]):
-        steps = math.prod(dims[node.input[0]][:-1])  # X: [seq, batch, input] or [batch, seq, input]
-        return float(steps * (math.prod(dims[node.input[1]]) + math.prod(dims[node.input[2]])))
-    if node.op_type in ("MatMul", "Gemm") and node.input[0] in dims and dims[node.input[0]]:
-        first = dims[node.input[0]]
+    if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in shapes:
+        return values * math.prod(shapes[node.input[1]][1:])
+    if node.op_type == "ConvTranspose" and len(node.input) > 1 and node.input[0] in shapes and node.input[1] in shapes:
+        return float(math.prod(shapes[node.input[0]])) * math.prod(shapes[node.input[1]][1:])
+    if node.op_type in RECURRENT_OPS and all(name in shapes for name in node.input[:3]):
+        steps = math.prod(shapes[node.input[0]][:-1])  # X: [seq, batch, input] or [batch, seq, input]
+        return float(steps * (math.prod(shapes[node.input[1]]) + math.prod(shapes[node.input[2]])))
+    if node.op_type in ("MatMul", "Gemm") and node.input[0] in shapes and shapes[node.input[0]]:
+        first = shapes[node.input[0]]
         transposed = any(a.name == "transA" and a.i for a in node.attribute)
         return values * (first[0] if transposed or len(first) == 1 else first[-1])
     return values
@@ -275,7 +275,7 @@ def measured_macs(model_path: Path, feed: Mapping[str, np.ndarray], threads: int
             continue
         shapes = dict(zip([name for name in node.input if name], _profiled_shapes(recorded.get("input_type_shape"))))
         shapes.update(zip([name for name in node.output if name], _profiled_shapes(recorded["output_type_shape"])))
-        macs[node.name] = macs.get(node.name, 0.0) + layer_macs(node, shapes, {})
+        macs[node.name] = macs.get(node.name, 0.0) + layer_macs(node, shapes)
     return macs
 
 
