@@ -127,8 +127,9 @@ def prepare_model(model: onnx.ModelProto, overrides: Mapping[str, np.ndarray] | 
     return prepared
 
 
-# ops that only move or retype values: a chain of them over a constant is a constant, cheap to compute once
-_FOLDABLE_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Identity", "Cast"})
+# ops whose output over constants is a constant cheap to compute once: ConstantOfShape fills a shape,
+# the others only move or retype values (so a chain of them over a constant folds too)
+_FOLDABLE_OPS = frozenset({"ConstantOfShape", "Reshape", "Transpose", "Flatten", "Identity", "Cast"})
 
 
 def fold_generated_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -149,22 +150,15 @@ def fold_generated_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     opsets = {opset.domain: opset.version for opset in model.opset_import}
     kept = []
     for node in graph.node:
-        if outputs.intersection(node.output):
+        inputs = [name for name in node.input if name]
+        computed = node.op_type in _FOLDABLE_OPS and inputs and all(name in initializers for name in inputs)
+        if not computed or outputs.intersection(node.output):
             kept.append(node)
             continue
-        if node.op_type == "ConstantOfShape" and node.input and node.input[0] in initializers:
-            fill = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"),
-                        np.zeros(1, np.float32))
-            shape = tuple(numpy_helper.to_array(initializers[node.input[0]]).tolist())
-            folded = [np.full(shape, fill.reshape(-1)[0], fill.dtype)]
-        elif node.op_type in _FOLDABLE_OPS and node.input and all(name in initializers for name in node.input if name):
-            feeds = {name: numpy_helper.to_array(initializers[name]) for name in node.input if name}
-            try:  # with the model's opsets: attributes of these ops changed across versions
-                folded = ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
-            except Exception:  # noqa: BLE001 - folding only helps quantization; the runtime computes it anyway
-                kept.append(node)
-                continue
-        else:
+        feeds = {name: numpy_helper.to_array(initializers[name]) for name in inputs}
+        try:  # with the model's opsets: attributes of these ops changed across versions
+            folded = ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
+        except Exception:  # noqa: BLE001 - folding only helps quantization; the runtime computes it anyway
             kept.append(node)
             continue
         for name, value in zip(node.output, folded):
