@@ -120,8 +120,9 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
                 layers = _quantized_layers(evaluator)  # read once: sensitivity and the search both rank them
                 ranked = _sensitivity(evaluator, layers) if accuracy.sensitivity else None
                 mixed = _mixed_precision(plan, evaluator, layers) if plan.budget else None
+        float_nodes = mixed.float_nodes if mixed else ()  # the layers the accuracy-budget search kept float
         with atomic_directory(plan.engine_dir, versioned=True) as staging:
-            model_file, model_info = _precision_model(plan, work, staging, table, mixed.float_nodes if mixed else ())
+            model_file, model_info = _precision_model(plan, work, staging, table, float_nodes)
             if table is not None:
                 table.save(staging / SCALE_TABLE_FILE)
             built = plan.backend.build(staging / model_file, staging, plan.options)
@@ -131,7 +132,7 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
             report, timing, data_used, first_batch = _measure_accuracy(plan, staging, manifest, reference, batch)
             if plan.settings.precision == "int8":
                 manifest["model"]["int8_coverage"] = _int8_coverage(plan, work, staging / model_file, model_info,
-                                                                    mixed.float_nodes if mixed else (), first_batch)
+                                                                    float_nodes, first_batch)
             problems = plan.budget.violations(report, timing.get("speedup"))
             if problems:
                 raise TrtoptError(
