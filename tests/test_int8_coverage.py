@@ -142,7 +142,7 @@ def test_int8_build_of_a_model_inside_if_branches_warns_that_nothing_is_quantize
     again = run_cli("build", model, "--int8", *BUILD, "--engines-dir", tmp_path / "engines")  # a cache hit
     assert again.returncode == 0 and "cache hit" in again.stdout, again.stderr
     assert "int8 (mostly float: see the WARNING)" in again.stdout and coverage["summary"] in again.stdout
-    assert f"WARNING: {model}: {coverage['warning']}" in again.stderr.splitlines()
+    assert f"WARNING trtopt.build: {model}: {coverage['warning']}" in again.stderr.splitlines()
 
 
 def test_int8_build_of_a_plain_model_covers_its_compute_and_names_what_exclusions_leave_float(residual_convnet,

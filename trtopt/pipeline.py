@@ -97,6 +97,9 @@ def execute(plan: BuildPlan) -> BuildResult:
     if not plan.settings.force:
         cached = cached_manifest(plan.engine_dir, plan.cache_key)
         if cached is not None:
+            # reusing a mostly-float INT8 engine is not a plain success either: say so again, as the build did
+            if warning := (cached["model"].get("int8_coverage") or {}).get("warning"):
+                log.warning("%s: %s", plan.source, warning)
             return BuildResult(plan.name, plan.engine_dir, cached, cache_hit=True, backend_reason=plan.backend_reason)
     _sweep_stale_staging(plan.engine_dir.parent, plan.name)
     with prepared_source(plan.source, plan.overrides) as work:

@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
-
 from trtopt.cli.groups import add_build_groups, build_settings
 from trtopt.settings import DEFAULT_MAX_BATCH
-
-if TYPE_CHECKING:
-    from trtopt.pipeline import BuildResult
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -89,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        warn_cached_low_coverage(result)
         return 0
     m = result.manifest
     print(f"backend: {result.backend_reason}")
@@ -132,16 +125,7 @@ def run(args: argparse.Namespace) -> int:
         ranked = ", ".join(f"{e['node']} ({e['op_type']})" for e in m["sensitivity"]["top"])
         print(f"INT8 sensitivity, most harmful first: {ranked} (all layers: {m['sensitivity']['file']})")
     warn_far_off(m, accepted=settings.accuracy.accept_loss)
-    warn_cached_low_coverage(result)
     return 0
-
-
-def warn_cached_low_coverage(result: BuildResult) -> None:
-    """A fresh build logs its low-INT8-coverage warning (trtopt.quantization.coverage); a cache hit built
-    nothing, so the stored warning is repeated: reusing a mostly-float engine is not a plain success either."""
-    warning = (result.manifest["model"].get("int8_coverage") or {}).get("warning")
-    if result.cache_hit and warning:
-        print(f"WARNING: {result.manifest['source']['path']}: {warning}", file=sys.stderr)
 
 
 def warn_far_off(manifest: dict, accepted: bool) -> None:

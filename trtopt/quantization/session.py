@@ -24,6 +24,7 @@ import onnx
 from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
 
 from trtopt.errors import UsageError
+from trtopt.quantization.modelio import all_graphs
 from trtopt.quantization.providers import ProviderChoice
 from trtopt.quantization.targets import calibration_targets
 from trtopt.tensors import TensorInfo
@@ -34,19 +35,16 @@ SPIN_KEY = "session.intra_op.allow_spinning"
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Every tensor stored in the graph: initializers and attribute tensors, subgraphs included."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
+    for each in all_graphs(graph):
+        yield from each.initializer
+        for sparse in each.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in each.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
 
 
 def has_external_data(model: onnx.ModelProto) -> bool:
