@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,13 @@ class HeldOut:
     labels: list[np.ndarray | None]
     reference: list[dict[str, np.ndarray]]
     fp32: Any  # the caller's FP32 Runner: stays open while variants are evaluated (latency baseline)
-    samples: int = field(init=False)
+    # samples in each batch, as the data source counted them: a model's first input need not have the
+    # batch on axis 0 (a recurrent state [layers, batch, width])
+    sizes: list[int]
 
-    def __post_init__(self) -> None:
-        self.samples = sum(int(next(iter(f.values())).shape[0]) for f in self.feeds)
+    @property
+    def samples(self) -> int:
+        return sum(self.sizes)
 
 
 def load_heldout(fp32: Any, spec: str, part: str, samples: int, batch_size: int,
@@ -80,14 +83,15 @@ def load_heldout(fp32: Any, spec: str, part: str, samples: int, batch_size: int,
 
     data = open_source(spec, fp32.inputs, batch_size=batch_size, max_samples=samples, part=part,
                        **(source_options or {}))
-    feeds, labels, outputs = [], [], []
+    feeds, labels, outputs, sizes = [], [], [], []
     for batch in data:
         feeds.append(batch.feed)
         labels.append(batch.labels)
         outputs.append(fp32.infer(batch.feed))
+        sizes.append(batch.size)
     if not feeds:
         raise UsageError(f"held-out data {spec!r} ({part}) yielded no samples; pass --val-data with a few samples")
-    return HeldOut(feeds, labels, outputs, fp32)
+    return HeldOut(feeds, labels, outputs, fp32, sizes)
 
 
 def quantized_layers(model_path: Path, table: object, quant: QdqSettings) -> list[Layer]:
@@ -232,8 +236,7 @@ def macs_per_sample(evaluator: Evaluator, layers: Sequence[Layer]) -> dict[str, 
     """Each layer's MACs per sample, measured on the first held-out batch (:func:`measured_macs`)."""
     feed = evaluator.heldout.feeds[0]
     macs = measured_macs(evaluator.model_path, feed, evaluator.threads)
-    batch = int(next(iter(feed.values())).shape[0]) or 1  # held-out data is never empty
-    return {layer.name: macs.get(layer.name, 0.0) / batch for layer in layers}
+    return {layer.name: macs.get(layer.name, 0.0) / evaluator.heldout.sizes[0] for layer in layers}
 
 
 def measured_macs(model_path: Path, feed: Mapping[str, np.ndarray], threads: int | None) -> dict[str, float]:
