@@ -111,55 +111,59 @@ def _execute(plan: BuildPlan, work: Path) -> BuildResult:
     initializer inputs made constants, values the data feeds them applied)."""
     from trtopt.backends.onnxruntime import OnnxRuntimeRunner
 
-    accuracy = plan.settings.accuracy
-    with OnnxRuntimeRunner(work, threads=plan.settings.engine.threads) as reference:
-        tic = time.perf_counter()
-        table = _scale_table(plan, work, reference)
-        calibration_seconds = time.perf_counter() - tic if table is not plan.table else None
-        batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
-        mixed = ranked = None
-        if plan.settings.precision == "int8" and (plan.budget or accuracy.sensitivity):
-            with _evaluator(plan, work, table, batch, reference) as evaluator:
-                layers = _quantized_layers(evaluator)  # read once: sensitivity and the search both rank them
-                ranked = _sensitivity(evaluator, layers) if accuracy.sensitivity else None
-                mixed = _mixed_precision(plan, evaluator, layers) if plan.budget else None
-        float_nodes = mixed.float_nodes if mixed else ()  # the layers the accuracy-budget search kept float
-        with atomic_directory(plan.engine_dir, versioned=True) as staging:
-            model_file, model_info = _precision_model(plan, work, staging, table, float_nodes)
-            if table is not None:
-                table.save(staging / SCALE_TABLE_FILE)
-            built = plan.backend.build(staging / model_file, staging, plan.options)
-            manifest = _manifest(plan, staging, model_file, model_info, built, table)
-            if calibration_seconds is not None and manifest["calibration"] is not None:
-                manifest["calibration"]["seconds"] = round(calibration_seconds, 3)
+    accuracy, threads = plan.settings.accuracy, plan.settings.engine.threads
+    # The FP32 reference session holds a whole copy of the weights: it is open only where it is used
+    # (the search, the accuracy check), not beside calibration and the Q/DQ pass, which read the
+    # weights themselves; for a model of several GB that is the difference between 2x and 3x its size.
+    tic = time.perf_counter()
+    table = _scale_table(plan, work)
+    calibration_seconds = time.perf_counter() - tic if table is not plan.table else None
+    batch = _batch_size(plan.inputs, plan.profile, plan.settings.batch_size)
+    mixed = ranked = None
+    if plan.settings.precision == "int8" and (plan.budget or accuracy.sensitivity):
+        with (OnnxRuntimeRunner(work, threads=threads) as reference,
+              _evaluator(plan, work, table, batch, reference) as evaluator):
+            layers = _quantized_layers(evaluator)  # read once: sensitivity and the search both rank them
+            ranked = _sensitivity(evaluator, layers) if accuracy.sensitivity else None
+            mixed = _mixed_precision(plan, evaluator, layers) if plan.budget else None
+    float_nodes = mixed.float_nodes if mixed else ()  # the layers the accuracy-budget search kept float
+    with atomic_directory(plan.engine_dir, versioned=True) as staging:
+        model_file, model_info = _precision_model(plan, work, staging, table, float_nodes)
+        if table is not None:
+            table.save(staging / SCALE_TABLE_FILE)
+        built = plan.backend.build(staging / model_file, staging, plan.options)
+        manifest = _manifest(plan, staging, model_file, model_info, built, table)
+        if calibration_seconds is not None and manifest["calibration"] is not None:
+            manifest["calibration"]["seconds"] = round(calibration_seconds, 3)
+        with OnnxRuntimeRunner(work, threads=threads) as reference:
             report, timing, data_used, first_batch = _measure_accuracy(plan, staging, manifest, reference, batch)
-            if plan.settings.precision == "int8":
-                manifest["model"]["int8_coverage"] = _int8_coverage(plan, work, staging / model_file, model_info,
-                                                                    float_nodes, first_batch)
-            problems = plan.budget.violations(report, timing.get("speedup"))
-            if problems:
-                raise TrtoptError(
-                    f"engine {plan.name!r} misses the accuracy budget: " + "; ".join(problems)
-                    + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
-                )
-            far_off = far_off_problems(report)
-            if far_off and not accuracy.accept_loss:
-                log.warning("engine %r is far off FP32: %s", plan.name, "; ".join(far_off))
-            manifest["accuracy"] = {**report.to_json(), "data": data_used, "budget": plan.budget.to_json() or None,
-                                    "metric_settings": accuracy.metrics.to_json(), "far_off": far_off,
-                                    "far_off_accepted": bool(far_off) and accuracy.accept_loss}
-            if mixed is not None:
-                manifest["mixed_precision"] = _mixed_json(plan, mixed, calibration_seconds)
-            if ranked is not None:
-                atomic_write_json(staging / SENSITIVITY_FILE, ranked.to_json())
-                manifest["sensitivity"] = {
-                    "file": SENSITIVITY_FILE, "samples": ranked.samples, "seconds": round(ranked.seconds, 3),
-                    "top": [{"node": e.layer.name, "op_type": e.layer.op_type, "harm": e.harm, "gain": e.gain}
-                            for e in ranked.layers[:SENSITIVITY_TOP]],
-                }
-            manifest["timing"] = timing
-            manifest["build_seconds"] = round(time.perf_counter() - plan.started, 3)
-            atomic_write_json(staging / MANIFEST, manifest)
+        if plan.settings.precision == "int8":
+            manifest["model"]["int8_coverage"] = _int8_coverage(plan, work, staging / model_file, model_info,
+                                                                float_nodes, first_batch)
+        problems = plan.budget.violations(report, timing.get("speedup"))
+        if problems:
+            raise TrtoptError(
+                f"engine {plan.name!r} misses the accuracy budget: " + "; ".join(problems)
+                + " (nothing was written; try --exclude-op-types/--exclude-nodes, another --calib-method, or FP16)"
+            )
+        far_off = far_off_problems(report)
+        if far_off and not accuracy.accept_loss:
+            log.warning("engine %r is far off FP32: %s", plan.name, "; ".join(far_off))
+        manifest["accuracy"] = {**report.to_json(), "data": data_used, "budget": plan.budget.to_json() or None,
+                                "metric_settings": accuracy.metrics.to_json(), "far_off": far_off,
+                                "far_off_accepted": bool(far_off) and accuracy.accept_loss}
+        if mixed is not None:
+            manifest["mixed_precision"] = _mixed_json(plan, mixed, calibration_seconds)
+        if ranked is not None:
+            atomic_write_json(staging / SENSITIVITY_FILE, ranked.to_json())
+            manifest["sensitivity"] = {
+                "file": SENSITIVITY_FILE, "samples": ranked.samples, "seconds": round(ranked.seconds, 3),
+                "top": [{"node": e.layer.name, "op_type": e.layer.op_type, "harm": e.harm, "gain": e.gain}
+                        for e in ranked.layers[:SENSITIVITY_TOP]],
+            }
+        manifest["timing"] = timing
+        manifest["build_seconds"] = round(time.perf_counter() - plan.started, 3)
+        atomic_write_json(staging / MANIFEST, manifest)
     return BuildResult(plan.name, plan.engine_dir, read_manifest(plan.engine_dir), cache_hit=False,
                        backend_reason=plan.backend_reason)
 
@@ -196,7 +200,7 @@ def _sweep_stale_staging(root: Path, name: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _scale_table(plan: BuildPlan, work: Path, reference: Any) -> Any:
+def _scale_table(plan: BuildPlan, work: Path) -> Any:
     """The scale table: the one the plan loaded and matched, or calibrated now from the calibration data."""
     if plan.table is not None or not plan.needs_table:
         return plan.table
@@ -204,7 +208,7 @@ def _scale_table(plan: BuildPlan, work: Path, reference: Any) -> Any:
     from trtopt.quantization.calibrate import calibrate
 
     calibration = plan.settings.calibration
-    data = open_source(str(calibration.data), reference.inputs, batch_size=plan.settings.batch_size,
+    data = open_source(str(calibration.data), plan.inputs, batch_size=plan.settings.batch_size,
                        max_samples=calibration.samples, seed=calibration.seed, part="calibration",
                        **plan.data.for_source(str(calibration.data)))
     # FP16's range rule needs every activation's range: an overflow anywhere turns the output into inf/NaN
