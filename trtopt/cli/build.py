@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
 from trtopt.cli.groups import add_build_groups, build_settings
 from trtopt.settings import DEFAULT_MAX_BATCH
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
